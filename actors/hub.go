@@ -1,0 +1,71 @@
+package actors
+
+import (
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+)
+
+// spawnSession asks the hub for a new session actor; it responds with its PID.
+type spawnSession struct{ conn Conn }
+
+// routerPIDQuery asks the hub for the router's PID.
+type routerPIDQuery struct{}
+
+// hub supervises the router and every session. A failing session is
+// stopped (its socket closes and the router treats it as a disconnect); a
+// failing router is restarted and keeps its presence.
+type hub struct {
+	routerProps  *actor.Props
+	sessionProps func(conn Conn, router *actor.PID) *actor.Props
+	router       *actor.PID
+}
+
+func (h *hub) Receive(ctx actor.Context) {
+	switch m := ctx.Message().(type) {
+	case *actor.Started:
+		pid, err := ctx.SpawnNamed(h.routerProps, "router")
+		if err != nil {
+			panic(fmt.Errorf("hub: spawn router: %w", err))
+		}
+		h.router = pid
+	case *spawnSession:
+		ctx.Respond(ctx.SpawnPrefix(h.sessionProps(m.conn, h.router), "session"))
+	case *routerPIDQuery:
+		ctx.Respond(h.router)
+	}
+}
+
+// supervisor is the hub's strategy: restart the router, stop a session.
+type supervisor struct {
+	log *slog.Logger
+	// restarts bounds router restarts: more than max within window means
+	// the router cannot run, and the process should not pretend otherwise.
+	max    int
+	window time.Duration
+}
+
+func (s *supervisor) HandleFailure(_ *actor.ActorSystem, sup actor.Supervisor, child *actor.PID, rs *actor.RestartStatistics, reason any, message any) {
+	if isRouter(child) {
+		if rs.NumberOfFailures(s.window) >= s.max {
+			s.log.Error("router keeps failing; stopping it", "reason", fmt.Sprint(reason), "failures", rs.NumberOfFailures(s.window))
+			sup.StopChildren(child)
+			return
+		}
+		rs.Fail()
+		s.log.Error("router failed; restarting with presence kept", "reason", fmt.Sprint(reason), "message", fmt.Sprintf("%T", message))
+		sup.RestartChildren(child)
+		return
+	}
+	s.log.Error("session failed; closing its socket", "session", child.Id, "reason", fmt.Sprint(reason), "message", fmt.Sprintf("%T", message))
+	sup.StopChildren(child)
+}
+
+// isRouter tells the router from sessions: it is the hub's only child
+// spawned with a name ("<hub id>/router").
+func isRouter(child *actor.PID) bool {
+	return strings.HasSuffix(child.Id, "/router")
+}

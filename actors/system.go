@@ -1,0 +1,171 @@
+package actors
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/switchboard/switchboard/messages"
+)
+
+// Options configure the actor system. The zero value works.
+type Options struct {
+	Logger *slog.Logger
+	// Now is the router's clock; tests may fix it.
+	Now func() time.Time
+	// AskTimeout bounds a request to an actor (spawn, /health, /stats). Default 5s.
+	AskTimeout time.Duration
+	// RouterMiddleware and SessionMiddleware wrap the actors' Receive: tests
+	// use them to watch messages or to inject failures.
+	RouterMiddleware  []actor.ReceiverMiddleware
+	SessionMiddleware []actor.ReceiverMiddleware
+}
+
+// System is the running actor system: a hub supervising the router and
+// one session per socket. Its methods are safe for concurrent use; they
+// only send messages.
+type System struct {
+	sys    *actor.ActorSystem
+	hub    *actor.PID
+	router *actor.PID
+	ask    time.Duration
+	log    *slog.Logger
+}
+
+// Start spawns the hub and the router.
+func Start(o Options) (*System, error) {
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.AskTimeout <= 0 {
+		o.AskTimeout = 5 * time.Second
+	}
+	// The runtime logs dead letters at info: at scale a frame for a socket
+	// that just left is normal, so only its warnings reach our log.
+	libLog := slog.New(minLevel{o.Logger.Handler(), slog.LevelWarn}).With("component", "protoactor")
+	sys := actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return libLog }))
+
+	pr := newPresence()
+	routerLog := o.Logger.With("component", "router")
+	routerProps := actor.PropsFromProducer(func() actor.Actor {
+		// Every incarnation gets the same presence: only one runs at a time.
+		return &router{pr: pr, log: routerLog, now: o.Now}
+	}, actor.WithReceiverMiddleware(o.RouterMiddleware...))
+
+	sessionLog := o.Logger.With("component", "session")
+	sessionProps := func(conn Conn, router *actor.PID) *actor.Props {
+		return actor.PropsFromProducer(func() actor.Actor {
+			return &session{conn: conn, router: router, log: sessionLog}
+		}, actor.WithReceiverMiddleware(o.SessionMiddleware...))
+	}
+
+	hubProps := actor.PropsFromProducer(func() actor.Actor {
+		return &hub{routerProps: routerProps, sessionProps: sessionProps}
+	}, actor.WithSupervisor(&supervisor{log: o.Logger.With("component", "supervisor"), max: 10, window: 10 * time.Second}))
+	hubPID, err := sys.Root.SpawnNamed(hubProps, "hub")
+	if err != nil {
+		return nil, fmt.Errorf("start actors: %w", err)
+	}
+	s := &System{sys: sys, hub: hubPID, ask: o.AskTimeout, log: o.Logger}
+	res, err := sys.Root.RequestFuture(hubPID, &routerPIDQuery{}, s.ask).Result()
+	if err != nil {
+		return nil, fmt.Errorf("start actors: router: %w", err)
+	}
+	s.router = res.(*actor.PID)
+	return s, nil
+}
+
+// Connect spawns the session actor for a new socket.
+func (s *System) Connect(c Conn) (*actor.PID, error) {
+	res, err := s.sys.Root.RequestFuture(s.hub, &spawnSession{conn: c}, s.ask).Result()
+	if err != nil {
+		return nil, fmt.Errorf("connect %s: %w", c.ID(), err)
+	}
+	return res.(*actor.PID), nil
+}
+
+// Send delivers a message to a session (or any actor) without waiting.
+func (s *System) Send(to *actor.PID, msg any) {
+	s.sys.Root.Send(to, msg)
+}
+
+// Disconnected tells a session that its socket is gone. It is processed
+// after every event the socket sent before, so none is lost.
+func (s *System) Disconnected(session *actor.PID, reason string) {
+	s.sys.Root.Send(session, &messages.SocketClosed{Reason: reason})
+}
+
+// Health asks the router for its counts.
+func (s *System) Health(ctx context.Context) (*messages.Health, error) {
+	res, err := s.request(ctx, &messages.HealthQuery{})
+	if err != nil {
+		return nil, fmt.Errorf("health: %w", err)
+	}
+	return res.(*messages.Health), nil
+}
+
+// Stats asks the router for its presence list.
+func (s *System) Stats(ctx context.Context) (*messages.Stats, error) {
+	res, err := s.request(ctx, &messages.StatsQuery{})
+	if err != nil {
+		return nil, fmt.Errorf("stats: %w", err)
+	}
+	return res.(*messages.Stats), nil
+}
+
+func (s *System) request(ctx context.Context, msg any) (any, error) {
+	timeout := s.ask
+	if d, ok := ctx.Deadline(); ok {
+		timeout = min(timeout, time.Until(d))
+	}
+	if timeout <= 0 {
+		return nil, context.DeadlineExceeded
+	}
+	return s.sys.Root.RequestFuture(s.router, msg, timeout).Result()
+}
+
+// Router is the router's PID, for tests that talk to it directly.
+func (s *System) Router() *actor.PID { return s.router }
+
+// Root is the root context, for tests that spawn observers.
+func (s *System) Root() *actor.RootContext { return s.sys.Root }
+
+// Stop stops the hub, and with it every session and the router, waiting
+// at most timeout for them to finish.
+func (s *System) Stop(timeout time.Duration) error {
+	done := make(chan error, 1)
+	go func() { done <- s.sys.Root.StopFuture(s.hub).Wait() }()
+	var err error
+	select {
+	case err = <-done:
+	case <-time.After(timeout):
+		err = errors.New("timed out")
+	}
+	s.sys.Shutdown()
+	if err != nil {
+		return fmt.Errorf("stop actors: %w", err)
+	}
+	return nil
+}
+
+// minLevel raises a handler's threshold without touching the handler.
+type minLevel struct {
+	slog.Handler
+	min slog.Level
+}
+
+func (h minLevel) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= h.min && h.Handler.Enabled(ctx, l)
+}
+
+func (h minLevel) WithAttrs(a []slog.Attr) slog.Handler {
+	return minLevel{h.Handler.WithAttrs(a), h.min}
+}
+
+func (h minLevel) WithGroup(n string) slog.Handler { return minLevel{h.Handler.WithGroup(n), h.min} }

@@ -1,0 +1,125 @@
+package messages
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+)
+
+// The events that Switchboard emits, with the contract's payloads.
+
+// NewChat tells operators about a joined client.
+type NewChat struct {
+	ClientID string `json:"clientId"`
+	Username Str    `json:"username,omitzero"`
+	Phone    Str    `json:"phone,omitzero"`
+}
+
+// IncomingMessage is a client's message as operators receive it.
+type IncomingMessage struct {
+	From string `json:"from"`
+	Content
+	Size      Num    `json:"size,omitzero"`
+	Timestamp string `json:"timestamp"`
+}
+
+// OperatorMessageOut is an operator's message as its client receives it
+// (without `size`, as the contract says).
+type OperatorMessageOut struct {
+	Content
+	OperatorName Str    `json:"operatorName,omitzero"`
+	Timestamp    string `json:"timestamp"`
+}
+
+// OperatorBroadcast is an operator's message as the other operators see it.
+type OperatorBroadcast struct {
+	ClientID     string `json:"clientId"`
+	OperatorID   ID     `json:"operatorId,omitzero"`
+	OperatorName Str    `json:"operatorName,omitzero"`
+	Content
+	Timestamp string `json:"timestamp"`
+}
+
+// ClientTypingOut is a client's typing indicator as operators see it.
+type ClientTypingOut struct {
+	From     string `json:"from"`
+	IsTyping bool   `json:"isTyping"`
+}
+
+// OperatorTypingOut is an operator's typing indicator as its client sees it.
+type OperatorTypingOut struct {
+	IsTyping bool `json:"isTyping"`
+}
+
+// ChatEnded tells operators that a chat ended, or a client that an
+// operator ended it (then only Message is set).
+type ChatEnded struct {
+	ClientID string `json:"clientId,omitempty"`
+	Reason   string `json:"reason,omitempty"`
+	Message  string `json:"message,omitempty"`
+}
+
+// ChatError answers a refused event, to its sender only.
+type ChatError struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+	Event   string `json:"event"`
+}
+
+// EndedByOperatorText is what a client is told when an operator ends its chat.
+const EndedByOperatorText = "El operador ha finalizado la conversación"
+
+// ReasonDisconnect is chatEnded's reason when the client's socket went away.
+const ReasonDisconnect = "disconnect"
+
+// Event names that Switchboard emits.
+const (
+	EventNewChat           = "newChat"
+	EventIncomingMessage   = "incomingMessage"
+	EventOperatorMessage   = "operatorMessage"
+	EventOperatorBroadcast = "operatorBroadcast"
+	EventClientTyping      = "clientTyping"
+	EventOperatorTyping    = "operatorTyping"
+	EventChatEnded         = "chatEnded"
+	EventChatError         = "chatError"
+)
+
+// Frame is one Socket.IO event packet, encoded once and written unchanged
+// to every socket that receives it. It is never modified after creation.
+type Frame struct {
+	Event string
+	// Packet is the Socket.IO packet text: `2["event",{...}]`.
+	Packet []byte
+}
+
+// EncodeFrame encodes an event with one payload as a Socket.IO EVENT packet.
+// Strings are written as JavaScript's JSON.stringify writes them (no HTML
+// escaping), which every Socket.IO client decodes.
+func EncodeFrame(event string, payload any) (*Frame, error) {
+	var buf bytes.Buffer
+	buf.Grow(64)
+	buf.WriteString(`2[`)
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(event); err != nil {
+		return nil, fmt.Errorf("encode %s: %w", event, err)
+	}
+	buf.Truncate(buf.Len() - 1) // Encode's newline
+	buf.WriteByte(',')
+	if err := enc.Encode(payload); err != nil {
+		return nil, fmt.Errorf("encode %s: %w", event, err)
+	}
+	buf.Truncate(buf.Len() - 1)
+	buf.WriteByte(']')
+	return &Frame{Event: event, Packet: buf.Bytes()}, nil
+}
+
+// MustFrame is EncodeFrame for payloads that cannot fail to encode (every
+// type in this file): a failure is a programming error.
+func MustFrame(event string, payload any) *Frame {
+	f, err := EncodeFrame(event, payload)
+	if err != nil {
+		panic(err)
+	}
+	return f
+}

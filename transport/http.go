@@ -1,0 +1,133 @@
+package transport
+
+import (
+	"encoding/json"
+	"net/http"
+	"time"
+
+	"github.com/switchboard/switchboard/messages"
+)
+
+// Version is reported by GET /.
+var Version = "dev"
+
+type healthBody struct {
+	Status      string      `json:"status"`
+	Timestamp   string      `json:"timestamp"`
+	Connections healthCount `json:"connections"`
+}
+
+type healthCount struct {
+	Total     int `json:"total"`
+	Clients   int `json:"clients"`
+	Operators int `json:"operators"`
+}
+
+type statsBody struct {
+	Timestamp string                  `json:"timestamp"`
+	Summary   statsSummary            `json:"summary"`
+	Clients   []messages.ClientInfo   `json:"clients"`
+	Operators []messages.OperatorInfo `json:"operators"`
+}
+
+type statsSummary struct {
+	TotalConnections int `json:"totalConnections"`
+	TotalClients     int `json:"totalClients"`
+	TotalOperators   int `json:"totalOperators"`
+}
+
+type indexBody struct {
+	Service   string            `json:"service"`
+	Version   string            `json:"version"`
+	Endpoints map[string]string `json:"endpoints"`
+}
+
+func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
+	h, err := s.sys.Health(r.Context())
+	if err != nil {
+		s.log.Error("health", "err", err)
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "error": err.Error()})
+		return
+	}
+	writeJSON(w, http.StatusOK, healthBody{
+		Status:      "ok",
+		Timestamp:   messages.ISOTime(time.Now()),
+		Connections: healthCount{Total: h.Clients + h.Operators, Clients: h.Clients, Operators: h.Operators},
+	})
+}
+
+func (s *Server) handleStats(w http.ResponseWriter, r *http.Request) {
+	st, err := s.sys.Stats(r.Context())
+	if err != nil {
+		s.log.Error("stats", "err", err)
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "error": err.Error()})
+		return
+	}
+	writeJSON(w, http.StatusOK, statsBody{
+		Timestamp: messages.ISOTime(time.Now()),
+		Summary: statsSummary{
+			TotalConnections: len(st.Clients) + len(st.Operators),
+			TotalClients:     len(st.Clients),
+			TotalOperators:   len(st.Operators),
+		},
+		Clients:   st.Clients,
+		Operators: st.Operators,
+	})
+}
+
+func (s *Server) handleIndex(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path != "/" {
+		writeJSON(w, http.StatusNotFound, map[string]string{"error": "not found", "see": "/"})
+		return
+	}
+	writeJSON(w, http.StatusOK, indexBody{
+		Service: "switchboard",
+		Version: Version,
+		Endpoints: map[string]string{
+			"socket": s.cfg.Path,
+			"health": "/health",
+			"stats":  "/stats",
+		},
+	})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// cors answers browsers on the HTTP endpoints as the Node server's cors()
+// middleware does: the configured origin, credentials allowed.
+func (s *Server) cors(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		origin := r.Header.Get("Origin")
+		if allowed := s.allowOrigin(origin); allowed != "" {
+			w.Header().Set("Access-Control-Allow-Origin", allowed)
+			w.Header().Set("Access-Control-Allow-Credentials", "true")
+			if allowed != "*" {
+				w.Header().Add("Vary", "Origin")
+			}
+		}
+		if r.Method == http.MethodOptions {
+			w.Header().Set("Access-Control-Allow-Methods", "GET,HEAD,POST")
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// allowOrigin returns the Access-Control-Allow-Origin value for origin, or
+// "" when that origin is not allowed.
+func (s *Server) allowOrigin(origin string) string {
+	for _, o := range s.cfg.CORSOrigins {
+		if o == "*" {
+			return "*"
+		}
+		if origin != "" && o == origin {
+			return origin
+		}
+	}
+	return ""
+}

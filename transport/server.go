@@ -1,0 +1,206 @@
+// Package transport translates Socket.IO sockets into actor messages and
+// actor frames back into socket writes. It holds no chat state: presence
+// and routing live in the actors package.
+package transport
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/switchboard/switchboard/actors"
+	"github.com/switchboard/switchboard/config"
+	"github.com/switchboard/switchboard/messages"
+	"github.com/zishang520/socket.io/servers/socket/v3"
+	"github.com/zishang520/socket.io/v3/pkg/types"
+)
+
+// envelopeBytes is room in the HTTP buffer beyond the largest image for the
+// rest of a message (its JSON, the other fields, the packet header).
+const envelopeBytes = 64 << 10
+
+// Server is the Socket.IO endpoint and the HTTP endpoints on one port.
+type Server struct {
+	cfg     *config.Config
+	sys     *actors.System
+	log     *slog.Logger
+	io      *socket.Server
+	limits  messages.Limits
+	handler http.Handler
+	httpSrv *http.Server
+}
+
+// New builds the server; Serve starts it.
+func New(cfg *config.Config, sys *actors.System, log *slog.Logger) *Server {
+	s := &Server{
+		cfg: cfg,
+		sys: sys,
+		log: log.With("component", "transport"),
+		limits: messages.Limits{
+			MaxText:  cfg.MaxTextChars,
+			MaxImage: cfg.MaxImageBytes,
+			MaxField: cfg.MaxFieldChars,
+		},
+	}
+
+	opts := socket.DefaultServerOptions()
+	opts.SetPath(cfg.Path)
+	opts.SetServeClient(false)
+	opts.SetPingInterval(cfg.PingInterval)
+	opts.SetPingTimeout(cfg.PingTimeout)
+	// Sized from the image limit: on the Node server an image over the
+	// 1 MB default silently disconnects the player.
+	opts.SetMaxHttpBufferSize(int64(cfg.MaxImageBytes + envelopeBytes))
+	opts.SetAllowEIO3(cfg.AllowEIO3)
+	var origin any = cfg.CORSOrigins
+	if len(cfg.CORSOrigins) == 1 {
+		origin = cfg.CORSOrigins[0]
+	}
+	opts.SetCors(&types.Cors{Origin: origin, Methods: []string{"GET", "POST"}, Credentials: true})
+	s.io = socket.NewServer(nil, opts)
+	s.io.On("connection", func(args ...any) {
+		if sock, ok := args[0].(*socket.Socket); ok {
+			s.onConnection(sock)
+		}
+	})
+
+	mux := http.NewServeMux()
+	mux.Handle(cfg.Path+"/", s.io.ServeHandler(nil))
+	mux.Handle("GET /health", s.cors(http.HandlerFunc(s.handleHealth)))
+	mux.Handle("GET /stats", s.cors(http.HandlerFunc(s.handleStats)))
+	mux.Handle("/", s.cors(http.HandlerFunc(s.handleIndex)))
+	s.handler = mux
+	return s
+}
+
+// Handler is everything served on the port.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// Serve accepts connections on ln until Shutdown.
+func (s *Server) Serve(ln net.Listener) error {
+	s.httpSrv = &http.Server{
+		Handler:           s.handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+	err := s.httpSrv.Serve(ln)
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return fmt.Errorf("serve: %w", err)
+}
+
+// Shutdown stops accepting, closes every socket (clients reconnect to
+// another node, or to this one when it is back), and waits for the actors
+// to record the departures, all within ctx.
+func (s *Server) Shutdown(ctx context.Context) error {
+	var errs []error
+	stopped := make(chan error, 1)
+	go func() {
+		if s.httpSrv == nil {
+			stopped <- nil
+			return
+		}
+		stopped <- s.httpSrv.Shutdown(ctx)
+	}()
+	// Closing the sockets also ends the long-polling requests that would
+	// otherwise hold http.Server.Shutdown until its deadline.
+	s.io.DisconnectSockets(true)
+	if err := <-stopped; err != nil {
+		errs = append(errs, fmt.Errorf("http: %w", err))
+	}
+	for {
+		h, err := s.sys.Health(ctx)
+		if err != nil || h.Clients+h.Operators == 0 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			errs = append(errs, fmt.Errorf("sockets still open: %d", h.Clients+h.Operators))
+		case <-time.After(20 * time.Millisecond):
+			continue
+		}
+		break
+	}
+	s.io.Close(nil)
+	return errors.Join(errs...)
+}
+
+func (s *Server) onConnection(sock *socket.Socket) {
+	id := string(sock.Id())
+	conn := &socketConn{sock: sock, id: id, log: s.log}
+	pid, err := s.sys.Connect(conn)
+	if err != nil {
+		s.log.Error("no session for socket; closing it", "socket", id, "err", err)
+		sock.Disconnect(true)
+		return
+	}
+	s.log.Info("socket connected", "socket", id, "transport", sock.Conn().Transport().Name(), "remote", sock.Handshake().Address)
+
+	on := func(event string, decode func(v any) (any, error)) {
+		sock.On(event, func(args ...any) {
+			var payload any
+			if len(args) > 0 {
+				payload = args[0]
+			}
+			msg, err := decode(payload)
+			if err != nil {
+				s.refuse(pid, id, event, err)
+				return
+			}
+			s.sys.Send(pid, msg)
+		})
+	}
+	l := &s.limits
+	on("join", func(v any) (any, error) {
+		p, err := messages.DecodeJoin(v, l)
+		return &messages.Join{From: id, At: time.Now(), Payload: p}, err
+	})
+	on("clientMessage", func(v any) (any, error) {
+		p, err := messages.DecodeClientMessage(v, l)
+		return &messages.ClientMessage{From: id, Payload: p}, err
+	})
+	on("operatorMessage", func(v any) (any, error) {
+		p, err := messages.DecodeOperatorMessage(v, l)
+		return &messages.OperatorMessage{From: id, Payload: p}, err
+	})
+	on("clientTyping", func(v any) (any, error) {
+		p, err := messages.DecodeClientTyping(v, l)
+		return &messages.ClientTyping{From: id, IsTyping: p.IsTyping}, err
+	})
+	on("operatorTyping", func(v any) (any, error) {
+		p, err := messages.DecodeOperatorTyping(v, l)
+		return &messages.OperatorTyping{From: id, Payload: p}, err
+	})
+	on("endChat", func(v any) (any, error) {
+		p, err := messages.DecodeEndChat(v, l)
+		return &messages.EndChat{From: id, Payload: p}, err
+	})
+	sock.On("disconnect", func(args ...any) {
+		reason := "unknown"
+		if len(args) > 0 {
+			reason = fmt.Sprint(args[0])
+		}
+		conn.closed.Store(true)
+		s.log.Info("socket disconnected", "socket", id, "reason", reason)
+		s.sys.Disconnected(pid, reason)
+	})
+}
+
+// refuse answers a malformed event through the socket's session, so the
+// answer keeps its place among the socket's other frames; nobody else
+// hears of it.
+func (s *Server) refuse(pid *actor.PID, id, event string, err error) {
+	r := &messages.Refused{Event: event, Code: messages.CodeInvalidPayload, Reason: err.Error()}
+	var pe *messages.PayloadError
+	if errors.As(err, &pe) {
+		r.Code = pe.Code
+	}
+	s.log.Info("event refused", "socket", id, "event", event, "code", r.Code, "reason", r.Reason)
+	s.sys.Send(pid, r)
+}
