@@ -17,7 +17,8 @@ import (
 
 // Config is every setting. Each field says its default and what it costs.
 type Config struct {
-	// Port to listen on (PORT, default 3001, as the guide's server).
+	// Port to listen on (PORT, default 3001, as the guide's server; 0 picks
+	// a free port and the start-up banner names it).
 	Port int
 	// Host to bind (SWITCHBOARD_HOST, default all interfaces). Set
 	// 127.0.0.1 to keep a development server off the network.
@@ -171,7 +172,7 @@ func apply(c *Config, key, val string) error {
 	var err error
 	switch key {
 	case "port":
-		c.Port, err = intIn(val, 1, 65535)
+		c.Port, err = intIn(val, 0, 65535) // 0: any free port (tests)
 	case "host":
 		c.Host = val
 	case "cors_origin":
