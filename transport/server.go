@@ -108,15 +108,22 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		}
 		stopped <- s.httpSrv.Shutdown(ctx)
 	}()
-	// Closing the sockets also ends the long-polling requests that would
-	// otherwise hold http.Server.Shutdown until its deadline.
+	// Closing every engine connection (not only the Socket.IO sockets) also
+	// ends the long-polling requests that would otherwise hold
+	// http.Server.Shutdown until their next heartbeat.
 	s.io.DisconnectSockets(true)
+	s.io.Close(nil)
 	if err := <-stopped; err != nil {
 		errs = append(errs, fmt.Errorf("http: %w", err))
 	}
+	// Wait for the router to record every departure.
 	for {
 		h, err := s.sys.Health(ctx)
-		if err != nil || h.Clients+h.Operators == 0 {
+		if err != nil {
+			errs = append(errs, err)
+			break
+		}
+		if h.Clients+h.Operators == 0 {
 			break
 		}
 		select {
@@ -127,7 +134,6 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		}
 		break
 	}
-	s.io.Close(nil)
 	return errors.Join(errs...)
 }
 

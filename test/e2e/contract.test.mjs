@@ -1,0 +1,916 @@
+// The wire contract (/work/shared/CONTRACT.md), end to end: the real binary,
+// the npm socket.io-client as the CRM and the widget use it, in each
+// transport mode (websocket, polling, polling then upgrade).
+
+import { describe, test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import {
+  MODES, Scenario, assertISO, connect, expectEvent, expectNothing,
+  startServer, startUpgradeGate,
+} from './helpers.mjs';
+
+const ENDED_BY_OPERATOR = 'El operador ha finalizado la conversación';
+// Characters that a careless encoder escapes or mangles.
+const TRICKY_TEXT = '¡Hola! ¿Qué tal? 👋 <b>&amp;</b> "comillas" \\ barra\nsegunda línea \u2028 fin';
+const PNG = 'data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==';
+
+/** Consumes one newChat per client on op, in this order, each {clientId, username: label}. */
+async function expectNewChats(op, ...clients) {
+  for (const c of clients) {
+    assert.deepEqual(await expectEvent(op, 'newChat'), { clientId: c.sid, username: c.label },
+      `${op.label}: newChat for ${c.label}`);
+  }
+}
+
+/** Expects a server timestamp on msg, checks its format and time, and returns it. */
+function serverTimestamp(msg, from, to, what) {
+  assertISO(msg.timestamp, { from, to, what: `${what} timestamp` });
+  return msg.timestamp;
+}
+
+for (const [mode, transports] of Object.entries(MODES)) {
+  describe(`contract over ${mode} (${transports.join(' then ')})`, () => {
+    let server;
+    before(async () => {
+      server = await startServer();
+    });
+    after(async () => {
+      await server?.stop();
+    });
+
+    // A test with its own participants; every socket is checked (nothing
+    // left unexpected, not dropped by the server, transport as the mode
+    // says) and disconnected, and presence is empty again afterwards.
+    const scenario = (name, fn) => test(name, async () => {
+      const sc = new Scenario(server, transports);
+      let passed = false;
+      try {
+        await server.waitCounts({ clients: 0, operators: 0 });
+        await fn(sc);
+        await sc.verify();
+        passed = true;
+      } finally {
+        try {
+          await sc.close();
+        } catch (err) {
+          if (passed) throw err;
+        }
+      }
+    });
+
+    // ------------------------------------------------------------ join
+
+    scenario('client join: every joined operator gets newChat; username falls back to name; unsent fields are absent', async (sc) => {
+      const op1 = await sc.operator('op1');
+      const op2 = await sc.operator('op2');
+
+      const ana = await sc.client('ana', { name: 'Ana', username: 'ana_p', phone: '+34 600 000 000' });
+      assert.equal(typeof ana.sid, 'string');
+      assert.ok(ana.sid.length > 0);
+      for (const op of [op1, op2]) {
+        assert.deepEqual(await expectEvent(op, 'newChat'),
+          { clientId: ana.sid, username: 'ana_p', phone: '+34 600 000 000' });
+      }
+
+      const bruno = await sc.client('bruno', { name: 'Bruno' });
+      for (const op of [op1, op2]) {
+        assert.deepEqual(await expectEvent(op, 'newChat'), { clientId: bruno.sid, username: 'Bruno' });
+      }
+
+      // username '' falls back to name, as JavaScript's `username || name`.
+      const carla = await sc.client('carla', { name: 'Carla', username: '', phone: '611 222 333' });
+      for (const op of [op1, op2]) {
+        assert.deepEqual(await expectEvent(op, 'newChat'),
+          { clientId: carla.sid, username: 'Carla', phone: '611 222 333' });
+      }
+
+      const dani = await sc.client('dani', { username: 'dani_x' });
+      for (const op of [op1, op2]) {
+        assert.deepEqual(await expectEvent(op, 'newChat'), { clientId: dani.sid, username: 'dani_x' });
+      }
+
+      const anon = await sc.client('anon', {});
+      for (const op of [op1, op2]) {
+        assert.deepEqual(await expectEvent(op, 'newChat'), { clientId: anon.sid });
+      }
+
+      await expectNothing([op1, op2, ana, bruno, carla, dani, anon]);
+    });
+
+    scenario('operator join: that operator alone gets one newChat per joined client, in join order', async (sc) => {
+      const op1 = await sc.operator('op1');
+      const c1 = await sc.client('c1', { name: 'Uno', username: 'uno', phone: '111' });
+      const c2 = await sc.client('c2', { name: 'Dos' });
+      const c3 = await sc.client('c3', { name: 'Tres', phone: '333' });
+      const c4 = await sc.client('c4', { name: 'Cuatro', username: 'cuatro' });
+      const c5 = await sc.client('c5', { username: 'cinco', phone: '555' });
+      const shapes = {
+        c1: { clientId: c1.sid, username: 'uno', phone: '111' },
+        c2: { clientId: c2.sid, username: 'Dos' },
+        c3: { clientId: c3.sid, username: 'Tres', phone: '333' },
+        c4: { clientId: c4.sid, username: 'cuatro' },
+        c5: { clientId: c5.sid, username: 'cinco', phone: '555' },
+      };
+      for (const k of ['c1', 'c2', 'c3', 'c4', 'c5']) {
+        assert.deepEqual(await expectEvent(op1, 'newChat'), shapes[k]);
+      }
+
+      const op2 = await sc.operator('op2', { name: 'Segundo', operatorId: 2 });
+      for (const k of ['c1', 'c2', 'c3', 'c4', 'c5']) {
+        assert.deepEqual(await expectEvent(op2, 'newChat'), shapes[k], `op2 newChat ${k}`);
+      }
+
+      // Only currently joined clients are listed.
+      await sc.leave(c2);
+      for (const op of [op1, op2]) {
+        assert.deepEqual(await expectEvent(op, 'chatEnded'), { clientId: c2.sid, reason: 'disconnect' });
+      }
+      const op3 = await sc.operator('op3', { name: 'Tercero', operatorId: 3 });
+      for (const k of ['c1', 'c3', 'c4', 'c5']) {
+        assert.deepEqual(await expectEvent(op3, 'newChat'), shapes[k], `op3 newChat ${k}`);
+      }
+
+      // An operator joining with no client gets nothing: see the quiet window.
+      await expectNothing([op1, op2, op3, c1, c3, c4, c5]);
+    });
+
+    // ------------------------------------------------------------ clientMessage
+
+    scenario('clientMessage without timestamp: every operator gets incomingMessage with the server ISO time', async (sc) => {
+      const op1 = await sc.operator('op1');
+      const op2 = await sc.operator('op2');
+      const c1 = await sc.client('c1');
+      const c2 = await sc.client('c2');
+      await expectNewChats(op1, c1, c2);
+      await expectNewChats(op2, c1, c2);
+
+      let from = Date.now();
+      c1.emit('clientMessage', { type: 'text', message: TRICKY_TEXT });
+      const m1 = await expectEvent(op1, 'incomingMessage');
+      const m2 = await expectEvent(op2, 'incomingMessage');
+      const ts = serverTimestamp(m1, from, Date.now(), 'incomingMessage');
+      assert.deepEqual(m1, { from: c1.sid, type: 'text', message: TRICKY_TEXT, timestamp: ts });
+      assert.deepEqual(m2, { from: c1.sid, type: 'text', message: TRICKY_TEXT, timestamp: ts });
+
+      // An empty timestamp is no timestamp (JavaScript's `timestamp || now`).
+      from = Date.now();
+      c2.emit('clientMessage', { type: 'text', message: 'dos', timestamp: '' });
+      const e1 = await expectEvent(op1, 'incomingMessage');
+      const e2 = await expectEvent(op2, 'incomingMessage');
+      const ts2 = serverTimestamp(e1, from, Date.now(), 'incomingMessage');
+      assert.deepEqual(e1, { from: c2.sid, type: 'text', message: 'dos', timestamp: ts2 });
+      assert.deepEqual(e2, e1);
+
+      // Only type: nothing else appears.
+      from = Date.now();
+      c1.emit('clientMessage', { type: 'text' });
+      const b1 = await expectEvent(op1, 'incomingMessage');
+      const b2 = await expectEvent(op2, 'incomingMessage');
+      const ts3 = serverTimestamp(b1, from, Date.now(), 'incomingMessage');
+      assert.deepEqual(b1, { from: c1.sid, type: 'text', timestamp: ts3 });
+      assert.deepEqual(b2, b1);
+
+      await expectNothing([op1, op2, c1, c2]);
+    });
+
+    scenario('clientMessage with every optional field and a client timestamp: forwarded verbatim, size included', async (sc) => {
+      const op1 = await sc.operator('op1');
+      const op2 = await sc.operator('op2');
+      const c1 = await sc.client('c1');
+      await expectNewChats(op1, c1);
+      await expectNewChats(op2, c1);
+
+      const image = {
+        type: 'image',
+        message: 'mira esto',
+        image: PNG,
+        name: 'foto.png',
+        mimeType: 'image/png',
+        size: 68,
+        timestamp: '2026-01-02T03:04:05.678Z',
+      };
+      c1.emit('clientMessage', image);
+      for (const op of [op1, op2]) {
+        assert.deepEqual(await expectEvent(op, 'incomingMessage'), { from: c1.sid, ...image });
+      }
+
+      // The client's timestamp is forwarded as sent, even in another form;
+      // empty and zero values that were sent are forwarded too.
+      const odd = { type: 'text', message: '', size: 0, timestamp: '2026-01-02T03:04:05Z' };
+      c1.emit('clientMessage', odd);
+      for (const op of [op1, op2]) {
+        assert.deepEqual(await expectEvent(op, 'incomingMessage'), { from: c1.sid, ...odd });
+      }
+
+      await expectNothing([op1, op2, c1]);
+    });
+
+    scenario('an image over 1 MB reaches the operators and the player stays connected', async (sc) => {
+      const op1 = await sc.operator('op1');
+      const c1 = await sc.client('c1');
+      await expectNewChats(op1, c1);
+
+      const big = 'data:image/jpeg;base64,' + Buffer.alloc(1_200_000, 7).toString('base64'); // ~1.6 MB
+      const msg = { type: 'image', image: big, name: 'grande.jpg', mimeType: 'image/jpeg', size: 1_200_000, timestamp: '2026-03-04T05:06:07.089Z' };
+      c1.emit('clientMessage', msg);
+      const got = await expectEvent(op1, 'incomingMessage', 10000);
+      assert.equal(got.image.length, big.length);
+      assert.deepEqual(got, { from: c1.sid, ...msg });
+
+      c1.emit('clientMessage', { type: 'text', message: 'después', timestamp: '2026-03-04T05:06:08.000Z' });
+      assert.deepEqual(await expectEvent(op1, 'incomingMessage'),
+        { from: c1.sid, type: 'text', message: 'después', timestamp: '2026-03-04T05:06:08.000Z' });
+      assert.ok(c1.connected);
+      await expectNothing([op1, c1]);
+    });
+
+    // ------------------------------------------------------------ operatorMessage
+
+    scenario('operatorMessage: the client gets it without size; the other operators get operatorBroadcast with the same timestamp', async (sc) => {
+      const op1 = await sc.operator('op1', { name: 'Olga', operatorId: 7 });
+      const op2 = await sc.operator('op2', { name: 'Pablo', operatorId: 'op-2' });
+      const op3 = await sc.operator('op3', { name: 'Quique', operatorId: 9 });
+      const c1 = await sc.client('c1');
+      const c2 = await sc.client('c2');
+      for (const op of [op1, op2, op3]) await expectNewChats(op, c1, c2);
+
+      // Image with every field.
+      let from = Date.now();
+      op1.emit('operatorMessage', {
+        to: c1.sid, type: 'image', message: 'Aquí tienes', image: PNG, name: 'factura.png',
+        mimeType: 'image/png', size: 68, operatorId: 7, operatorName: 'Olga',
+      });
+      const toClient = await expectEvent(c1, 'operatorMessage');
+      const ts = serverTimestamp(toClient, from, Date.now(), 'operatorMessage');
+      assert.deepEqual(toClient, {
+        type: 'image', message: 'Aquí tienes', image: PNG, name: 'factura.png', mimeType: 'image/png',
+        operatorName: 'Olga', timestamp: ts,
+      });
+      for (const op of [op2, op3]) {
+        assert.deepEqual(await expectEvent(op, 'operatorBroadcast'), {
+          clientId: c1.sid, operatorId: 7, operatorName: 'Olga', type: 'image', message: 'Aquí tienes',
+          image: PNG, name: 'factura.png', mimeType: 'image/png', timestamp: ts,
+        });
+      }
+
+      // Text, with a string operatorId (forwarded as sent).
+      from = Date.now();
+      op2.emit('operatorMessage', { to: c2.sid, type: 'text', message: TRICKY_TEXT, operatorId: 'op-2', operatorName: 'Pablo' });
+      const toC2 = await expectEvent(c2, 'operatorMessage');
+      const ts2 = serverTimestamp(toC2, from, Date.now(), 'operatorMessage');
+      assert.deepEqual(toC2, { type: 'text', message: TRICKY_TEXT, operatorName: 'Pablo', timestamp: ts2 });
+      for (const op of [op1, op3]) {
+        assert.deepEqual(await expectEvent(op, 'operatorBroadcast'), {
+          clientId: c2.sid, operatorId: 'op-2', operatorName: 'Pablo', type: 'text', message: TRICKY_TEXT, timestamp: ts2,
+        });
+      }
+
+      // Only what is required: nothing unsent appears.
+      from = Date.now();
+      op3.emit('operatorMessage', { to: c1.sid, type: 'text' });
+      const bare = await expectEvent(c1, 'operatorMessage');
+      const ts3 = serverTimestamp(bare, from, Date.now(), 'operatorMessage');
+      assert.deepEqual(bare, { type: 'text', timestamp: ts3 });
+      for (const op of [op1, op2]) {
+        assert.deepEqual(await expectEvent(op, 'operatorBroadcast'), { clientId: c1.sid, type: 'text', timestamp: ts3 });
+      }
+
+      await expectNothing([op1, op2, op3, c1, c2]);
+    });
+
+    scenario('operatorMessage and operatorTyping to an id that is not a joined client deliver nothing', async (sc) => {
+      const op1 = await sc.operator('op1', { name: 'Olga', operatorId: 7 });
+      const op2 = await sc.operator('op2', { name: 'Pablo', operatorId: 8 });
+      const c1 = await sc.client('c1');
+      const gone = await sc.client('gone');
+      await expectNewChats(op1, c1, gone);
+      await expectNewChats(op2, c1, gone);
+      await sc.leave(gone);
+      for (const op of [op1, op2]) {
+        assert.deepEqual(await expectEvent(op, 'chatEnded'), { clientId: gone.sid, reason: 'disconnect' });
+      }
+      const unjoined = await sc.connect('unjoined');
+
+      const msg = { type: 'text', message: 'no debería llegar', operatorId: 7, operatorName: 'Olga' };
+      for (const to of ['no-such-socket', op2.sid, op1.sid, gone.sid, unjoined.sid]) {
+        op1.emit('operatorMessage', { to, ...msg });
+        op1.emit('operatorTyping', { to, isTyping: true });
+      }
+      // Then a valid one: the first (and only) deliveries must be these.
+      op1.emit('operatorTyping', { to: c1.sid, isTyping: false });
+      op1.emit('operatorMessage', { to: c1.sid, type: 'text', message: 'válido', operatorId: 7, operatorName: 'Olga' });
+      assert.deepEqual(await expectEvent(c1, 'operatorTyping'), { isTyping: false });
+      const got = await expectEvent(c1, 'operatorMessage');
+      assertISO(got.timestamp);
+      assert.deepEqual(got, { type: 'text', message: 'válido', operatorName: 'Olga', timestamp: got.timestamp });
+      assert.deepEqual(await expectEvent(op2, 'operatorBroadcast'), {
+        clientId: c1.sid, operatorId: 7, operatorName: 'Olga', type: 'text', message: 'válido', timestamp: got.timestamp,
+      });
+
+      await expectNothing([op1, op2, c1, unjoined]);
+    });
+
+    // ------------------------------------------------------------ typing
+
+    scenario('clientTyping: every operator gets {from, isTyping}', async (sc) => {
+      const op1 = await sc.operator('op1');
+      const op2 = await sc.operator('op2');
+      const c1 = await sc.client('c1');
+      const c2 = await sc.client('c2');
+      await expectNewChats(op1, c1, c2);
+      await expectNewChats(op2, c1, c2);
+
+      c1.emit('clientTyping', { isTyping: true });
+      c1.emit('clientTyping', { isTyping: false });
+      c2.emit('clientTyping', { isTyping: true });
+      for (const op of [op1, op2]) {
+        const got = [];
+        for (let i = 0; i < 3; i++) got.push(await expectEvent(op, 'clientTyping'));
+        // Each client's events in order; the two clients may interleave.
+        assert.deepEqual(got.filter((e) => e.from === c1.sid), [{ from: c1.sid, isTyping: true }, { from: c1.sid, isTyping: false }]);
+        assert.deepEqual(got.filter((e) => e.from === c2.sid), [{ from: c2.sid, isTyping: true }]);
+      }
+      await expectNothing([op1, op2, c1, c2]);
+    });
+
+    scenario('operatorTyping: only the client `to` gets {isTyping}', async (sc) => {
+      const op1 = await sc.operator('op1');
+      const op2 = await sc.operator('op2');
+      const c1 = await sc.client('c1');
+      const c2 = await sc.client('c2');
+      await expectNewChats(op1, c1, c2);
+      await expectNewChats(op2, c1, c2);
+
+      op1.emit('operatorTyping', { to: c1.sid, isTyping: true });
+      op1.emit('operatorTyping', { to: c1.sid, isTyping: false });
+      op2.emit('operatorTyping', { to: c2.sid, isTyping: true });
+      assert.deepEqual(await expectEvent(c1, 'operatorTyping'), { isTyping: true });
+      assert.deepEqual(await expectEvent(c1, 'operatorTyping'), { isTyping: false });
+      assert.deepEqual(await expectEvent(c2, 'operatorTyping'), { isTyping: true });
+      await expectNothing([op1, op2, c1, c2]);
+    });
+
+    // ------------------------------------------------------------ endChat
+
+    scenario('endChat from a client: every operator gets chatEnded {clientId}; the client stays connected and listed', async (sc) => {
+      const op1 = await sc.operator('op1');
+      const op2 = await sc.operator('op2');
+      const c1 = await sc.client('c1');
+      const c2 = await sc.client('c2');
+      await expectNewChats(op1, c1, c2);
+      await expectNewChats(op2, c1, c2);
+
+      c1.emit('endChat', {});
+      for (const op of [op1, op2]) {
+        assert.deepEqual(await expectEvent(op, 'chatEnded'), { clientId: c1.sid });
+      }
+      // A client ends only its own chat, whatever clientId it names.
+      c2.emit('endChat', { clientId: c1.sid });
+      for (const op of [op1, op2]) {
+        assert.deepEqual(await expectEvent(op, 'chatEnded'), { clientId: c2.sid });
+      }
+      // And it may send no payload at all.
+      c2.emit('endChat');
+      for (const op of [op1, op2]) {
+        assert.deepEqual(await expectEvent(op, 'chatEnded'), { clientId: c2.sid });
+      }
+      await expectNothing([op1, op2, c1, c2]);
+
+      assert.ok(c1.connected, 'c1 still connected');
+      const stats = await server.getJSON('/stats');
+      assert.deepEqual(stats.clients.map((c) => c.socketId), [c1.sid, c2.sid]);
+      assert.equal(stats.summary.totalClients, 2);
+
+      // It still talks, and its disconnect is still announced.
+      c1.emit('clientMessage', { type: 'text', message: 'sigo aquí', timestamp: '2026-01-01T00:00:00.000Z' });
+      for (const op of [op1, op2]) {
+        assert.deepEqual(await expectEvent(op, 'incomingMessage'),
+          { from: c1.sid, type: 'text', message: 'sigo aquí', timestamp: '2026-01-01T00:00:00.000Z' });
+      }
+      c1.disconnect();
+      for (const op of [op1, op2]) {
+        assert.deepEqual(await expectEvent(op, 'chatEnded'), { clientId: c1.sid, reason: 'disconnect' });
+      }
+      await expectNothing([op1, op2, c2]);
+    });
+
+    scenario('endChat from an operator: every operator, the sender too, gets chatEnded {clientId}; the client gets the message', async (sc) => {
+      const op1 = await sc.operator('op1', { name: 'Olga', operatorId: 7 });
+      const op2 = await sc.operator('op2', { name: 'Pablo', operatorId: 8 });
+      const c1 = await sc.client('c1');
+      const c2 = await sc.client('c2');
+      await expectNewChats(op1, c1, c2);
+      await expectNewChats(op2, c1, c2);
+
+      op1.emit('endChat', { clientId: c1.sid, operatorId: 7 });
+      for (const op of [op1, op2]) {
+        assert.deepEqual(await expectEvent(op, 'chatEnded'), { clientId: c1.sid });
+      }
+      assert.deepEqual(await expectEvent(c1, 'chatEnded'), { message: ENDED_BY_OPERATOR });
+
+      op2.emit('endChat', { clientId: c2.sid });
+      for (const op of [op1, op2]) {
+        assert.deepEqual(await expectEvent(op, 'chatEnded'), { clientId: c2.sid });
+      }
+      assert.deepEqual(await expectEvent(c2, 'chatEnded'), { message: ENDED_BY_OPERATOR });
+
+      // Without a clientId there is nothing to end.
+      op1.emit('endChat', {});
+      op1.emit('endChat', { operatorId: 7 });
+      await expectNothing([op1, op2, c1, c2]);
+
+      // The client is not disconnected by it.
+      assert.ok(c1.connected && c2.connected);
+      const stats = await server.getJSON('/stats');
+      assert.deepEqual(stats.clients.map((c) => c.socketId), [c1.sid, c2.sid]);
+    });
+
+    // ------------------------------------------------------------ disconnect
+
+    scenario('client disconnect: every operator gets chatEnded {clientId, reason: "disconnect"}; the client leaves presence', async (sc) => {
+      const op1 = await sc.operator('op1');
+      const op2 = await sc.operator('op2');
+      const c1 = await sc.client('c1');
+      const c2 = await sc.client('c2');
+      const c3 = await sc.client('c3');
+      await expectNewChats(op1, c1, c2, c3);
+      await expectNewChats(op2, c1, c2, c3);
+
+      c1.disconnect();
+      for (const op of [op1, op2]) {
+        assert.deepEqual(await expectEvent(op, 'chatEnded'), { clientId: c1.sid, reason: 'disconnect' });
+      }
+      // The transport closing (a page closed) counts as a disconnect too.
+      c2.io.engine.close();
+      for (const op of [op1, op2]) {
+        assert.deepEqual(await expectEvent(op, 'chatEnded'), { clientId: c2.sid, reason: 'disconnect' });
+      }
+      c2.rec.disconnects.length = 0; // closed by the test, not by the server
+
+      const health = await server.waitCounts({ clients: 1, operators: 2 });
+      assert.equal(health.connections.total, 3);
+      const stats = await server.getJSON('/stats');
+      assert.deepEqual(stats.clients.map((c) => c.socketId), [c3.sid]);
+      await expectNothing([op1, op2, c3]);
+    });
+
+    scenario('operator disconnect: nobody gets anything; the operator leaves presence', async (sc) => {
+      const op1 = await sc.operator('op1');
+      const op2 = await sc.operator('op2');
+      const c1 = await sc.client('c1');
+      await expectNewChats(op1, c1);
+      await expectNewChats(op2, c1);
+
+      const seenByOp1 = op1.rec.all.length;
+      await sc.leave(op1);
+      await expectNothing([op2, c1]);
+      const health = await server.getJSON('/health');
+      assert.deepEqual(health.connections, { total: 2, clients: 1, operators: 1 });
+
+      // Messages now reach the remaining operator only, and nothing breaks.
+      c1.emit('clientMessage', { type: 'text', message: 'hola', timestamp: '2026-01-01T00:00:00.000Z' });
+      assert.deepEqual(await expectEvent(op2, 'incomingMessage'),
+        { from: c1.sid, type: 'text', message: 'hola', timestamp: '2026-01-01T00:00:00.000Z' });
+      assert.equal(op1.rec.all.length, seenByOp1, 'op1 received nothing after its disconnect');
+      await expectNothing([op2, c1]);
+    });
+
+    // ------------------------------------------------------------ wrong role, not joined
+
+    scenario('events from the wrong role deliver nothing to anyone (and no chatError)', async (sc) => {
+      const op1 = await sc.operator('op1', { name: 'Olga', operatorId: 7 });
+      const op2 = await sc.operator('op2', { name: 'Pablo', operatorId: 8 });
+      const c1 = await sc.client('c1');
+      const c2 = await sc.client('c2');
+      await expectNewChats(op1, c1, c2);
+      await expectNewChats(op2, c1, c2);
+
+      c1.emit('operatorMessage', { to: c2.sid, type: 'text', message: 'soy cliente', operatorId: 1, operatorName: 'X' });
+      c1.emit('operatorTyping', { to: c2.sid, isTyping: true });
+      op1.emit('clientMessage', { type: 'text', message: 'soy operador' });
+      op1.emit('clientTyping', { isTyping: true });
+
+      // Valid events from the same senders: the first deliveries are these.
+      c1.emit('clientMessage', { type: 'text', message: 'válido', timestamp: '2026-01-01T00:00:00.000Z' });
+      for (const op of [op1, op2]) {
+        assert.deepEqual(await expectEvent(op, 'incomingMessage'),
+          { from: c1.sid, type: 'text', message: 'válido', timestamp: '2026-01-01T00:00:00.000Z' });
+      }
+      op1.emit('operatorMessage', { to: c2.sid, type: 'text', message: 'válido', operatorId: 7, operatorName: 'Olga' });
+      const got = await expectEvent(c2, 'operatorMessage');
+      assertISO(got.timestamp);
+      assert.deepEqual(got, { type: 'text', message: 'válido', operatorName: 'Olga', timestamp: got.timestamp });
+      assert.deepEqual(await expectEvent(op2, 'operatorBroadcast'),
+        { clientId: c2.sid, operatorId: 7, operatorName: 'Olga', type: 'text', message: 'válido', timestamp: got.timestamp });
+
+      await expectNothing([op1, op2, c1, c2]);
+    });
+
+    scenario('sockets that never joined: their events deliver nothing, they receive nothing, and they are not counted', async (sc) => {
+      const u = await sc.connect('unjoined');
+      const op1 = await sc.operator('op1', { name: 'Olga', operatorId: 7 });
+      const c1 = await sc.client('c1');
+      await expectNewChats(op1, c1);
+
+      u.emit('clientMessage', { type: 'text', message: 'x' });
+      u.emit('clientTyping', { isTyping: true });
+      u.emit('operatorMessage', { to: c1.sid, type: 'text', message: 'x', operatorId: 1, operatorName: 'X' });
+      u.emit('operatorTyping', { to: c1.sid, isTyping: true });
+      u.emit('endChat', { clientId: c1.sid });
+      u.emit('endChat', {});
+
+      // Everything a joined socket can cause, while u watches.
+      const c2 = await sc.client('c2');
+      await expectNewChats(op1, c2);
+      c1.emit('clientMessage', { type: 'text', message: 'hola', timestamp: '2026-01-01T00:00:00.000Z' });
+      assert.deepEqual(await expectEvent(op1, 'incomingMessage'),
+        { from: c1.sid, type: 'text', message: 'hola', timestamp: '2026-01-01T00:00:00.000Z' });
+      c1.emit('clientTyping', { isTyping: true });
+      assert.deepEqual(await expectEvent(op1, 'clientTyping'), { from: c1.sid, isTyping: true });
+      op1.emit('operatorTyping', { to: c1.sid, isTyping: true });
+      assert.deepEqual(await expectEvent(c1, 'operatorTyping'), { isTyping: true });
+      op1.emit('operatorMessage', { to: c1.sid, type: 'text', message: 'hola', operatorId: 7, operatorName: 'Olga' });
+      const om = await expectEvent(c1, 'operatorMessage');
+      assertISO(om.timestamp);
+      assert.deepEqual(om, { type: 'text', message: 'hola', operatorName: 'Olga', timestamp: om.timestamp });
+      c1.emit('endChat', {});
+      assert.deepEqual(await expectEvent(op1, 'chatEnded'), { clientId: c1.sid });
+      op1.emit('endChat', { clientId: c1.sid });
+      assert.deepEqual(await expectEvent(op1, 'chatEnded'), { clientId: c1.sid });
+      assert.deepEqual(await expectEvent(c1, 'chatEnded'), { message: ENDED_BY_OPERATOR });
+      await sc.leave(c2);
+      assert.deepEqual(await expectEvent(op1, 'chatEnded'), { clientId: c2.sid, reason: 'disconnect' });
+
+      await expectNothing([u, op1, c1]);
+      assert.deepEqual(u.rec.all, [], 'the unjoined socket received nothing');
+      assert.ok(u.connected);
+      const health = await server.getJSON('/health');
+      assert.deepEqual(health.connections, { total: 2, clients: 1, operators: 1 });
+      const stats = await server.getJSON('/stats');
+      assert.deepEqual([...stats.clients, ...stats.operators].map((p) => p.socketId), [c1.sid, op1.sid]);
+    });
+
+    // ------------------------------------------------------------ HTTP
+
+    scenario('/health and /stats: counts and shapes after joins and after disconnects', async (sc) => {
+      const t0 = Date.now();
+      let health = await server.getJSON('/health');
+      assertISO(health.timestamp, { from: t0, to: Date.now() });
+      assert.deepEqual(health, { status: 'ok', timestamp: health.timestamp, connections: { total: 0, clients: 0, operators: 0 } });
+      let stats = await server.getJSON('/stats');
+      assertISO(stats.timestamp, { from: t0, to: Date.now() });
+      assert.deepEqual(stats, {
+        timestamp: stats.timestamp,
+        summary: { totalConnections: 0, totalClients: 0, totalOperators: 0 },
+        clients: [],
+        operators: [],
+      });
+
+      // Connected but not joined: not counted.
+      const u = await sc.connect('unjoined');
+      // Roles interleaved; each list keeps join order.
+      const c1 = await sc.client('c1', { name: 'Ana', username: 'ana_p', phone: '600' });
+      const op1 = await sc.operator('op1', { name: 'Olga', operatorId: 7 });
+      const c2 = await sc.client('c2', { name: 'Bruno' });
+      const op2 = await sc.operator('op2', { name: 'Pablo', operatorId: 'op-2' });
+      const c3 = await sc.client('c3', { username: 'sin_nombre' });
+      const t1 = Date.now();
+      assert.deepEqual(await expectEvent(op1, 'newChat'), { clientId: c1.sid, username: 'ana_p', phone: '600' });
+      for (const op of [op1, op2]) {
+        if (op === op2) assert.deepEqual(await expectEvent(op, 'newChat'), { clientId: c1.sid, username: 'ana_p', phone: '600' });
+        assert.deepEqual(await expectEvent(op, 'newChat'), { clientId: c2.sid, username: 'Bruno' });
+        assert.deepEqual(await expectEvent(op, 'newChat'), { clientId: c3.sid, username: 'sin_nombre' });
+      }
+
+      health = await server.getJSON('/health');
+      assertISO(health.timestamp, { from: t0, to: Date.now() });
+      assert.deepEqual(health, { status: 'ok', timestamp: health.timestamp, connections: { total: 5, clients: 3, operators: 2 } });
+
+      stats = await server.getJSON('/stats');
+      assertISO(stats.timestamp, { from: t1, to: Date.now() });
+      const at = {};
+      for (const p of [...stats.clients, ...stats.operators]) {
+        assertISO(p.connectedAt, { from: t0, to: t1, what: `connectedAt of ${p.socketId}` });
+        at[p.socketId] = p.connectedAt;
+      }
+      const order = [c1, op1, c2, op2, c3].map((s) => Date.parse(at[s.sid]));
+      assert.deepEqual([...order].sort((a, b) => a - b), order, 'connectedAt follows join order');
+      const clients = [
+        { socketId: c1.sid, name: 'Ana', username: 'ana_p', connectedAt: at[c1.sid] },
+        { socketId: c2.sid, name: 'Bruno', connectedAt: at[c2.sid] },
+        { socketId: c3.sid, username: 'sin_nombre', connectedAt: at[c3.sid] },
+      ];
+      const operators = [
+        { socketId: op1.sid, name: 'Olga', operatorId: 7, connectedAt: at[op1.sid] },
+        { socketId: op2.sid, name: 'Pablo', operatorId: 'op-2', connectedAt: at[op2.sid] },
+      ];
+      assert.deepEqual(stats, {
+        timestamp: stats.timestamp,
+        summary: { totalConnections: 5, totalClients: 3, totalOperators: 2 },
+        clients,
+        operators,
+      });
+
+      // After disconnects: the rest unchanged, connectedAt included.
+      c1.disconnect();
+      for (const op of [op1, op2]) {
+        assert.deepEqual(await expectEvent(op, 'chatEnded'), { clientId: c1.sid, reason: 'disconnect' });
+      }
+      op1.disconnect();
+      health = await server.waitCounts({ clients: 2, operators: 1 });
+      assert.deepEqual(health, { status: 'ok', timestamp: health.timestamp, connections: { total: 3, clients: 2, operators: 1 } });
+      stats = await server.getJSON('/stats');
+      assert.deepEqual(stats, {
+        timestamp: stats.timestamp,
+        summary: { totalConnections: 3, totalClients: 2, totalOperators: 1 },
+        clients: clients.slice(1),
+        operators: operators.slice(1),
+      });
+
+      await sc.leave(c2);
+      assert.deepEqual(await expectEvent(op2, 'chatEnded'), { clientId: c2.sid, reason: 'disconnect' });
+      await sc.leave(c3);
+      assert.deepEqual(await expectEvent(op2, 'chatEnded'), { clientId: c3.sid, reason: 'disconnect' });
+      await sc.leave(op2);
+      health = await server.getJSON('/health');
+      assert.deepEqual(health.connections, { total: 0, clients: 0, operators: 0 });
+      stats = await server.getJSON('/stats');
+      assert.deepEqual({ ...stats, timestamp: 0 }, {
+        timestamp: 0,
+        summary: { totalConnections: 0, totalClients: 0, totalOperators: 0 },
+        clients: [],
+        operators: [],
+      });
+      await expectNothing([u]);
+    });
+
+    // ------------------------------------------------------------ malformed
+
+    scenario('malformed payloads: chatError {code, message, event} to the sender only; the sender keeps working', async (sc) => {
+      const op1 = await sc.operator('op1', { name: 'Olga', operatorId: 7 });
+      const op2 = await sc.operator('op2', { name: 'Pablo', operatorId: 8 });
+      const c1 = await sc.client('c1');
+      const c2 = await sc.client('c2');
+      await expectNewChats(op1, c1, c2);
+      await expectNewChats(op2, c1, c2);
+
+      const assertChatError = async (sock, event, what) => {
+        const err = await expectEvent(sock, 'chatError');
+        assert.deepEqual(Object.keys(err).sort(), ['code', 'event', 'message'], `${what}: chatError keys`);
+        assert.equal(err.event, event, `${what}: chatError.event`);
+        assert.equal(typeof err.code, 'string', `${what}: chatError.code`);
+        assert.match(err.code, /^[a-z_]+$/, `${what}: chatError.code`);
+        assert.equal(typeof err.message, 'string', `${what}: chatError.message`);
+        assert.ok(err.message.length > 0, `${what}: chatError.message`);
+      };
+
+      // From a client; each followed by a valid message that must arrive.
+      const fromClient = [
+        ['clientTyping', { isTyping: 'yes' }],
+        ['clientTyping', {}],
+        ['clientTyping', 'typing'],
+        ['clientMessage', { type: 'video', message: 'x' }],
+        ['clientMessage', { message: 'sin tipo' }],
+        ['clientMessage', 'hola'],
+        ['clientMessage', 42],
+        ['clientMessage', null],
+        ['clientMessage', ['text', 'hola']],
+      ];
+      for (const [i, [event, payload]] of fromClient.entries()) {
+        const what = `c1 ${event} ${JSON.stringify(payload)}`;
+        c1.emit(event, payload);
+        await assertChatError(c1, event, what);
+        const ts = `2026-01-01T00:00:00.${String(i).padStart(3, '0')}Z`;
+        c1.emit('clientMessage', { type: 'text', message: `ok ${i}`, timestamp: ts });
+        for (const op of [op1, op2]) {
+          assert.deepEqual(await expectEvent(op, 'incomingMessage'),
+            { from: c1.sid, type: 'text', message: `ok ${i}`, timestamp: ts }, `${op.label} after ${what}`);
+        }
+      }
+
+      // From an operator; each followed by a valid message that must arrive.
+      const fromOperator = [
+        ['operatorMessage', { to: c1.sid, type: 'video', message: 'x', operatorId: 7, operatorName: 'Olga' }],
+        ['operatorMessage', 'hola'],
+        ['operatorMessage', 7],
+        ['operatorTyping', { to: c1.sid, isTyping: 1 }],
+        ['operatorTyping', { to: c1.sid, isTyping: 'true' }],
+        ['operatorTyping', null],
+      ];
+      for (const [i, [event, payload]] of fromOperator.entries()) {
+        const what = `op1 ${event} ${JSON.stringify(payload)}`;
+        op1.emit(event, payload);
+        await assertChatError(op1, event, what);
+        op1.emit('operatorMessage', { to: c1.sid, type: 'text', message: `ok ${i}`, operatorId: 7, operatorName: 'Olga' });
+        const got = await expectEvent(c1, 'operatorMessage');
+        assertISO(got.timestamp);
+        assert.deepEqual(got, { type: 'text', message: `ok ${i}`, operatorName: 'Olga', timestamp: got.timestamp }, `c1 after ${what}`);
+        assert.deepEqual(await expectEvent(op2, 'operatorBroadcast'),
+          { clientId: c1.sid, operatorId: 7, operatorName: 'Olga', type: 'text', message: `ok ${i}`, timestamp: got.timestamp });
+      }
+      op1.emit('operatorTyping', { to: c1.sid, isTyping: true });
+      assert.deepEqual(await expectEvent(c1, 'operatorTyping'), { isTyping: true });
+      c2.emit('clientTyping', { isTyping: 'no' });
+      await assertChatError(c2, 'clientTyping', 'c2 clientTyping');
+      c2.emit('clientTyping', { isTyping: false });
+      for (const op of [op1, op2]) {
+        assert.deepEqual(await expectEvent(op, 'clientTyping'), { from: c2.sid, isTyping: false });
+      }
+
+      // A malformed join: refused, not joined; a valid join afterwards works.
+      const u = await sc.connect('joiner');
+      u.emit('join', { role: 'admin', name: 'Mallory' });
+      await assertChatError(u, 'join', 'join role admin');
+      u.emit('join', 'client');
+      await assertChatError(u, 'join', 'join "client"');
+      let stats = await server.getJSON('/stats');
+      assert.equal(stats.summary.totalConnections, 4);
+      u.emit('join', { role: 'client', name: 'joiner' });
+      for (const op of [op1, op2]) await expectNewChats(op, u);
+      stats = await server.getJSON('/stats');
+      assert.deepEqual(stats.clients.map((c) => c.socketId), [c1.sid, c2.sid, u.sid]);
+
+      await expectNothing([op1, op2, c1, c2, u]);
+      for (const s of [op1, op2, c1, c2, u]) assert.ok(s.connected, `${s.label} still connected`);
+    });
+
+    // ------------------------------------------------------------ order, upgrade
+
+    if (mode !== 'upgrade') {
+      scenario('order: each sender\'s messages arrive in the order sent', async (sc) => {
+        const op1 = await sc.operator('op1', { name: 'Olga', operatorId: 7 });
+        const c1 = await sc.client('c1');
+        await expectNewChats(op1, c1);
+        const n = 30;
+        for (let i = 0; i < n; i++) {
+          c1.emit('clientMessage', { type: 'text', message: `c${i}`, timestamp: '2026-01-01T00:00:00.000Z' });
+          op1.emit('operatorMessage', { to: c1.sid, type: 'text', message: `o${i}`, operatorId: 7, operatorName: 'Olga' });
+        }
+        for (let i = 0; i < n; i++) {
+          assert.equal((await expectEvent(op1, 'incomingMessage')).message, `c${i}`);
+          assert.equal((await expectEvent(c1, 'operatorMessage')).message, `o${i}`);
+        }
+        await expectNothing([op1, c1]);
+      });
+    } else {
+      test('upgrade: polling until the upgrade, websocket after; messages before, during and after arrive in order', async () => {
+        const gate = await startUpgradeGate(server);
+        const sc = new Scenario(server, transports);
+        try {
+          const op = await sc.connect('op', { url: gate.url });
+          const cl = await sc.connect('client', { url: gate.url });
+          for (const s of [op, cl]) {
+            assert.equal(s.transportAtConnect, 'polling');
+            assert.equal(s.io.engine.transport.name, 'polling');
+          }
+          op.emit('join', { role: 'operator', name: 'Olga', operatorId: 7 });
+          await server.waitJoined(op.sid, 'operator');
+          cl.emit('join', { role: 'client', name: 'client' });
+          assert.deepEqual(await expectEvent(op, 'newChat'), { clientId: cl.sid, username: 'client' });
+
+          let seq = 0;
+          const sent = [];
+          const send = () => {
+            const i = seq++;
+            sent.push({ i, client: cl.io.engine.transport.name, op: op.io.engine.transport.name });
+            cl.emit('clientMessage', { type: 'text', message: `c${i}`, timestamp: '2026-01-01T00:00:00.000Z' });
+            op.emit('operatorMessage', { to: cl.sid, type: 'text', message: `o${i}`, operatorId: 7, operatorName: 'Olga' });
+          };
+          const receive = async (upTo) => {
+            while (received < upTo) {
+              const i = received++;
+              assert.deepEqual(await expectEvent(op, 'incomingMessage'),
+                { from: cl.sid, type: 'text', message: `c${i}`, timestamp: '2026-01-01T00:00:00.000Z' });
+              const om = await expectEvent(cl, 'operatorMessage');
+              assert.deepEqual(om, { type: 'text', message: `o${i}`, operatorName: 'Olga', timestamp: om.timestamp });
+            }
+          };
+          let received = 0;
+
+          // Before: on polling, both ways.
+          for (let i = 0; i < 10; i++) send();
+          await receive(10);
+          assert.ok(sent.every((s) => s.client === 'polling' && s.op === 'polling'), 'sent on polling');
+          const viaPolling = [...op.rec.all, ...cl.rec.all].filter((r) => r.event !== 'newChat');
+          assert.ok(viaPolling.length === 20 && viaPolling.every((r) => r.transport === 'polling'), 'received on polling');
+          assert.ok(gate.held >= 2, `websocket probes held (${gate.held})`);
+
+          // During: sent while the upgrade is under way.
+          gate.release();
+          for (let i = 0; i < 10; i++) send();
+          const names = await Promise.all([op.upgraded, cl.upgraded]);
+          assert.deepEqual(names, ['websocket', 'websocket']);
+          assert.equal(op.io.engine.transport.name, 'websocket');
+          assert.equal(cl.io.engine.transport.name, 'websocket');
+
+          // After: on websocket.
+          for (let i = 0; i < 10; i++) send();
+          await receive(30);
+          assert.ok(sent.slice(20).every((s) => s.client === 'websocket' && s.op === 'websocket'), 'sent on websocket');
+          const last = [...op.rec.all, ...cl.rec.all].filter((r) => /c29|o29/.test(JSON.stringify(r.args)));
+          assert.equal(last.length, 2);
+          assert.ok(last.every((r) => r.transport === 'websocket'), 'received on websocket');
+
+          await expectNothing([op, cl]);
+          await sc.verify();
+        } finally {
+          await sc.close();
+          await gate.close();
+        }
+      });
+    }
+  });
+}
+
+// ---------------------------------------------------------------- HTTP, CORS, process
+
+describe('HTTP, CORS and the process', () => {
+  let server;
+  before(async () => {
+    server = await startServer();
+  });
+  after(async () => {
+    await server?.stop();
+  });
+
+  test('GET / answers JSON naming the service', async () => {
+    const body = await server.getJSON('/');
+    assert.equal(typeof body, 'object');
+    assert.equal(body.service, 'switchboard');
+  });
+
+  test('CORS (default "*"): handshake, preflight and HTTP endpoints allow any origin with credentials', async () => {
+    const origin = 'http://crm.example.com';
+    const hs = await server.http('/chat/?EIO=4&transport=polling', { headers: { Origin: origin } });
+    assert.equal(hs.status, 200);
+    assert.ok(['*', origin].includes(hs.headers.get('access-control-allow-origin')), 'handshake allow-origin');
+    assert.equal(hs.headers.get('access-control-allow-credentials'), 'true');
+    assert.match(hs.text, /^0\{/);
+
+    const pre = await server.http('/chat/?EIO=4&transport=polling', {
+      method: 'OPTIONS',
+      headers: { Origin: origin, 'Access-Control-Request-Method': 'POST' },
+    });
+    assert.ok(pre.status === 204 || pre.status === 200, `preflight status ${pre.status}`);
+    assert.ok(['*', origin].includes(pre.headers.get('access-control-allow-origin')), 'preflight allow-origin');
+    assert.equal(pre.headers.get('access-control-allow-credentials'), 'true');
+    const methods = (pre.headers.get('access-control-allow-methods') ?? '').split(/\s*,\s*/);
+    assert.ok(methods.includes('GET') && methods.includes('POST'), `allow-methods ${methods}`);
+
+    for (const p of ['/health', '/stats']) {
+      const res = await server.http(p, { headers: { Origin: origin } });
+      assert.equal(res.status, 200);
+      assert.ok(['*', origin].includes(res.headers.get('access-control-allow-origin')), `${p} allow-origin`);
+      assert.equal(res.headers.get('access-control-allow-credentials'), 'true', `${p} allow-credentials`);
+    }
+  });
+
+  test('CORS_ORIGIN and NODE_ENV=production: the configured origin only, and chat works', async () => {
+    const crm = 'https://crm.example.com';
+    const other = await startServer({ env: { CORS_ORIGIN: crm, NODE_ENV: 'production' } });
+    const sc = new Scenario(other, MODES.websocket);
+    try {
+      assert.match(other.stdout, /production/);
+      const ok = await other.http('/chat/?EIO=4&transport=polling', { headers: { Origin: crm } });
+      assert.equal(ok.headers.get('access-control-allow-origin'), crm);
+      assert.equal(ok.headers.get('access-control-allow-credentials'), 'true');
+      const health = await other.http('/health', { headers: { Origin: crm } });
+      assert.equal(health.headers.get('access-control-allow-origin'), crm);
+      const evil = 'https://evil.example.com';
+      const bad = await other.http('/chat/?EIO=4&transport=polling', { headers: { Origin: evil } });
+      const allowed = bad.headers.get('access-control-allow-origin');
+      assert.ok(allowed !== '*' && allowed !== evil, `foreign origin allowed: ${allowed}`);
+
+      const op = await sc.operator('op', { name: 'Olga', operatorId: 7 });
+      const cl = await sc.client('cl');
+      await expectNewChats(op, cl);
+      cl.emit('clientMessage', { type: 'text', message: 'hola', timestamp: '2026-01-01T00:00:00.000Z' });
+      assert.deepEqual(await expectEvent(op, 'incomingMessage'),
+        { from: cl.sid, type: 'text', message: 'hola', timestamp: '2026-01-01T00:00:00.000Z' });
+      await sc.verify();
+    } finally {
+      await sc.close();
+      await other.stop();
+    }
+  });
+
+  test('SIGTERM with joined sockets on every transport: the process exits 0 and the sockets are closed', async () => {
+    const other = await startServer();
+    const sockets = [];
+    for (const [mode, transports] of Object.entries(MODES)) {
+      for (const role of ['client', 'operator']) {
+        const s = await connect(`${role} ${mode}`, transports, { url: other.url });
+        sockets.push(s);
+        s.emit('join', { role, name: s.label, operatorId: 1 });
+        await other.waitJoined(s.sid, role);
+      }
+    }
+    const closed = sockets.map((s) => new Promise((resolve) => s.once('disconnect', resolve)));
+    const t0 = Date.now();
+    await other.stop();
+    assert.ok(Date.now() - t0 < 5000, `shutdown took ${Date.now() - t0} ms`);
+    const reasons = await Promise.all(closed);
+    for (const r of reasons) assert.ok(typeof r === 'string');
+    for (const s of sockets) s.close();
+  });
+});

@@ -1,0 +1,444 @@
+// Helpers for Switchboard's end-to-end tests: the real binary, the npm
+// socket.io-client as the CRM and the widget use it, and expectations that
+// wait for events (never a fixed sleep, except the quiet windows that prove
+// that nothing arrived).
+
+import { spawn } from 'node:child_process';
+import net from 'node:net';
+import { fileURLToPath } from 'node:url';
+import path from 'node:path';
+import assert from 'node:assert/strict';
+import { setTimeout as delay } from 'node:timers/promises';
+import { io } from 'socket.io-client';
+
+/** Where the server binary is: SWITCHBOARD_BIN, else ../../bin/switchboard. */
+export const BIN = process.env.SWITCHBOARD_BIN
+  ? path.resolve(process.env.SWITCHBOARD_BIN)
+  : fileURLToPath(new URL('../../bin/switchboard', import.meta.url));
+
+/** How long a quiet window lasts, in ms (E2E_QUIET_MS to change it). */
+export const QUIET_MS = Number(process.env.E2E_QUIET_MS ?? 200);
+
+/** How long an expected event may take, in ms. */
+export const EVENT_TIMEOUT_MS = 3000;
+
+/** JavaScript's Date#toISOString: UTC with milliseconds. */
+export const ISO_RE = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/;
+
+/** The transport modes every contract test runs in. */
+export const MODES = {
+  websocket: ['websocket'],
+  polling: ['polling'],
+  upgrade: ['polling', 'websocket'],
+};
+
+/** Asserts that ts is a toISOString() timestamp within [from - slack, to + slack]. */
+export function assertISO(ts, { from, to, slackMs = 1000, what = 'timestamp' } = {}) {
+  assert.equal(typeof ts, 'string', `${what} must be a string, got ${JSON.stringify(ts)}`);
+  assert.match(ts, ISO_RE, `${what} must be ISO 8601 UTC with ms`);
+  const t = Date.parse(ts);
+  assert.ok(Number.isFinite(t), `${what} must parse: ${ts}`);
+  if (from !== undefined) {
+    assert.ok(t >= from - slackMs, `${what} ${ts} is before ${new Date(from).toISOString()}`);
+  }
+  if (to !== undefined) {
+    assert.ok(t <= to + slackMs, `${what} ${ts} is after ${new Date(to).toISOString()}`);
+  }
+}
+
+// ---------------------------------------------------------------- server
+
+/**
+ * Starts the server binary on a free port (PORT=0) bound to 127.0.0.1 and
+ * resolves once its banner names the port.
+ */
+export async function startServer({ env = {}, timeoutMs = 10000 } = {}) {
+  const proc = spawn(BIN, [], {
+    env: { ...process.env, PORT: '0', SWITCHBOARD_HOST: '127.0.0.1', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const server = new Server(proc);
+  await server.ready(timeoutMs);
+  return server;
+}
+
+export class Server {
+  constructor(proc) {
+    this.proc = proc;
+    this.stdout = '';
+    this.stderr = '';
+    this.exited = new Promise((resolve) => {
+      proc.once('exit', (code, signal) => resolve({ code, signal }));
+    });
+    proc.stdout.setEncoding('utf8');
+    proc.stderr.setEncoding('utf8');
+    proc.stdout.on('data', (d) => { this.stdout += d; });
+    proc.stderr.on('data', (d) => { this.stderr += d; });
+  }
+
+  ready(timeoutMs) {
+    return new Promise((resolve, reject) => {
+      const done = (err) => {
+        clearTimeout(timer);
+        this.proc.stdout.off('data', onData);
+        this.proc.off('exit', onExit);
+        this.proc.off('error', onError);
+        if (err) {
+          this.proc.kill('SIGKILL');
+          reject(err);
+        } else {
+          resolve();
+        }
+      };
+      const onData = () => {
+        const m = /^\s+listening\s+(\S+):(\d+)\s*$/m.exec(this.stdout);
+        if (m) {
+          this.host = m[1];
+          this.port = Number(m[2]);
+          this.url = `http://${this.host}:${this.port}`;
+          done();
+        }
+      };
+      const onExit = (code, signal) => done(new Error(
+        `server exited before listening (code ${code}, signal ${signal})\nstdout:\n${this.stdout}\nstderr:\n${this.stderr}`));
+      const onError = (err) => done(new Error(`cannot start ${BIN}: ${err.message}`));
+      const timer = setTimeout(() => done(new Error(
+        `no "listening" line in the banner after ${timeoutMs} ms\nstdout:\n${this.stdout}\nstderr:\n${this.stderr}`)), timeoutMs);
+      this.proc.stdout.on('data', onData);
+      this.proc.once('exit', onExit);
+      this.proc.once('error', onError);
+      onData();
+    });
+  }
+
+  /** Sends SIGTERM and asserts that the process exits 0 within timeoutMs. */
+  async stop({ timeoutMs = 15000 } = {}) {
+    if (this.proc.exitCode === null && this.proc.signalCode === null) {
+      this.proc.kill('SIGTERM');
+    }
+    let timer;
+    const timeout = new Promise((resolve) => {
+      timer = setTimeout(() => resolve(null), timeoutMs);
+    });
+    const res = await Promise.race([this.exited, timeout]);
+    clearTimeout(timer);
+    if (res === null) {
+      this.proc.kill('SIGKILL');
+      assert.fail(`server did not exit within ${timeoutMs} ms of SIGTERM\nstderr:\n${this.stderr}`);
+    }
+    assert.deepEqual(res, { code: 0, signal: null },
+      `server must exit 0 on SIGTERM\nstderr:\n${this.stderr}`);
+    return res;
+  }
+
+  /** GET (or another method) on the server; resolves with status, headers and parsed JSON. */
+  async http(urlPath, init = {}) {
+    const res = await fetch(this.url + urlPath, init);
+    const text = await res.text();
+    let json;
+    try {
+      json = text ? JSON.parse(text) : undefined;
+    } catch {
+      json = undefined;
+    }
+    return { status: res.status, headers: res.headers, text, json };
+  }
+
+  async getJSON(urlPath) {
+    const res = await this.http(urlPath);
+    assert.equal(res.status, 200, `GET ${urlPath}: ${res.text}`);
+    assert.match(res.headers.get('content-type') ?? '', /^application\/json\b/, `GET ${urlPath} content-type`);
+    assert.ok(res.json !== undefined, `GET ${urlPath} must answer JSON: ${res.text}`);
+    return res.json;
+  }
+
+  /**
+   * Polls GET urlPath until pred(json) holds (a condition, not a fixed
+   * sleep), and resolves with that json.
+   */
+  async waitFor(urlPath, pred, { timeoutMs = 3000, what = urlPath } = {}) {
+    const deadline = Date.now() + timeoutMs;
+    let last;
+    for (;;) {
+      last = await this.getJSON(urlPath);
+      if (pred(last)) return last;
+      if (Date.now() > deadline) {
+        assert.fail(`timed out waiting for ${what}; last ${urlPath}: ${JSON.stringify(last)}`);
+      }
+      await delay(5);
+    }
+  }
+
+  /** Waits until /stats lists socket id under role ('client' or 'operator'). */
+  waitJoined(id, role) {
+    const key = role === 'operator' ? 'operators' : 'clients';
+    return this.waitFor('/stats', (s) => s[key].some((p) => p.socketId === id),
+      { what: `${id} listed as ${role}` });
+  }
+
+  /** Waits until /stats no longer lists socket id. */
+  waitLeft(id) {
+    return this.waitFor('/stats',
+      (s) => !s.clients.some((p) => p.socketId === id) && !s.operators.some((p) => p.socketId === id),
+      { what: `${id} gone from /stats` });
+  }
+
+  /** Waits until /health counts are exactly these. */
+  waitCounts({ clients, operators }) {
+    return this.waitFor('/health',
+      (h) => h.connections.clients === clients && h.connections.operators === operators,
+      { what: `${clients} clients and ${operators} operators` });
+  }
+}
+
+// ---------------------------------------------------------------- sockets
+
+/**
+ * Records every event a socket receives, in arrival order. Events are
+ * consumed by expectEvent (first unconsumed of that name); expectNothing
+ * fails while any is left unconsumed.
+ */
+export class Recorder {
+  constructor(socket, label) {
+    this.label = label;
+    this.socket = socket;
+    this.all = []; // every event, consumed or not: {event, args, at, transport}
+    this.pending = []; // not yet consumed by expectEvent
+    this.waiters = []; // {name, resolve}
+    this.disconnects = []; // reasons
+    socket.onAny((event, ...args) => {
+      const rec = { event, args, at: Date.now(), transport: socket.io.engine?.transport?.name };
+      this.all.push(rec);
+      const i = this.waiters.findIndex((w) => w.name === event);
+      if (i >= 0) {
+        const [w] = this.waiters.splice(i, 1);
+        w.resolve(rec);
+      } else {
+        this.pending.push(rec);
+      }
+    });
+    socket.on('disconnect', (reason) => this.disconnects.push(reason));
+  }
+
+  take(name, timeoutMs) {
+    const i = this.pending.findIndex((r) => r.event === name);
+    if (i >= 0) return Promise.resolve(this.pending.splice(i, 1)[0]);
+    return new Promise((resolve, reject) => {
+      const w = {
+        name,
+        resolve: (rec) => {
+          clearTimeout(timer);
+          resolve(rec);
+        },
+      };
+      const timer = setTimeout(() => {
+        this.waiters.splice(this.waiters.indexOf(w), 1);
+        reject(new Error(`${this.label}: no "${name}" within ${timeoutMs} ms; received: ${this.describe(this.all)}`));
+      }, timeoutMs);
+      this.waiters.push(w);
+    });
+  }
+
+  describe(recs) {
+    if (recs.length === 0) return '(nothing)';
+    return recs.map((r) => `${r.event} ${JSON.stringify(r.args)}`).join('; ');
+  }
+}
+
+/**
+ * Connects a socket.io-client socket to url with these transports,
+ * resolves once connected. label names it in failures. In the polling-then-
+ * websocket mode, socket.upgraded resolves with the transport's name after
+ * the engine's upgrade event.
+ */
+export function connect(label, transports, { url, timeoutMs = 5000, ...opts } = {}) {
+  assert.ok(url, 'connect needs the server url');
+  const socket = io(url, {
+    path: '/chat',
+    transports,
+    forceNew: true,
+    reconnection: false,
+    timeout: timeoutMs,
+    ...opts,
+  });
+  socket.label = label;
+  socket.rec = new Recorder(socket, label);
+  const engine = socket.io.engine;
+  if (transports.includes('polling') && transports.includes('websocket')) {
+    socket.upgraded = new Promise((resolve) => {
+      engine.once('upgrade', () => resolve(engine.transport.name));
+    });
+  }
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      socket.close();
+      reject(new Error(`${label}: not connected within ${timeoutMs} ms`));
+    }, timeoutMs);
+    socket.once('connect', () => {
+      clearTimeout(timer);
+      socket.off('connect_error');
+      socket.transportAtConnect = engine.transport.name;
+      socket.sid = socket.id; // socket.id is unset on disconnect; sid stays
+      resolve(socket);
+    });
+    socket.once('connect_error', (err) => {
+      clearTimeout(timer);
+      socket.close();
+      reject(new Error(`${label}: connect_error: ${err.message}`));
+    });
+  });
+}
+
+/**
+ * Resolves with the payload of the next (first unconsumed) event `name` on
+ * socket, which must carry exactly one argument.
+ */
+export async function expectEvent(socket, name, timeoutMs = EVENT_TIMEOUT_MS) {
+  const rec = await socket.rec.take(name, timeoutMs);
+  assert.equal(rec.args.length, 1,
+    `${socket.label}: "${name}" must carry exactly one payload, got ${JSON.stringify(rec.args)}`);
+  return rec.args[0];
+}
+
+/**
+ * Waits a quiet window and fails if any of the sockets received an event
+ * that no expectEvent consumed (before or during the window).
+ */
+export async function expectNothing(sockets, ms = QUIET_MS) {
+  const list = Array.isArray(sockets) ? sockets : [sockets];
+  await delay(ms);
+  const noisy = list.filter((s) => s.rec.pending.length > 0);
+  if (noisy.length > 0) {
+    assert.fail('expected nothing, but: ' + noisy
+      .map((s) => `${s.label} received ${s.rec.describe(s.rec.pending)}`).join(' | '));
+  }
+}
+
+/**
+ * One test's participants: sockets it connects, joins that wait until the
+ * server lists them, and a clean-up that disconnects everything and waits
+ * until presence is empty again.
+ */
+export class Scenario {
+  constructor(server, transports) {
+    this.server = server;
+    this.transports = transports;
+    this.sockets = [];
+  }
+
+  get upgrading() {
+    return this.transports.includes('polling') && this.transports.includes('websocket');
+  }
+
+  async connect(label, opts = {}) {
+    const s = await connect(label, this.transports, { url: this.server.url, ...opts });
+    this.sockets.push(s);
+    if (!this.upgrading) {
+      assert.equal(s.transportAtConnect, this.transports[0], `${label}: transport at connect`);
+    } else {
+      assert.ok(['polling', 'websocket'].includes(s.transportAtConnect));
+    }
+    return s;
+  }
+
+  /** Connects and joins as a client; resolves once /stats lists it. */
+  async client(label, fields = { name: label }) {
+    const s = await this.connect(label);
+    s.emit('join', { role: 'client', ...fields });
+    await this.server.waitJoined(s.sid, 'client');
+    return s;
+  }
+
+  /** Connects and joins as an operator; resolves once /stats lists it. */
+  async operator(label, fields = { name: label, operatorId: 1 }) {
+    const s = await this.connect(label);
+    s.emit('join', { role: 'operator', ...fields });
+    await this.server.waitJoined(s.sid, 'operator');
+    return s;
+  }
+
+  /** Disconnects a socket from the client side, waiting until it is gone from /stats. */
+  async leave(socket) {
+    socket.disconnect();
+    await this.server.waitLeft(socket.sid);
+  }
+
+  /**
+   * Checks what every test must leave true: no event left unconsumed, no
+   * socket disconnected by the server, transports as the mode says (in the
+   * upgrade mode, every socket still connected has upgraded to websocket).
+   */
+  async verify() {
+    for (const s of this.sockets) {
+      assert.deepEqual(s.rec.pending.map((r) => `${r.event} ${JSON.stringify(r.args)}`), [],
+        `${s.label}: events nobody expected`);
+      assert.deepEqual(s.rec.disconnects.filter((r) => r !== 'io client disconnect'), [],
+        `${s.label}: disconnected by the server or the transport`);
+      if (!s.connected) continue;
+      if (this.upgrading) {
+        const name = await Promise.race([s.upgraded, delay(3000, 'no upgrade within 3 s')]);
+        assert.equal(name, 'websocket', `${s.label}: upgrade`);
+        assert.equal(s.io.engine.transport.name, 'websocket', `${s.label}: transport after upgrade`);
+      } else {
+        assert.equal(s.io.engine.transport.name, this.transports[0], `${s.label}: transport`);
+      }
+    }
+  }
+
+  /** Disconnects every socket and waits until the server lists nobody. */
+  async close() {
+    for (const s of this.sockets) s.disconnect();
+    await this.server.waitCounts({ clients: 0, operators: 0 });
+  }
+}
+
+// ---------------------------------------------------------------- upgrade
+
+/**
+ * A TCP proxy in front of the server that forwards HTTP (long-polling) at
+ * once but holds every WebSocket connection until release(): a client
+ * behind it stays on polling, whatever the timing, until the test lets it
+ * upgrade.
+ */
+export async function startUpgradeGate(server) {
+  const held = [];
+  const conns = new Set();
+  let open = false;
+  const forward = (down, first) => {
+    const up = net.connect(server.port, server.host);
+    conns.add(up);
+    up.on('close', () => conns.delete(up));
+    up.on('error', () => down.destroy());
+    down.on('error', () => up.destroy());
+    up.write(first);
+    down.pipe(up);
+    up.pipe(down);
+  };
+  const proxy = net.createServer((down) => {
+    conns.add(down);
+    down.on('close', () => conns.delete(down));
+    down.once('data', (first) => {
+      down.pause(); // pipe() resumes it once forwarded
+      const isWS = /^GET [^\r\n]*transport=websocket/.test(first.toString('latin1'));
+      if (isWS && !open) {
+        held.push(() => forward(down, first));
+      } else {
+        forward(down, first);
+      }
+    });
+  });
+  await new Promise((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${proxy.address().port}`,
+    /** How many WebSocket connections are waiting. */
+    get held() { return held.length; },
+    release() {
+      open = true;
+      for (const go of held.splice(0)) go();
+    },
+    close() {
+      for (const c of conns) c.destroy();
+      return new Promise((resolve) => proxy.close(resolve));
+    },
+  };
+}
