@@ -21,7 +21,7 @@ func S(v string) Str { return Str{V: v, Set: true} }
 func (s Str) IsZero() bool { return !s.Set }
 
 // MarshalJSON writes the string value.
-func (s Str) MarshalJSON() ([]byte, error) { return json.Marshal(s.V) }
+func (s Str) MarshalJSON() ([]byte, error) { return appendJSONString(nil, s.V), nil }
 
 // UnmarshalJSON marks the field present.
 func (s *Str) UnmarshalJSON(b []byte) error {
@@ -86,7 +86,7 @@ func (id ID) MarshalJSON() ([]byte, error) {
 	case IDNumber:
 		return appendJSNumber(nil, id.Num), nil
 	case IDString:
-		return json.Marshal(id.Str)
+		return appendJSONString(nil, id.Str), nil
 	}
 	return []byte("null"), nil
 }

@@ -357,3 +357,5 @@ func getJSON(t testing.TB, url string, v any) {
 		t.Fatalf("GET %s: %v in %s", url, err, b)
 	}
 }
+
+func errorf(format string, args ...any) error { return fmt.Errorf(format, args...) }

@@ -5,7 +5,7 @@
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  MODES, Scenario, assertISO, connect, expectEvent, expectNothing,
+  MODES, Scenario, assertISO, connect, eio3Connect, expectEvent, expectNothing,
   startServer, startUpgradeGate,
 } from './helpers.mjs';
 
@@ -413,6 +413,19 @@ for (const [mode, transports] of Object.entries(MODES)) {
         assert.deepEqual(await expectEvent(op, 'chatEnded'), { clientId: c2.sid });
       }
       assert.deepEqual(await expectEvent(c2, 'chatEnded'), { message: ENDED_BY_OPERATOR });
+
+      // A client that already left: operators still hear of it (as on the Node server).
+      const gone = await sc.client('gone');
+      await expectNewChats(op1, gone);
+      await expectNewChats(op2, gone);
+      await sc.leave(gone);
+      for (const op of [op1, op2]) {
+        assert.deepEqual(await expectEvent(op, 'chatEnded'), { clientId: gone.sid, reason: 'disconnect' });
+      }
+      op2.emit('endChat', { clientId: gone.sid, operatorId: 8 });
+      for (const op of [op1, op2]) {
+        assert.deepEqual(await expectEvent(op, 'chatEnded'), { clientId: gone.sid });
+      }
 
       // Without a clientId there is nothing to end.
       op1.emit('endChat', {});
@@ -824,7 +837,7 @@ for (const [mode, transports] of Object.entries(MODES)) {
 
 // ---------------------------------------------------------------- HTTP, CORS, process
 
-describe('HTTP, CORS and the process', () => {
+describe('HTTP, CORS, mixed and legacy clients, the process', () => {
   let server;
   before(async () => {
     server = await startServer();
@@ -891,6 +904,73 @@ describe('HTTP, CORS and the process', () => {
     } finally {
       await sc.close();
       await other.stop();
+    }
+  });
+
+  test('mixed transports: a polling client, a websocket operator and an upgrading operator talk both ways', async () => {
+    const sc = new Scenario(server, MODES.websocket);
+    try {
+      const ws = await connect('op ws', MODES.websocket, { url: server.url });
+      const up = await connect('op upgrade', MODES.upgrade, { url: server.url });
+      const cl = await connect('client polling', MODES.polling, { url: server.url });
+      sc.sockets.push(ws, up, cl);
+      ws.emit('join', { role: 'operator', name: 'Olga', operatorId: 7 });
+      up.emit('join', { role: 'operator', name: 'Pablo', operatorId: 8 });
+      await server.waitJoined(ws.sid, 'operator');
+      await server.waitJoined(up.sid, 'operator');
+      cl.emit('join', { role: 'client', name: 'Ana', phone: '600' });
+      for (const op of [ws, up]) {
+        assert.deepEqual(await expectEvent(op, 'newChat'), { clientId: cl.sid, username: 'Ana', phone: '600' });
+      }
+      cl.emit('clientMessage', { type: 'text', message: 'hola', timestamp: '2026-01-01T00:00:00.000Z' });
+      for (const op of [ws, up]) {
+        assert.deepEqual(await expectEvent(op, 'incomingMessage'),
+          { from: cl.sid, type: 'text', message: 'hola', timestamp: '2026-01-01T00:00:00.000Z' });
+      }
+      ws.emit('operatorMessage', { to: cl.sid, type: 'text', message: 'buenas', operatorId: 7, operatorName: 'Olga' });
+      const om = await expectEvent(cl, 'operatorMessage');
+      assertISO(om.timestamp);
+      assert.deepEqual(om, { type: 'text', message: 'buenas', operatorName: 'Olga', timestamp: om.timestamp });
+      assert.deepEqual(await expectEvent(up, 'operatorBroadcast'),
+        { clientId: cl.sid, operatorId: 7, operatorName: 'Olga', type: 'text', message: 'buenas', timestamp: om.timestamp });
+      await expectNothing([ws, up, cl]);
+      assert.equal(await up.upgraded, 'websocket');
+      assert.equal(cl.io.engine.transport.name, 'polling');
+      assert.equal(ws.io.engine.transport.name, 'websocket');
+    } finally {
+      await sc.close();
+    }
+  });
+
+  test('legacy Engine.IO 3 client (socket.io-client 2.x framing) on polling joins and chats', async () => {
+    const sc = new Scenario(server, MODES.websocket);
+    let legacy;
+    try {
+      const op = await sc.operator('op', { name: 'Olga', operatorId: 7 });
+      legacy = await eio3Connect(server.url);
+      assert.equal(await legacy.next(), '40', 'connected to the main namespace');
+      await legacy.emit('join', { role: 'client', name: 'Viejo', username: 'viejo_ñ' });
+      const nc = await expectEvent(op, 'newChat');
+      assert.deepEqual(nc, { clientId: nc.clientId, username: 'viejo_ñ' });
+      assert.equal(typeof nc.clientId, 'string');
+      await legacy.emit('clientMessage', { type: 'text', message: 'año 👋', timestamp: '2026-01-01T00:00:00.000Z' });
+      assert.deepEqual(await expectEvent(op, 'incomingMessage'),
+        { from: nc.clientId, type: 'text', message: 'año 👋', timestamp: '2026-01-01T00:00:00.000Z' });
+      op.emit('operatorMessage', { to: nc.clientId, type: 'text', message: 'qué tal 👋', operatorId: 7, operatorName: 'Olga' });
+      const om = await legacy.event('operatorMessage');
+      assertISO(om.timestamp);
+      assert.deepEqual(om, { type: 'text', message: 'qué tal 👋', operatorName: 'Olga', timestamp: om.timestamp });
+      op.emit('endChat', { clientId: nc.clientId });
+      assert.deepEqual(await expectEvent(op, 'chatEnded'), { clientId: nc.clientId });
+      assert.deepEqual(await legacy.event('chatEnded'), { message: ENDED_BY_OPERATOR });
+      await legacy.close();
+      legacy = undefined;
+      assert.deepEqual(await expectEvent(op, 'chatEnded'), { clientId: nc.clientId, reason: 'disconnect' });
+      await expectNothing([op]);
+      await sc.verify();
+    } finally {
+      await legacy?.close().catch(() => {});
+      await sc.close();
     }
   });
 

@@ -57,9 +57,29 @@ export async function startServer({ env = {}, timeoutMs = 10000 } = {}) {
     env: { ...process.env, PORT: '0', SWITCHBOARD_HOST: '127.0.0.1', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
+  running.add(proc);
+  proc.once('exit', () => running.delete(proc));
   const server = new Server(proc);
   await server.ready(timeoutMs);
+  lastServer = server;
   return server;
+}
+
+// The server connect() uses when given no url: the last one started.
+let lastServer;
+
+// Servers still running are killed if the test process ends early (a
+// failed hook, Ctrl-C, a runner's timeout), so that none is left behind.
+const running = new Set();
+const killRunning = () => {
+  for (const p of running) p.kill('SIGKILL');
+};
+process.once('exit', killRunning);
+for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
+  process.once(sig, () => {
+    killRunning();
+    process.kill(process.pid, sig);
+  });
 }
 
 export class Server {
@@ -113,6 +133,7 @@ export class Server {
 
   /** Sends SIGTERM and asserts that the process exits 0 within timeoutMs. */
   async stop({ timeoutMs = 15000 } = {}) {
+    if (lastServer === this) lastServer = undefined;
     if (this.proc.exitCode === null && this.proc.signalCode === null) {
       this.proc.kill('SIGTERM');
     }
@@ -246,12 +267,12 @@ export class Recorder {
 }
 
 /**
- * Connects a socket.io-client socket to url with these transports,
- * resolves once connected. label names it in failures. In the polling-then-
+ * Connects a socket.io-client socket to url (default: the last server
+ * started) with these transports, resolves once connected. label names it in failures. In the polling-then-
  * websocket mode, socket.upgraded resolves with the transport's name after
  * the engine's upgrade event.
  */
-export function connect(label, transports, { url, timeoutMs = 5000, ...opts } = {}) {
+export function connect(label, transports, { url = lastServer?.url, timeoutMs = 5000, ...opts } = {}) {
   assert.ok(url, 'connect needs the server url');
   const socket = io(url, {
     path: '/chat',
@@ -441,4 +462,79 @@ export async function startUpgradeGate(server) {
       return new Promise((resolve) => proxy.close(resolve));
     },
   };
+}
+
+// ---------------------------------------------------------------- legacy
+
+/**
+ * A bare Engine.IO 3 long-polling client, as socket.io-client 2.x speaks it
+ * (payloads framed as `<length>:<packet>`, length in UTF-16 units): enough
+ * to prove that a legacy widget can join and chat.
+ */
+export async function eio3Connect(url) {
+  const base = `${url}/chat/?EIO=3&transport=polling`;
+  let n = 0;
+  const decode = (text) => {
+    const out = [];
+    let i = 0;
+    while (i < text.length) {
+      const colon = text.indexOf(':', i);
+      assert.ok(colon > i, `EIO3 payload framing: ${JSON.stringify(text)}`);
+      const len = Number(text.slice(i, colon));
+      out.push(text.slice(colon + 1, colon + 1 + len));
+      i = colon + 1 + len;
+    }
+    return out;
+  };
+  const hs = await fetch(`${base}&t=${n++}`);
+  assert.equal(hs.status, 200);
+  const [open, ...rest] = decode(await hs.text());
+  assert.match(open, /^0\{/);
+  const { sid } = JSON.parse(open.slice(1));
+  const q = `${base}&sid=${sid}`;
+  const queue = [...rest];
+  const client = {
+    sid,
+    /** Resolves with the next Socket.IO packet (engine ping packets answered). */
+    async next() {
+      for (;;) {
+        while (queue.length > 0) {
+          const pkt = queue.shift();
+          if (pkt === '2') {
+            await client.send('3');
+            continue;
+          }
+          if (pkt === '6') continue; // noop
+          return pkt;
+        }
+        const res = await fetch(`${q}&t=${n++}`);
+        assert.equal(res.status, 200);
+        queue.push(...decode(await res.text()));
+      }
+    },
+    /** Resolves with the payload of the next Socket.IO event, checking its name. */
+    async event(name) {
+      const pkt = await client.next();
+      assert.match(pkt, /^42\[/, `expected an event packet, got ${pkt}`);
+      const [ev, ...args] = JSON.parse(pkt.slice(2));
+      assert.equal(ev, name);
+      assert.equal(args.length, 1);
+      return args[0];
+    },
+    async send(pkt) {
+      const res = await fetch(`${q}&t=${n++}`, {
+        method: 'POST',
+        headers: { 'Content-Type': 'text/plain;charset=UTF-8' },
+        body: `${pkt.length}:${pkt}`,
+      });
+      assert.equal(res.status, 200, `EIO3 POST: ${await res.text()}`);
+    },
+    emit(event, payload) {
+      return client.send('42' + JSON.stringify([event, payload]));
+    },
+    close() {
+      return client.send('1');
+    },
+  };
+  return client;
 }

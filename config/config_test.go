@@ -1,0 +1,96 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func env(kv ...string) func(string) (string, bool) {
+	m := map[string]string{}
+	for i := 0; i+1 < len(kv); i += 2 {
+		m[kv[i]] = kv[i+1]
+	}
+	return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
+}
+
+func TestDefaults(t *testing.T) {
+	c, err := Load(nil, env())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Port != 3001 || c.Path != "/chat" || c.Env != "development" || c.CORSOrigins[0] != "*" ||
+		c.MaxImageBytes != 10_000_000 || c.MaxTextChars != 5000 || c.ShutdownTimeout != 10*time.Second ||
+		c.LogFormat != "text" || !c.AllowEIO3 {
+		t.Fatalf("defaults: %+v", c)
+	}
+}
+
+func TestGuideVariablesAndPrecedence(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "switchboard.yaml")
+	if err := os.WriteFile(file, []byte("port: 4000\npath: /support\nmax_text_chars: 100\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Load([]string{"--config", file, "--max-text-chars", "200"}, env(
+		"PORT", "5000", "CORS_ORIGIN", "https://crm.example.com, https://www.example.com/", "NODE_ENV", "production"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Environment beats the file; a flag beats both; the file beats defaults.
+	if c.Port != 5000 || c.Path != "/support" || c.MaxTextChars != 200 {
+		t.Fatalf("precedence: port %d path %s text %d", c.Port, c.Path, c.MaxTextChars)
+	}
+	if strings.Join(c.CORSOrigins, " ") != "https://crm.example.com https://www.example.com" {
+		t.Fatalf("origins %v", c.CORSOrigins)
+	}
+	if !c.Production() || c.LogFormat != "json" {
+		t.Fatalf("production: %+v", c)
+	}
+}
+
+// Every bad value stops start-up with one line that names the setting.
+func TestBadValuesNameTheSetting(t *testing.T) {
+	cases := []struct {
+		args []string
+		env  []string
+		want string
+	}{
+		{nil, []string{"PORT", "abc"}, "PORT"},
+		{nil, []string{"PORT", "70000"}, "PORT"},
+		{nil, []string{"NODE_ENV", "staging"}, "NODE_ENV"},
+		{nil, []string{"CORS_ORIGIN", "crm.example.com"}, "CORS_ORIGIN"},
+		{nil, []string{"CORS_ORIGIN", "https://a.com,*"}, "CORS_ORIGIN"},
+		{nil, []string{"SWITCHBOARD_PATH", "chat"}, "SWITCHBOARD_PATH"},
+		{nil, []string{"SWITCHBOARD_LOG_LEVEL", "loud"}, "SWITCHBOARD_LOG_LEVEL"},
+		{nil, []string{"SWITCHBOARD_MAX_IMAGE_BYTES", "-1"}, "SWITCHBOARD_MAX_IMAGE_BYTES"},
+		{nil, []string{"SWITCHBOARD_PING_INTERVAL", "soon"}, "SWITCHBOARD_PING_INTERVAL"},
+		{nil, []string{"SWITCHBOARD_ALLOW_EIO3", "maybe"}, "SWITCHBOARD_ALLOW_EIO3"},
+		{[]string{"--port", "x"}, nil, "--port"},
+		{[]string{"--no-such-flag"}, nil, "no-such-flag"},
+		{[]string{"--config", "/nonexistent/switchboard.yaml"}, nil, "/nonexistent/switchboard.yaml"},
+	}
+	for _, c := range cases {
+		_, err := Load(c.args, env(c.env...))
+		if err == nil {
+			t.Errorf("%v %v: accepted", c.args, c.env)
+			continue
+		}
+		if msg := err.Error(); !strings.Contains(msg, c.want) || strings.Contains(msg, "\n") {
+			t.Errorf("%v %v: error %q does not name %s on one line", c.args, c.env, msg, c.want)
+		}
+	}
+}
+
+func TestUnknownFileSettingIsRefused(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "c.yaml")
+	if err := os.WriteFile(file, []byte("prot: 4000\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Load([]string{"--config", file}, env())
+	if err == nil || !strings.Contains(err.Error(), `"prot"`) {
+		t.Fatalf("err = %v", err)
+	}
+}
