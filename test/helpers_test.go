@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"regexp"
+	"runtime/pprof"
 	"sync"
 	"testing"
 	"time"
@@ -74,6 +75,9 @@ func (s *server) stop(t testing.TB) {
 		defer cancel()
 		if err := s.srv.Shutdown(ctx); err != nil {
 			t.Errorf("shutdown: %v", err)
+			if os.Getenv("SWITCHBOARD_TEST_DUMP") != "" {
+				_ = pprof.Lookup("goroutine").WriteTo(os.Stderr, 1)
+			}
 		}
 		if err := <-s.done; err != nil {
 			t.Errorf("serve: %v", err)
@@ -163,7 +167,7 @@ func dialZishang(t testing.TB, s *server, label string, auth map[string]any, rec
 	// its handshake under -race with parallel tests, while our own client
 	// completes thousands against the same server: retry that once.
 	for attempt := 1; ; attempt++ {
-		if c := tryZishang(s, auth, record); c != nil {
+		if c := tryZishang(t, label, s, auth, record); c != nil {
 			return c
 		}
 		if attempt == 2 {
@@ -173,7 +177,7 @@ func dialZishang(t testing.TB, s *server, label string, auth map[string]any, rec
 	}
 }
 
-func tryZishang(s *server, auth map[string]any, record func(string, []byte)) conn {
+func tryZishang(t testing.TB, label string, s *server, auth map[string]any, record func(string, []byte)) conn {
 	opts := sio.DefaultOptions()
 	opts.SetPath(s.cfg.Path)
 	opts.SetTransports(types.NewSet[transports.TransportCtor](transports.WebSocket))
@@ -188,6 +192,7 @@ func tryZishang(s *server, auth map[string]any, record func(string, []byte)) con
 	if err != nil {
 		return nil
 	}
+	sock.On("disconnect", func(args ...any) { t.Logf("%s: zishang520 client disconnected: %v", label, args) })
 	sock.OnAny(func(args ...any) {
 		name, _ := args[0].(string)
 		var raw []byte

@@ -106,16 +106,13 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			stopped <- nil
 			return
 		}
-		stopped <- s.httpSrv.Shutdown(ctx)
+		stopped <- s.httpSrv.Shutdown(ctx) // stops accepting at once
 	}()
 	// Closing every engine connection (not only the Socket.IO sockets) also
 	// ends the long-polling requests that would otherwise hold
 	// http.Server.Shutdown until their next heartbeat.
 	s.io.DisconnectSockets(true)
 	s.io.Close(nil)
-	if err := <-stopped; err != nil {
-		errs = append(errs, fmt.Errorf("http: %w", err))
-	}
 	// Wait for the router to record every departure.
 	for {
 		h, err := s.sys.Health(ctx)
@@ -133,6 +130,14 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			continue
 		}
 		break
+	}
+	// What is left are connections with no request in flight, which
+	// http.Server.Shutdown would wait five seconds for when they are new.
+	if s.httpSrv != nil {
+		_ = s.httpSrv.Close()
+	}
+	if err := <-stopped; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		errs = append(errs, fmt.Errorf("http: %w", err))
 	}
 	return errors.Join(errs...)
 }
