@@ -153,9 +153,10 @@ func TestRouterPresenceAndFanOut(t *testing.T) {
 func TestRouterOrdersTheOperatorsListByJoin(t *testing.T) {
 	s := startSystem(t, Options{})
 	for i := range 20 {
+		// Joins from different sessions race to the router: wait for each.
 		participantUp(t, s, fmt.Sprintf("c%02d", i), clientJoin("x"))
+		waitHealth(t, s, i+1, 0)
 	}
-	waitHealth(t, s, 20, 0)
 	op, _ := participantUp(t, s, "op", operator("Ana"))
 	for i := range 20 {
 		if m := op.expect(t, "newChat"); m["clientId"] != fmt.Sprintf("c%02d", i) {
