@@ -87,11 +87,11 @@ func startSystem(t *testing.T, o Options) *System {
 func participantUp(t *testing.T, s *System, id string, p messages.JoinPayload) (*fakeConn, *actor.PID) {
 	t.Helper()
 	c := newFakeConn(id)
-	pid, err := s.Connect(c)
+	pid, err := s.Connect(c, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.Send(pid, &messages.Join{From: id, At: time.Now(), Payload: p})
+	s.Send(pid, &messages.Join{Origin: messages.Origin{From: id, At: time.Now()}, Payload: p})
 	return c, pid
 }
 
@@ -129,7 +129,7 @@ func TestRouterPresenceAndFanOut(t *testing.T) {
 			t.Fatalf("newChat %v", m)
 		}
 	}
-	s.Send(clPID, &messages.ClientMessage{From: "cl", Payload: messages.ClientMessagePayload{Content: messages.Content{Type: messages.KindText, Message: messages.S("hi")}}})
+	s.Send(clPID, &messages.ClientMessage{Origin: messages.Origin{From: "cl"}, Payload: messages.ClientMessagePayload{Content: messages.Content{Type: messages.KindText, Message: messages.S("hi")}}})
 	for _, op := range []*fakeConn{op1, op2} {
 		if m := op.expect(t, "incomingMessage"); m["from"] != "cl" || m["message"] != "hi" {
 			t.Fatalf("incomingMessage %v", m)
@@ -192,7 +192,7 @@ func TestRouterPanicKeepsPresence(t *testing.T) {
 		t.Fatalf("stats after restarts: %+v %v", st, err)
 	}
 	// Routing still works, and the watch on sessions survived the restart.
-	s.Send(clPID, &messages.ClientMessage{From: "cl", Payload: messages.ClientMessagePayload{Content: messages.Content{Type: messages.KindText, Message: messages.S("after")}}})
+	s.Send(clPID, &messages.ClientMessage{Origin: messages.Origin{From: "cl"}, Payload: messages.ClientMessagePayload{Content: messages.Content{Type: messages.KindText, Message: messages.S("after")}}})
 	if m := op.expect(t, "incomingMessage"); m["message"] != "after" {
 		t.Fatalf("incomingMessage %v", m)
 	}
@@ -220,7 +220,7 @@ func TestSessionPanicClosesOnlyItsSocket(t *testing.T) {
 	op.expect(t, "newChat")
 	op.expect(t, "newChat")
 
-	s.Send(victimPID, &messages.ClientTyping{From: "victim", IsTyping: true})
+	s.Send(victimPID, &messages.ClientTyping{Origin: messages.Origin{From: "victim"}, IsTyping: true})
 	if m := op.expect(t, "chatEnded"); m["clientId"] != "victim" || m["reason"] != "disconnect" {
 		t.Fatalf("chatEnded %v", m)
 	}
@@ -231,7 +231,7 @@ func TestSessionPanicClosesOnlyItsSocket(t *testing.T) {
 	if other.closedWith() != "" {
 		t.Fatalf("other socket closed: %q", other.closedWith())
 	}
-	s.Send(otherPID, &messages.ClientTyping{From: "other", IsTyping: true})
+	s.Send(otherPID, &messages.ClientTyping{Origin: messages.Origin{From: "other"}, IsTyping: true})
 	if m := op.expect(t, "clientTyping"); m["from"] != "other" {
 		t.Fatalf("clientTyping %v", m)
 	}

@@ -7,10 +7,15 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+	"github.com/switchboard/switchboard/messages"
 )
 
 // spawnSession asks the hub for a new session actor; it responds with its PID.
-type spawnSession struct{ conn Conn }
+type spawnSession struct {
+	conn     Conn
+	identity *messages.Identity
+	authErr  error
+}
 
 // routerPIDQuery asks the hub for the router's PID.
 type routerPIDQuery struct{}
@@ -20,7 +25,7 @@ type routerPIDQuery struct{}
 // failing router is restarted and keeps its presence.
 type hub struct {
 	routerProps  *actor.Props
-	sessionProps func(conn Conn, router *actor.PID) *actor.Props
+	sessionProps func(req *spawnSession, router *actor.PID) *actor.Props
 	router       *actor.PID
 }
 
@@ -33,7 +38,7 @@ func (h *hub) Receive(ctx actor.Context) {
 		}
 		h.router = pid
 	case *spawnSession:
-		ctx.Respond(ctx.SpawnPrefix(h.sessionProps(m.conn, h.router), "session"))
+		ctx.Respond(ctx.SpawnPrefix(h.sessionProps(m, h.router), "session"))
 	case *routerPIDQuery:
 		ctx.Respond(h.router)
 	}

@@ -19,6 +19,9 @@ type participant struct {
 	phone       messages.Str
 	operatorID  messages.ID
 	connectedAt time.Time
+	// verified is set when a token proved the operator's id and name: they
+	// then win over what its messages claim.
+	verified bool
 	// seq orders participants by first join, as the Node server's Map does.
 	seq uint64
 }

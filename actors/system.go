@@ -9,6 +9,7 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/switchboard/switchboard/messages"
+	"github.com/switchboard/switchboard/metrics"
 )
 
 // Options configure the actor system. The zero value works.
@@ -16,6 +17,12 @@ type Options struct {
 	Logger *slog.Logger
 	// Now is the router's clock; tests may fix it.
 	Now func() time.Time
+	// Metrics records what the actors see; nil records nothing.
+	Metrics *metrics.Metrics
+	// Gate bounds connections per client address.
+	Gate GateLimits
+	// Policy is what every session enforces on its socket.
+	Policy Policy
 	// AskTimeout bounds a request to an actor (spawn, /health, /stats). Default 5s.
 	AskTimeout time.Duration
 	// RouterMiddleware and SessionMiddleware wrap the actors' Receive: tests
@@ -31,6 +38,7 @@ type System struct {
 	sys    *actor.ActorSystem
 	hub    *actor.PID
 	router *actor.PID
+	gate   *actor.PID
 	ask    time.Duration
 	log    *slog.Logger
 }
@@ -52,16 +60,18 @@ func Start(o Options) (*System, error) {
 	sys := actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return libLog }))
 
 	pr := newPresence()
+	ids := newIDSource(o.Now())
 	routerLog := o.Logger.With("component", "router")
 	routerProps := actor.PropsFromProducer(func() actor.Actor {
 		// Every incarnation gets the same presence: only one runs at a time.
-		return &router{pr: pr, log: routerLog, now: o.Now}
-	}, actor.WithReceiverMiddleware(o.RouterMiddleware...))
+		return &router{pr: pr, log: routerLog, now: o.Now, ids: ids, met: o.Metrics}
+	}, actor.WithReceiverMiddleware(o.RouterMiddleware...), actor.WithMailbox(actor.Unbounded(metrics.MailboxStats{M: o.Metrics})))
 
 	sessionLog := o.Logger.With("component", "session")
-	sessionProps := func(conn Conn, router *actor.PID) *actor.Props {
+	policy := o.Policy
+	sessionProps := func(req *spawnSession, router *actor.PID) *actor.Props {
 		return actor.PropsFromProducer(func() actor.Actor {
-			return &session{conn: conn, router: router, log: sessionLog}
+			return newSession(req.conn, router, sessionLog, &policy, o.Metrics, req.identity, req.authErr)
 		}, actor.WithReceiverMiddleware(o.SessionMiddleware...))
 	}
 
@@ -72,7 +82,12 @@ func Start(o Options) (*System, error) {
 	if err != nil {
 		return nil, fmt.Errorf("start actors: %w", err)
 	}
-	s := &System{sys: sys, hub: hubPID, ask: o.AskTimeout, log: o.Logger}
+	gateLimits := o.Gate
+	gatePID, err := sys.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return &gate{limits: gateLimits} }), "gate")
+	if err != nil {
+		return nil, fmt.Errorf("start actors: gate: %w", err)
+	}
+	s := &System{sys: sys, hub: hubPID, gate: gatePID, ask: o.AskTimeout, log: o.Logger}
 	res, err := sys.Root.RequestFuture(hubPID, &routerPIDQuery{}, s.ask).Result()
 	if err != nil {
 		return nil, fmt.Errorf("start actors: router: %w", err)
@@ -81,14 +96,32 @@ func Start(o Options) (*System, error) {
 	return s, nil
 }
 
-// Connect spawns the session actor for a new socket.
-func (s *System) Connect(c Conn) (*actor.PID, error) {
-	res, err := s.sys.Root.RequestFuture(s.hub, &spawnSession{conn: c}, s.ask).Result()
+// Connect spawns the session actor for a new socket. identity is what the
+// handshake's token proved (nil for none); authErr why a presented token
+// was refused, which the session answers when the socket joins.
+func (s *System) Connect(c Conn, identity *messages.Identity, authErr error) (*actor.PID, error) {
+	res, err := s.sys.Root.RequestFuture(s.hub, &spawnSession{conn: c, identity: identity, authErr: authErr}, s.ask).Result()
 	if err != nil {
 		return nil, fmt.Errorf("connect %s: %w", c.ID(), err)
 	}
 	return res.(*actor.PID), nil
 }
+
+// Admit asks whether addr may open a new connection; it returns why not, or
+// "" when it may.
+func (s *System) Admit(addr string) string {
+	res, err := s.sys.Root.RequestFuture(s.gate, &admit{addr: addr}, s.ask).Result()
+	if err != nil {
+		return "busy; retry shortly"
+	}
+	return res.(*gateAnswer).reason
+}
+
+// Opened and Closed keep the count of open connections per address.
+func (s *System) Opened(addr string) { s.sys.Root.Send(s.gate, &opened{addr: addr}) }
+
+// Closed is Opened's counterpart.
+func (s *System) Closed(addr string) { s.sys.Root.Send(s.gate, &closed{addr: addr}) }
 
 // Send delivers a message to a session (or any actor) without waiting.
 func (s *System) Send(to *actor.PID, msg any) {
@@ -140,7 +173,10 @@ func (s *System) Root() *actor.RootContext { return s.sys.Root }
 // at most timeout for them to finish.
 func (s *System) Stop(timeout time.Duration) error {
 	done := make(chan error, 1)
-	go func() { done <- s.sys.Root.StopFuture(s.hub).Wait() }()
+	go func() {
+		s.sys.Root.Stop(s.gate)
+		done <- s.sys.Root.StopFuture(s.hub).Wait()
+	}()
 	var err error
 	select {
 	case err = <-done:

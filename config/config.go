@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -61,10 +62,70 @@ type Config struct {
 	// AllowEIO3 accepts socket.io-client 2.x (Engine.IO 3)
 	// (SWITCHBOARD_ALLOW_EIO3, default true).
 	AllowEIO3 bool
+
+	// JWTSecret enables HS256 operator tokens (SWITCHBOARD_JWT_SECRET).
+	JWTSecret string
+	// JWTPublicKeyFile (PEM) enables RS256/ES256 operator tokens
+	// (SWITCHBOARD_JWT_PUBLIC_KEY_FILE); JWTJWKSFile likewise from a JWKS
+	// document (SWITCHBOARD_JWT_JWKS_FILE).
+	JWTPublicKeyFile string
+	JWTJWKSFile      string
+	// JWTIssuer and JWTAudience, when set, must match iss and aud
+	// (SWITCHBOARD_JWT_ISSUER, SWITCHBOARD_JWT_AUDIENCE).
+	JWTIssuer   string
+	JWTAudience string
+	// InsecureOperators lets production start without operator
+	// authentication (SWITCHBOARD_INSECURE_OPERATORS, default false): then
+	// anyone who joins as operator reads every conversation.
+	InsecureOperators bool
+	// ClientSecret verifies players' HS256 identity tokens, which supply
+	// username and phone (SWITCHBOARD_CLIENT_SECRET).
+	ClientSecret string
+	// ClientTokenRequired refuses players without a verified token
+	// (SWITCHBOARD_CLIENT_TOKEN_REQUIRED, default false).
+	ClientTokenRequired bool
+
+	// ImageTypes are the MIME types an image may have
+	// (SWITCHBOARD_IMAGE_TYPES, default png,jpeg,gif,webp).
+	ImageTypes []string
+
+	// MessageRate and MessageBurst bound each socket's joins, messages and
+	// endChats (SWITCHBOARD_MESSAGE_RATE, default 10/s;
+	// SWITCHBOARD_MESSAGE_BURST, default 20): no person types faster.
+	MessageRate  float64
+	MessageBurst int
+	// TypingRate and TypingBurst bound typing indicators
+	// (SWITCHBOARD_TYPING_RATE, default 5/s; SWITCHBOARD_TYPING_BURST, 10).
+	TypingRate  float64
+	TypingBurst int
+	// AbuseLimit refused events within 10 s disconnect a socket
+	// (SWITCHBOARD_ABUSE_LIMIT, default 100; 0 never).
+	AbuseLimit int
+
+	// IPMaxConnections caps concurrent connections per address
+	// (SWITCHBOARD_IP_MAX_CONNECTIONS, default 200; 0 no cap).
+	IPMaxConnections int
+	// IPHandshakeRate and IPHandshakeBurst bound new connections per
+	// address (SWITCHBOARD_IP_HANDSHAKE_RATE, default 20/s;
+	// SWITCHBOARD_IP_HANDSHAKE_BURST, default 50).
+	IPHandshakeRate  float64
+	IPHandshakeBurst int
+	// IPLimitLoopback applies the address limits to loopback too
+	// (SWITCHBOARD_IP_LIMIT_LOOPBACK, default false, so a local load test
+	// is not throttled).
+	IPLimitLoopback bool
+	// TrustProxy takes the client's address from X-Forwarded-For
+	// (SWITCHBOARD_TRUST_PROXY, default false: only behind a proxy you run).
+	TrustProxy bool
 }
 
 // Production reports whether NODE_ENV is production.
 func (c *Config) Production() bool { return c.Env == "production" }
+
+// OperatorAuth reports whether operator tokens are configured.
+func (c *Config) OperatorAuth() bool {
+	return c.JWTSecret != "" || c.JWTPublicKeyFile != "" || c.JWTJWKSFile != ""
+}
 
 // Addr is the listen address.
 func (c *Config) Addr() string { return fmt.Sprintf("%s:%d", c.Host, c.Port) }
@@ -89,6 +150,25 @@ var settings = []setting{
 	{"ping_timeout", "SWITCHBOARD_PING_TIMEOUT", "ping-timeout", "20s", "heartbeat timeout"},
 	{"shutdown_timeout", "SWITCHBOARD_SHUTDOWN_TIMEOUT", "shutdown-timeout", "10s", "graceful shutdown deadline"},
 	{"allow_eio3", "SWITCHBOARD_ALLOW_EIO3", "allow-eio3", "true", "accept socket.io-client 2.x (Engine.IO 3)"},
+	{"jwt_secret", "SWITCHBOARD_JWT_SECRET", "jwt-secret", "", "HS256 secret for operator tokens"},
+	{"jwt_public_key_file", "SWITCHBOARD_JWT_PUBLIC_KEY_FILE", "jwt-public-key-file", "", "PEM public key for RS256/ES256 operator tokens"},
+	{"jwt_jwks_file", "SWITCHBOARD_JWT_JWKS_FILE", "jwt-jwks-file", "", "JWKS file for RS256/ES256 operator tokens"},
+	{"jwt_issuer", "SWITCHBOARD_JWT_ISSUER", "jwt-issuer", "", "required iss of operator tokens"},
+	{"jwt_audience", "SWITCHBOARD_JWT_AUDIENCE", "jwt-audience", "", "required aud of operator tokens"},
+	{"insecure_operators", "SWITCHBOARD_INSECURE_OPERATORS", "insecure-operators", "false", "allow production without operator authentication"},
+	{"client_secret", "SWITCHBOARD_CLIENT_SECRET", "client-secret", "", "HS256 secret for player identity tokens"},
+	{"client_token_required", "SWITCHBOARD_CLIENT_TOKEN_REQUIRED", "client-token-required", "false", "refuse players without a verified token"},
+	{"image_types", "SWITCHBOARD_IMAGE_TYPES", "image-types", "png,jpeg,gif,webp", "allowed image types"},
+	{"message_rate", "SWITCHBOARD_MESSAGE_RATE", "message-rate", "10", "messages per second per socket"},
+	{"message_burst", "SWITCHBOARD_MESSAGE_BURST", "message-burst", "20", "message burst per socket"},
+	{"typing_rate", "SWITCHBOARD_TYPING_RATE", "typing-rate", "5", "typing events per second per socket"},
+	{"typing_burst", "SWITCHBOARD_TYPING_BURST", "typing-burst", "10", "typing burst per socket"},
+	{"abuse_limit", "SWITCHBOARD_ABUSE_LIMIT", "abuse-limit", "100", "refused events in 10s that disconnect a socket (0: never)"},
+	{"ip_max_connections", "SWITCHBOARD_IP_MAX_CONNECTIONS", "ip-max-connections", "200", "concurrent connections per address (0: no cap)"},
+	{"ip_handshake_rate", "SWITCHBOARD_IP_HANDSHAKE_RATE", "ip-handshake-rate", "20", "new connections per second per address"},
+	{"ip_handshake_burst", "SWITCHBOARD_IP_HANDSHAKE_BURST", "ip-handshake-burst", "50", "new connection burst per address"},
+	{"ip_limit_loopback", "SWITCHBOARD_IP_LIMIT_LOOPBACK", "ip-limit-loopback", "false", "apply address limits to loopback too"},
+	{"trust_proxy", "SWITCHBOARD_TRUST_PROXY", "trust-proxy", "false", "take the client address from X-Forwarded-For"},
 }
 
 // ErrHelp is returned when --help was asked for; usage has been printed.
@@ -162,6 +242,12 @@ func build(get func(setting) (value, source string)) (*Config, error) {
 			c.LogFormat = "json"
 		}
 	}
+	if c.Production() && len(c.CORSOrigins) == 1 && c.CORSOrigins[0] == "*" {
+		return nil, errors.New(`CORS_ORIGIN="*": production needs an explicit list of origins, such as https://crm.example.com,https://www.example.com`)
+	}
+	if c.Production() && !c.OperatorAuth() && !c.InsecureOperators {
+		return nil, errors.New("NODE_ENV=production without operator authentication: set SWITCHBOARD_JWT_SECRET (or SWITCHBOARD_JWT_PUBLIC_KEY_FILE or SWITCHBOARD_JWT_JWKS_FILE), or SWITCHBOARD_INSECURE_OPERATORS=true to accept anyone as an operator")
+	}
 	if c.PingTimeout >= c.PingInterval*4 {
 		return nil, fmt.Errorf("SWITCHBOARD_PING_TIMEOUT=%s: must be under four ping intervals (%s)", c.PingTimeout, c.PingInterval*4)
 	}
@@ -214,6 +300,50 @@ func apply(c *Config, key, val string) error {
 		c.ShutdownTimeout, err = durationIn(val, 0, 10*time.Minute)
 	case "allow_eio3":
 		c.AllowEIO3, err = boolean(val)
+	case "jwt_secret":
+		if val != "" && len(val) < 32 {
+			return errors.New("must be at least 32 characters: a short HS256 secret can be guessed")
+		}
+		c.JWTSecret = val
+	case "jwt_public_key_file":
+		c.JWTPublicKeyFile, err = readable(val)
+	case "jwt_jwks_file":
+		c.JWTJWKSFile, err = readable(val)
+	case "jwt_issuer":
+		c.JWTIssuer = val
+	case "jwt_audience":
+		c.JWTAudience = val
+	case "insecure_operators":
+		c.InsecureOperators, err = boolean(val)
+	case "client_secret":
+		if val != "" && len(val) < 32 {
+			return errors.New("must be at least 32 characters: a short HS256 secret can be guessed")
+		}
+		c.ClientSecret = val
+	case "client_token_required":
+		c.ClientTokenRequired, err = boolean(val)
+	case "image_types":
+		c.ImageTypes, err = imageTypes(val)
+	case "message_rate":
+		c.MessageRate, err = floatIn(val, 0.1, 10_000)
+	case "message_burst":
+		c.MessageBurst, err = intIn(val, 1, 100_000)
+	case "typing_rate":
+		c.TypingRate, err = floatIn(val, 0.1, 10_000)
+	case "typing_burst":
+		c.TypingBurst, err = intIn(val, 1, 100_000)
+	case "abuse_limit":
+		c.AbuseLimit, err = intIn(val, 0, 1_000_000)
+	case "ip_max_connections":
+		c.IPMaxConnections, err = intIn(val, 0, 1_000_000)
+	case "ip_handshake_rate":
+		c.IPHandshakeRate, err = floatIn(val, 0.1, 1_000_000)
+	case "ip_handshake_burst":
+		c.IPHandshakeBurst, err = intIn(val, 1, 1_000_000)
+	case "ip_limit_loopback":
+		c.IPLimitLoopback, err = boolean(val)
+	case "trust_proxy":
+		c.TrustProxy, err = boolean(val)
 	}
 	return err
 }
@@ -227,6 +357,46 @@ func intIn(s string, lo, hi int) (int, error) {
 		return 0, fmt.Errorf("must be from %d to %d", lo, hi)
 	}
 	return n, nil
+}
+
+func floatIn(s string, lo, hi float64) (float64, error) {
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil || f < lo || f > hi {
+		return 0, fmt.Errorf("must be a number from %g to %g", lo, hi)
+	}
+	return f, nil
+}
+
+func readable(path string) (string, error) {
+	if path == "" {
+		return "", nil
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return "", fmt.Errorf("cannot read the file: %w", errors.Unwrap(err))
+	}
+	f.Close()
+	return path, nil
+}
+
+// imageTypes reads "png,jpeg" or "image/png,image/jpeg".
+func imageTypes(s string) ([]string, error) {
+	known := map[string]bool{"png": true, "jpeg": true, "gif": true, "webp": true}
+	var out []string
+	for _, t := range strings.Split(s, ",") {
+		t = strings.TrimPrefix(strings.ToLower(strings.TrimSpace(t)), "image/")
+		if t == "jpg" {
+			t = "jpeg"
+		}
+		if t == "" {
+			continue
+		}
+		if !known[t] {
+			return nil, fmt.Errorf("%q is not one of png, jpeg, gif, webp", t)
+		}
+		out = append(out, "image/"+t)
+	}
+	return out, nil
 }
 
 func durationIn(s string, lo, hi time.Duration) (time.Duration, error) {

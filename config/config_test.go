@@ -35,7 +35,8 @@ func TestGuideVariablesAndPrecedence(t *testing.T) {
 		t.Fatal(err)
 	}
 	c, err := Load([]string{"--config", file, "--max-text-chars", "200"}, env(
-		"PORT", "5000", "CORS_ORIGIN", "https://crm.example.com, https://www.example.com/", "NODE_ENV", "production"))
+		"PORT", "5000", "CORS_ORIGIN", "https://crm.example.com, https://www.example.com/", "NODE_ENV", "production",
+		"SWITCHBOARD_JWT_SECRET", strings.Repeat("s", 32)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,6 +70,12 @@ func TestBadValuesNameTheSetting(t *testing.T) {
 		{nil, []string{"SWITCHBOARD_PING_INTERVAL", "soon"}, "SWITCHBOARD_PING_INTERVAL"},
 		{nil, []string{"SWITCHBOARD_ALLOW_EIO3", "maybe"}, "SWITCHBOARD_ALLOW_EIO3"},
 		{[]string{"--port", "x"}, nil, "--port"},
+		{nil, []string{"SWITCHBOARD_JWT_SECRET", "short"}, "SWITCHBOARD_JWT_SECRET"},
+		{nil, []string{"SWITCHBOARD_JWT_PUBLIC_KEY_FILE", "/nonexistent.pem"}, "SWITCHBOARD_JWT_PUBLIC_KEY_FILE"},
+		{nil, []string{"SWITCHBOARD_IMAGE_TYPES", "png,bmp"}, "SWITCHBOARD_IMAGE_TYPES"},
+		{nil, []string{"SWITCHBOARD_MESSAGE_RATE", "fast"}, "SWITCHBOARD_MESSAGE_RATE"},
+		{nil, []string{"NODE_ENV", "production", "CORS_ORIGIN", "https://crm.example.com"}, "SWITCHBOARD_INSECURE_OPERATORS"},
+		{nil, []string{"NODE_ENV", "production", "SWITCHBOARD_INSECURE_OPERATORS", "true"}, "CORS_ORIGIN"},
 		{[]string{"--no-such-flag"}, nil, "no-such-flag"},
 		{[]string{"--config", "/nonexistent/switchboard.yaml"}, nil, "/nonexistent/switchboard.yaml"},
 	}
@@ -92,5 +99,22 @@ func TestUnknownFileSettingIsRefused(t *testing.T) {
 	_, err := Load([]string{"--config", file}, env())
 	if err == nil || !strings.Contains(err.Error(), `"prot"`) {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+// Production without operator authentication starts only when told, loudly,
+// that anyone may be an operator.
+func TestProductionNeedsOperatorAuthOrAnExplicitOptOut(t *testing.T) {
+	base := []string{"NODE_ENV", "production", "CORS_ORIGIN", "https://crm.example.com"}
+	if _, err := Load(nil, env(base...)); err == nil {
+		t.Fatal("production without authentication started")
+	}
+	c, err := Load(nil, env(append(base, "SWITCHBOARD_INSECURE_OPERATORS", "true")...))
+	if err != nil || !c.InsecureOperators || c.OperatorAuth() {
+		t.Fatalf("opt-out: %+v %v", c, err)
+	}
+	c, err = Load(nil, env(append(base, "SWITCHBOARD_JWT_SECRET", strings.Repeat("k", 40))...))
+	if err != nil || !c.OperatorAuth() {
+		t.Fatalf("with a secret: %v", err)
 	}
 }

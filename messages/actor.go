@@ -6,46 +6,77 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 )
 
-// Messages to the router. Sessions send them on behalf of their socket; From
-// is always the sending socket's id, set by the transport, never by a payload.
-type RouterMessage interface{ routerMessage() }
+// Messages to the router. Sessions send them on behalf of their socket.
+type RouterMessage interface {
+	// Src is who sent the event and how to answer it.
+	Src() *Origin
+}
+
+// AckFunc answers an event whose sender passed an acknowledgement callback.
+// Only the sender's session calls it: it writes to the socket.
+type AckFunc func(reply *AckReply)
+
+// Origin says who sent an event and how to answer it. From is the sending
+// socket's id, set by the transport, never taken from a payload.
+type Origin struct {
+	From string
+	// Session is the sender's session actor, set by the session.
+	Session *actor.PID
+	// Ack is nil unless the sender asked for an acknowledgement.
+	Ack AckFunc
+	// At is when the transport received the event.
+	At time.Time
+}
+
+// Src returns the origin itself; embedding it gives every event the method.
+func (o *Origin) Src() *Origin { return o }
 
 // Join asks the router to record a socket as a client or an operator.
 type Join struct {
-	From    string
-	Session *actor.PID
-	At      time.Time
+	Origin
 	Payload JoinPayload
+	// Verified is set when the handshake's token proved who the socket is;
+	// its fields win over the payload's.
+	Verified *Identity
 }
 
 // ClientMessage is a client's chat message.
 type ClientMessage struct {
-	From    string
+	Origin
 	Payload ClientMessagePayload
 }
 
 // OperatorMessage is an operator's reply to one client.
 type OperatorMessage struct {
-	From    string
+	Origin
 	Payload OperatorMessagePayload
 }
 
 // ClientTyping is a client's typing indicator.
 type ClientTyping struct {
-	From     string
+	Origin
 	IsTyping bool
 }
 
 // OperatorTyping is an operator's typing indicator to one client.
 type OperatorTyping struct {
-	From    string
+	Origin
 	Payload TypingPayload
 }
 
 // EndChat ends a chat: the sender's own when a client sends it.
 type EndChat struct {
-	From    string
+	Origin
 	Payload EndChatPayload
+}
+
+// Identity is what a verified token says about a socket.
+type Identity struct {
+	Role       Role
+	OperatorID ID
+	Name       Str
+	Username   Str
+	Phone      Str
 }
 
 // HealthQuery asks the router for its counts; it responds with *Health.
@@ -53,15 +84,6 @@ type HealthQuery struct{}
 
 // StatsQuery asks the router for its presence list; it responds with *Stats.
 type StatsQuery struct{}
-
-func (*Join) routerMessage()            {}
-func (*ClientMessage) routerMessage()   {}
-func (*OperatorMessage) routerMessage() {}
-func (*ClientTyping) routerMessage()    {}
-func (*OperatorTyping) routerMessage()  {}
-func (*EndChat) routerMessage()         {}
-func (*HealthQuery) routerMessage()     {}
-func (*StatsQuery) routerMessage()      {}
 
 // Messages to a session.
 
@@ -71,11 +93,19 @@ type Deliver struct {
 }
 
 // Refused tells a session that one of its socket's events was refused; the
-// session answers its socket with chatError.
+// session answers through the ack when there is one, else with chatError.
 type Refused struct {
 	Event  string
 	Code   string
 	Reason string
+	Ack    AckFunc
+}
+
+// Accepted tells a session that an event with an ack was accepted.
+type Accepted struct {
+	Ack       AckFunc
+	ID        string
+	Timestamp string
 }
 
 // SocketClosed tells a session that its socket went away.

@@ -12,6 +12,9 @@ type Limits struct {
 	MaxImage int
 	// MaxField is the longest of every other string (name, username, ids...).
 	MaxField int
+	// ImageTypes are the allowed image MIME types; empty allows any image
+	// (then only its base64 is checked).
+	ImageTypes []string
 }
 
 // The decoders below read the generic values that the Socket.IO parser
@@ -155,8 +158,20 @@ func content(m map[string]any, l *Limits) (Content, error) {
 	if c.Name, err = str(m, "name", l.MaxField); err != nil {
 		return c, err
 	}
-	c.MimeType, err = str(m, "mimeType", l.MaxField)
-	return c, err
+	if c.MimeType, err = str(m, "mimeType", l.MaxField); err != nil {
+		return c, err
+	}
+	switch {
+	case c.Type == KindImage && !c.Image.Set:
+		return c, &PayloadError{Code: CodeInvalidPayload, Field: "image", Reason: "is required for an image message"}
+	case c.Image.Set:
+		if err := validateImage(c.Image.V, c.MimeType, l.ImageTypes); err != nil {
+			return c, err
+		}
+	case c.Type == KindText && !c.Message.Set:
+		return c, &PayloadError{Code: CodeInvalidPayload, Field: "message", Reason: "is required for a text message"}
+	}
+	return c, nil
 }
 
 func target(m map[string]any, l *Limits) (string, error) {

@@ -10,6 +10,8 @@ const (
 	CodeNotJoined      = "not_joined"
 	CodeWrongRole      = "wrong_role"
 	CodeUnknownTarget  = "unknown_target"
+	CodeRateLimited    = "rate_limited"
+	CodeUnauthorized   = "unauthorized"
 )
 
 // PayloadError says why an inbound payload was refused, naming the field.

@@ -78,7 +78,7 @@ func TestDecodeRefusesWhatTheContractDoesNotAllow(t *testing.T) {
 			return err
 		}, CodeTooLarge},
 		{"size not number", func() error {
-			_, err := decodeJSON(t, DecodeClientMessage, `{"type":"text","size":"1"}`, l)
+			_, err := decodeJSON(t, DecodeClientMessage, `{"type":"text","message":"x","size":"1"}`, l)
 			return err
 		}, CodeInvalidType},
 		{"operatorMessage without to", func() error {
@@ -86,7 +86,7 @@ func TestDecodeRefusesWhatTheContractDoesNotAllow(t *testing.T) {
 			return err
 		}, CodeInvalidPayload},
 		{"operatorId object", func() error {
-			_, err := decodeJSON(t, DecodeOperatorMessage, `{"to":"a","type":"text","operatorId":{}}`, l)
+			_, err := decodeJSON(t, DecodeOperatorMessage, `{"to":"a","type":"text","message":"x","operatorId":{}}`, l)
 			return err
 		}, CodeInvalidType},
 		{"isTyping string", func() error { _, err := decodeJSON(t, DecodeClientTyping, `{"isTyping":"true"}`, l); return err }, CodeInvalidType},

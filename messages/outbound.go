@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"time"
 )
 
 // The events that Switchboard emits, with the contract's payloads.
@@ -66,6 +67,21 @@ type ChatError struct {
 	Event   string `json:"event"`
 }
 
+// AckReply is what an acknowledgement carries: {ok:true, id, timestamp}
+// for an accepted event, {ok:false, error:{code, message}} for a refused one.
+type AckReply struct {
+	OK        bool      `json:"ok"`
+	ID        string    `json:"id,omitempty"`
+	Timestamp string    `json:"timestamp,omitempty"`
+	Error     *AckError `json:"error,omitempty"`
+}
+
+// AckError says why an event was refused.
+type AckError struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
 // EndedByOperatorText is what a client is told when an operator ends its chat.
 const EndedByOperatorText = "El operador ha finalizado la conversación"
 
@@ -88,6 +104,9 @@ const (
 // to every socket that receives it. It is never modified after creation.
 type Frame struct {
 	Event string
+	// At is when the event that caused this frame was received (zero for
+	// frames that no event caused): delivery latency is measured from it.
+	At time.Time
 	// Packet is the Socket.IO packet text: `2["event",{...}]`.
 	Packet []byte
 }
@@ -112,6 +131,13 @@ func EncodeFrame(event string, payload any) (*Frame, error) {
 	buf.Truncate(buf.Len() - 1)
 	buf.WriteByte(']')
 	return &Frame{Event: event, Packet: buf.Bytes()}, nil
+}
+
+// MustFrameAt is MustFrame for a frame caused by an event received at `at`.
+func MustFrameAt(event string, payload any, at time.Time) *Frame {
+	f := MustFrame(event, payload)
+	f.At = at
+	return f
 }
 
 // MustFrame is EncodeFrame for payloads that cannot fail to encode (every

@@ -75,9 +75,9 @@ var contractCases = []struct {
 		cl := joinClient(t, s, mode, "cl", nil)
 		other := joinClient(t, s, mode, "other", nil)
 		drain(op1, op2, op3)
-		op1.emit("operatorMessage", map[string]any{"to": cl.id(), "type": "image", "image": "aGk=", "name": "x.gif", "mimeType": "image/gif", "size": 2, "operatorId": 1, "operatorName": "Ana"})
-		got := cl.expectJSON("operatorMessage", `{"type":"image","image":"aGk=","name":"x.gif","mimeType":"image/gif","operatorName":"Ana","timestamp":"<ts>"}`, true)
-		want := fmt.Sprintf(`{"clientId":%q,"operatorId":1,"operatorName":"Ana","type":"image","image":"aGk=","name":"x.gif","mimeType":"image/gif","timestamp":"<ts>"}`, cl.id())
+		op1.emit("operatorMessage", map[string]any{"to": cl.id(), "type": "image", "image": "R0lGODlhAQABAA==", "name": "x.gif", "mimeType": "image/gif", "size": 2, "operatorId": 1, "operatorName": "Ana"})
+		got := cl.expectJSON("operatorMessage", `{"type":"image","image":"R0lGODlhAQABAA==","name":"x.gif","mimeType":"image/gif","operatorName":"Ana","timestamp":"<ts>"}`, true)
+		want := fmt.Sprintf(`{"clientId":%q,"operatorId":1,"operatorName":"Ana","type":"image","image":"R0lGODlhAQABAA==","name":"x.gif","mimeType":"image/gif","timestamp":"<ts>"}`, cl.id())
 		b2 := op2.expectJSON("operatorBroadcast", want, true)
 		b3 := op3.expectJSON("operatorBroadcast", want, true)
 		if b2.Data["timestamp"] != got.Data["timestamp"] || b3.Data["timestamp"] != got.Data["timestamp"] {
@@ -147,23 +147,34 @@ var contractCases = []struct {
 		op2.expectNothing()
 		cl.expectNothing()
 	}},
-	{"wrong-role and unjoined events deliver nothing", func(t *testing.T, s *server, mode int) {
+	{"wrong-role and unjoined events deliver nothing; the sender alone is told", func(t *testing.T, s *server, mode int) {
 		op1, op2 := joinOperator(t, s, mode, "op1", 1), joinOperator(t, s, mode, "op2", 2)
 		cl := joinClient(t, s, mode, "cl", nil)
 		cl2 := joinClient(t, s, mode, "cl2", nil)
 		stranger := dial(t, s, "stranger", mode, nil)
 		drain(op1, op2)
-		cl.emit("operatorMessage", map[string]any{"to": cl2.id(), "type": "text", "message": "x", "operatorId": 1, "operatorName": "fake"})
-		cl.emit("operatorTyping", map[string]any{"to": cl2.id(), "isTyping": true})
-		op1.emit("clientMessage", map[string]any{"type": "text", "message": "x"})
-		op1.emit("clientTyping", map[string]any{"isTyping": true})
-		op1.emit("operatorMessage", map[string]any{"to": op2.id(), "type": "text", "message": "to an operator", "operatorId": 1, "operatorName": "Ana"})
-		op1.emit("operatorTyping", map[string]any{"to": op2.id(), "isTyping": true})
-		op1.emit("operatorMessage", map[string]any{"to": "no-such-socket", "type": "text", "message": "x", "operatorId": 1, "operatorName": "Ana"})
-		stranger.emit("clientMessage", map[string]any{"type": "text", "message": "x"})
-		stranger.emit("operatorMessage", map[string]any{"to": cl.id(), "type": "text", "message": "x", "operatorId": 1, "operatorName": "Ana"})
-		stranger.emit("clientTyping", map[string]any{"isTyping": true})
-		stranger.emit("endChat", map[string]any{"clientId": cl.id()})
+		cases := []struct {
+			from    *client
+			event   string
+			payload map[string]any
+			code    string
+		}{
+			{cl, "operatorMessage", map[string]any{"to": cl2.id(), "type": "text", "message": "x", "operatorId": 1, "operatorName": "fake"}, "wrong_role"},
+			{cl, "operatorTyping", map[string]any{"to": cl2.id(), "isTyping": true}, "wrong_role"},
+			{op1, "clientMessage", map[string]any{"type": "text", "message": "x"}, "wrong_role"},
+			{op1, "clientTyping", map[string]any{"isTyping": true}, "wrong_role"},
+			{op1, "operatorMessage", map[string]any{"to": op2.id(), "type": "text", "message": "to an operator", "operatorId": 1, "operatorName": "Ana"}, "unknown_target"},
+			{op1, "operatorTyping", map[string]any{"to": op2.id(), "isTyping": true}, "unknown_target"},
+			{op1, "operatorMessage", map[string]any{"to": "no-such-socket", "type": "text", "message": "x", "operatorId": 1, "operatorName": "Ana"}, "unknown_target"},
+			{stranger, "clientMessage", map[string]any{"type": "text", "message": "x"}, "not_joined"},
+			{stranger, "operatorMessage", map[string]any{"to": cl.id(), "type": "text", "message": "x", "operatorId": 1, "operatorName": "Ana"}, "not_joined"},
+			{stranger, "clientTyping", map[string]any{"isTyping": true}, "not_joined"},
+			{stranger, "endChat", map[string]any{"clientId": cl.id()}, "not_joined"},
+		}
+		for _, c := range cases {
+			c.from.emit(c.event, c.payload)
+			c.from.expectRefused(c.event, c.code)
+		}
 		for _, c := range []*client{op1, op2, cl, cl2, stranger} {
 			c.expectNothing()
 		}

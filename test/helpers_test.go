@@ -18,6 +18,7 @@ import (
 	"github.com/switchboard/switchboard/actors"
 	sbclient "github.com/switchboard/switchboard/client"
 	"github.com/switchboard/switchboard/config"
+	sbserver "github.com/switchboard/switchboard/server"
 	"github.com/switchboard/switchboard/transport"
 	"github.com/zishang520/socket.io/clients/engine/v3/transports"
 	sio "github.com/zishang520/socket.io/clients/socket/v3"
@@ -28,7 +29,7 @@ import (
 type server struct {
 	URL   string
 	cfg   *config.Config
-	sys   *actors.System
+	node  *sbserver.Node
 	srv   *transport.Server
 	done  chan error
 	close sync.Once
@@ -45,25 +46,21 @@ func startServer(t testing.TB, mutate func(*config.Config), opts ...func(*actors
 	if mutate != nil {
 		mutate(cfg)
 	}
-	level := slog.LevelWarn
+	level := slog.LevelError
 	if os.Getenv("SWITCHBOARD_TEST_LOG") != "" {
 		level = slog.LevelDebug
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-	ao := actors.Options{Logger: log}
-	for _, o := range opts {
-		o(&ao)
-	}
-	sys, err := actors.Start(ao)
+	node, err := sbserver.New(cfg, log, opts...)
 	if err != nil {
-		t.Fatalf("actors: %v", err)
+		t.Fatalf("server: %v", err)
 	}
 	ln, err := net.Listen("tcp", cfg.Addr())
 	if err != nil {
 		t.Fatalf("listen: %v", err)
 	}
-	s := &server{URL: "http://" + ln.Addr().String(), cfg: cfg, sys: sys, srv: transport.New(cfg, sys, log), done: make(chan error, 1)}
-	go func() { s.done <- s.srv.Serve(ln) }()
+	s := &server{URL: "http://" + ln.Addr().String(), cfg: cfg, node: node, srv: node.HTTP, done: make(chan error, 1)}
+	go func() { s.done <- node.Serve(ln) }()
 	t.Cleanup(func() { s.stop(t) })
 	return s
 }
@@ -82,7 +79,7 @@ func (s *server) stop(t testing.TB) {
 		if err := <-s.done; err != nil {
 			t.Errorf("serve: %v", err)
 		}
-		if err := s.sys.Stop(2 * time.Second); err != nil {
+		if err := s.node.Actors.Stop(2 * time.Second); err != nil {
 			t.Errorf("stop actors: %v", err)
 		}
 	})
@@ -192,7 +189,11 @@ func tryZishang(t testing.TB, label string, s *server, auth map[string]any, reco
 	if err != nil {
 		return nil
 	}
-	sock.On("disconnect", func(args ...any) { t.Logf("%s: zishang520 client disconnected: %v", label, args) })
+	sock.On("disconnect", func(args ...any) {
+		if len(args) > 0 && args[0] != "io client disconnect" {
+			t.Logf("%s: zishang520 client disconnected: %v", label, args)
+		}
+	})
 	sock.OnAny(func(args ...any) {
 		name, _ := args[0].(string)
 		var raw []byte
@@ -280,6 +281,15 @@ func (c *client) expectJSON(name string, want string, stamp bool) event {
 		c.t.Fatalf("%s: %s payload\n got  %s\n want %s", c.label, name, gb, wb)
 	}
 	return ev
+}
+
+// expectRefused waits for the chatError that answers a refused event.
+func (c *client) expectRefused(event, code string) {
+	c.t.Helper()
+	ev := c.expect("chatError")
+	if ev.Data["event"] != event || ev.Data["code"] != code || ev.Data["message"] == "" {
+		c.t.Fatalf("%s: chatError %s, want event %s code %s", c.label, ev.Raw, event, code)
+	}
 }
 
 // expectNothing fails if any event arrives within a quiet window.

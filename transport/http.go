@@ -96,38 +96,3 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(v)
 }
-
-// cors answers browsers on the HTTP endpoints as the Node server's cors()
-// middleware does: the configured origin, credentials allowed.
-func (s *Server) cors(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		origin := r.Header.Get("Origin")
-		if allowed := s.allowOrigin(origin); allowed != "" {
-			w.Header().Set("Access-Control-Allow-Origin", allowed)
-			w.Header().Set("Access-Control-Allow-Credentials", "true")
-			if allowed != "*" {
-				w.Header().Add("Vary", "Origin")
-			}
-		}
-		if r.Method == http.MethodOptions {
-			w.Header().Set("Access-Control-Allow-Methods", "GET,HEAD,POST")
-			w.WriteHeader(http.StatusNoContent)
-			return
-		}
-		next.ServeHTTP(w, r)
-	})
-}
-
-// allowOrigin returns the Access-Control-Allow-Origin value for origin, or
-// "" when that origin is not allowed.
-func (s *Server) allowOrigin(origin string) string {
-	for _, o := range s.cfg.CORSOrigins {
-		if o == "*" {
-			return "*"
-		}
-		if origin != "" && o == origin {
-			return origin
-		}
-	}
-	return ""
-}

@@ -10,14 +10,16 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/switchboard/switchboard/actors"
+	"github.com/switchboard/switchboard/auth"
 	"github.com/switchboard/switchboard/config"
 	"github.com/switchboard/switchboard/messages"
+	"github.com/switchboard/switchboard/metrics"
 	"github.com/zishang520/socket.io/servers/socket/v3"
-	"github.com/zishang520/socket.io/v3/pkg/types"
 )
 
 // envelopeBytes is room in the HTTP buffer beyond the largest image for the
@@ -29,22 +31,27 @@ type Server struct {
 	cfg     *config.Config
 	sys     *actors.System
 	log     *slog.Logger
+	auth    *auth.Verifier
+	met     *metrics.Metrics
 	io      *socket.Server
 	limits  messages.Limits
 	handler http.Handler
 	httpSrv *http.Server
 }
 
-// New builds the server; Serve starts it.
-func New(cfg *config.Config, sys *actors.System, log *slog.Logger) *Server {
+// New builds the server; Serve starts it. verifier and met may be nil.
+func New(cfg *config.Config, sys *actors.System, log *slog.Logger, verifier *auth.Verifier, met *metrics.Metrics) *Server {
 	s := &Server{
-		cfg: cfg,
-		sys: sys,
-		log: log.With("component", "transport"),
+		cfg:  cfg,
+		sys:  sys,
+		log:  log.With("component", "transport"),
+		auth: verifier,
+		met:  met,
 		limits: messages.Limits{
-			MaxText:  cfg.MaxTextChars,
-			MaxImage: cfg.MaxImageBytes,
-			MaxField: cfg.MaxFieldChars,
+			MaxText:    cfg.MaxTextChars,
+			MaxImage:   cfg.MaxImageBytes,
+			MaxField:   cfg.MaxFieldChars,
+			ImageTypes: cfg.ImageTypes,
 		},
 	}
 
@@ -53,15 +60,12 @@ func New(cfg *config.Config, sys *actors.System, log *slog.Logger) *Server {
 	opts.SetServeClient(false)
 	opts.SetPingInterval(cfg.PingInterval)
 	opts.SetPingTimeout(cfg.PingTimeout)
-	// Sized from the image limit: on the Node server an image over the
-	// 1 MB default silently disconnects the player.
-	opts.SetMaxHttpBufferSize(int64(cfg.MaxImageBytes + envelopeBytes))
+	// Twice the image limit: on the Node server an image over the buffer
+	// silently disconnects the player; here one up to twice the limit is
+	// read and refused with an answer, and only a larger one (which no
+	// widget sends) meets Engine.IO's own limit.
+	opts.SetMaxHttpBufferSize(int64(2*cfg.MaxImageBytes + envelopeBytes))
 	opts.SetAllowEIO3(cfg.AllowEIO3)
-	var origin any = cfg.CORSOrigins
-	if len(cfg.CORSOrigins) == 1 {
-		origin = cfg.CORSOrigins[0]
-	}
-	opts.SetCors(&types.Cors{Origin: origin, Methods: []string{"GET", "POST"}, Credentials: true})
 	s.io = socket.NewServer(nil, opts)
 	s.io.On("connection", func(args ...any) {
 		if sock, ok := args[0].(*socket.Socket); ok {
@@ -70,9 +74,12 @@ func New(cfg *config.Config, sys *actors.System, log *slog.Logger) *Server {
 	})
 
 	mux := http.NewServeMux()
-	mux.Handle(cfg.Path+"/", s.io.ServeHandler(nil))
+	mux.Handle(cfg.Path+"/", s.cors(s.gateHandshakes(s.io.ServeHandler(nil))))
 	mux.Handle("GET /health", s.cors(http.HandlerFunc(s.handleHealth)))
 	mux.Handle("GET /stats", s.cors(http.HandlerFunc(s.handleStats)))
+	if met != nil {
+		mux.Handle("GET /metrics", met.Handler())
+	}
 	mux.Handle("/", s.cors(http.HandlerFunc(s.handleIndex)))
 	s.handler = mux
 	return s
@@ -144,53 +151,66 @@ func (s *Server) Shutdown(ctx context.Context) error {
 
 func (s *Server) onConnection(sock *socket.Socket) {
 	id := string(sock.Id())
+	req := sock.Request().Request()
+	addr := s.clientAddr(req)
 	conn := &socketConn{sock: sock, id: id, log: s.log}
-	pid, err := s.sys.Connect(conn)
+	identity, authErr := s.verify(sock, req)
+	pid, err := s.sys.Connect(conn, identity, authErr)
 	if err != nil {
 		s.log.Error("no session for socket; closing it", "socket", id, "err", err)
 		sock.Disconnect(true)
 		return
 	}
-	s.log.Info("socket connected", "socket", id, "transport", sock.Conn().Transport().Name(), "remote", sock.Handshake().Address)
+	s.sys.Opened(addr)
+	s.met.Connected()
+	s.log.Info("socket connected", "socket", id, "transport", sock.Conn().Transport().Name(), "remote", addr, "token", tokenState(identity, authErr))
 
-	on := func(event string, decode func(v any) (any, error)) {
+	on := func(event string, decode func(v any, o messages.Origin) (messages.RouterMessage, error)) {
 		sock.On(event, func(args ...any) {
+			o := messages.Origin{From: id, At: time.Now()}
+			if n := len(args); n > 0 {
+				if ack, ok := args[n-1].(socket.Ack); ok {
+					o.Ack = func(r *messages.AckReply) { ack([]any{r}, nil) }
+					args = args[:n-1]
+				}
+			}
 			var payload any
 			if len(args) > 0 {
 				payload = args[0]
 			}
-			msg, err := decode(payload)
+			s.met.Received(event)
+			msg, err := decode(payload, o)
 			if err != nil {
-				s.refuse(pid, id, event, err)
+				s.refuse(pid, id, event, err, o.Ack)
 				return
 			}
 			s.sys.Send(pid, msg)
 		})
 	}
 	l := &s.limits
-	on("join", func(v any) (any, error) {
+	on("join", func(v any, o messages.Origin) (messages.RouterMessage, error) {
 		p, err := messages.DecodeJoin(v, l)
-		return &messages.Join{From: id, At: time.Now(), Payload: p}, err
+		return &messages.Join{Origin: o, Payload: p}, err
 	})
-	on("clientMessage", func(v any) (any, error) {
+	on("clientMessage", func(v any, o messages.Origin) (messages.RouterMessage, error) {
 		p, err := messages.DecodeClientMessage(v, l)
-		return &messages.ClientMessage{From: id, Payload: p}, err
+		return &messages.ClientMessage{Origin: o, Payload: p}, err
 	})
-	on("operatorMessage", func(v any) (any, error) {
+	on("operatorMessage", func(v any, o messages.Origin) (messages.RouterMessage, error) {
 		p, err := messages.DecodeOperatorMessage(v, l)
-		return &messages.OperatorMessage{From: id, Payload: p}, err
+		return &messages.OperatorMessage{Origin: o, Payload: p}, err
 	})
-	on("clientTyping", func(v any) (any, error) {
+	on("clientTyping", func(v any, o messages.Origin) (messages.RouterMessage, error) {
 		p, err := messages.DecodeClientTyping(v, l)
-		return &messages.ClientTyping{From: id, IsTyping: p.IsTyping}, err
+		return &messages.ClientTyping{Origin: o, IsTyping: p.IsTyping}, err
 	})
-	on("operatorTyping", func(v any) (any, error) {
+	on("operatorTyping", func(v any, o messages.Origin) (messages.RouterMessage, error) {
 		p, err := messages.DecodeOperatorTyping(v, l)
-		return &messages.OperatorTyping{From: id, Payload: p}, err
+		return &messages.OperatorTyping{Origin: o, Payload: p}, err
 	})
-	on("endChat", func(v any) (any, error) {
+	on("endChat", func(v any, o messages.Origin) (messages.RouterMessage, error) {
 		p, err := messages.DecodeEndChat(v, l)
-		return &messages.EndChat{From: id, Payload: p}, err
+		return &messages.EndChat{Origin: o, Payload: p}, err
 	})
 	sock.On("disconnect", func(args ...any) {
 		reason := "unknown"
@@ -200,14 +220,41 @@ func (s *Server) onConnection(sock *socket.Socket) {
 		conn.closed.Store(true)
 		s.log.Info("socket disconnected", "socket", id, "reason", reason)
 		s.sys.Disconnected(pid, reason)
+		s.sys.Closed(addr)
+		s.met.Disconnected()
 	})
+}
+
+// verify checks the token a socket presented, from Socket.IO's auth object
+// or, for clients that are not browsers, an Authorization: Bearer header.
+func (s *Server) verify(sock *socket.Socket, req *http.Request) (*messages.Identity, error) {
+	token, _ := sock.Handshake().Auth["token"].(string)
+	if token == "" {
+		if h := req.Header.Get("Authorization"); len(h) > 7 && strings.EqualFold(h[:7], "bearer ") {
+			token = strings.TrimSpace(h[7:])
+		}
+	}
+	if token == "" || s.auth == nil {
+		return nil, nil
+	}
+	return s.auth.Verify(token)
+}
+
+func tokenState(id *messages.Identity, err error) string {
+	switch {
+	case err != nil:
+		return "invalid"
+	case id != nil:
+		return "verified " + id.Role.String()
+	}
+	return "none"
 }
 
 // refuse answers a malformed event through the socket's session, so the
 // answer keeps its place among the socket's other frames; nobody else
 // hears of it.
-func (s *Server) refuse(pid *actor.PID, id, event string, err error) {
-	r := &messages.Refused{Event: event, Code: messages.CodeInvalidPayload, Reason: err.Error()}
+func (s *Server) refuse(pid *actor.PID, id, event string, err error, ack messages.AckFunc) {
+	r := &messages.Refused{Event: event, Code: messages.CodeInvalidPayload, Reason: err.Error(), Ack: ack}
 	var pe *messages.PayloadError
 	if errors.As(err, &pe) {
 		r.Code = pe.Code

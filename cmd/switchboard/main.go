@@ -12,10 +12,9 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
-	"time"
 
-	"github.com/switchboard/switchboard/actors"
 	"github.com/switchboard/switchboard/config"
+	"github.com/switchboard/switchboard/server"
 	"github.com/switchboard/switchboard/transport"
 )
 
@@ -35,21 +34,20 @@ func run(args []string) int {
 	log := newLogger(cfg)
 	slog.SetDefault(log)
 
-	sys, err := actors.Start(actors.Options{Logger: log})
+	node, err := server.New(cfg, log)
 	if err != nil {
-		log.Error("start failed", "err", err)
-		return 1
+		fmt.Fprintf(os.Stderr, "switchboard: %v\n", err)
+		return 2
 	}
 	ln, err := net.Listen("tcp", cfg.Addr())
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "switchboard: listen on %s: %v\n", cfg.Addr(), err)
 		return 1
 	}
-	srv := transport.New(cfg, sys, log)
 	banner(cfg, ln.Addr())
 
 	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
+	go func() { served <- node.Serve(ln) }()
 
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
@@ -65,21 +63,12 @@ func run(args []string) int {
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
 	code := 0
-	if err := srv.Shutdown(ctx); err != nil {
+	if err := node.Shutdown(ctx); err != nil {
 		log.Error("shutdown incomplete", "err", err)
-		code = 1
-	}
-	if err := sys.Stop(max(time.Until(deadline(ctx)), 100*time.Millisecond)); err != nil {
-		log.Error("actors did not stop", "err", err)
 		code = 1
 	}
 	log.Info("stopped")
 	return code
-}
-
-func deadline(ctx context.Context) time.Time {
-	d, _ := ctx.Deadline()
-	return d
 }
 
 func newLogger(cfg *config.Config) *slog.Logger {
@@ -102,6 +91,15 @@ func banner(cfg *config.Config, addr net.Addr) {
   socket     %s%s  (Socket.IO v4; websocket, polling)
   health     %s/health
   stats      %s/stats
+  metrics    %s/metrics
   cors       %s
-`, transport.Version, cfg.Env, addr, strings.Replace(base, "http", "ws", 1), cfg.Path, base, base, strings.Join(cfg.CORSOrigins, ", "))
+  operators  %s
+`, transport.Version, cfg.Env, addr, strings.Replace(base, "http", "ws", 1), cfg.Path, base, base, base, strings.Join(cfg.CORSOrigins, ", "), operatorMode(cfg))
+}
+
+func operatorMode(cfg *config.Config) string {
+	if cfg.OperatorAuth() {
+		return "authenticated (JWT)"
+	}
+	return "NOT authenticated (anyone may join as operator)"
 }

@@ -210,7 +210,7 @@ for (const [mode, transports] of Object.entries(MODES)) {
       const c1 = await sc.client('c1');
       await expectNewChats(op1, c1);
 
-      const big = 'data:image/jpeg;base64,' + Buffer.alloc(1_200_000, 7).toString('base64'); // ~1.6 MB
+      const big = 'data:image/jpeg;base64,' + Buffer.concat([Buffer.from([0xff, 0xd8, 0xff, 0xe0]), Buffer.alloc(1_200_000, 7)]).toString('base64'); // ~1.6 MB, a JPEG header
       const msg = { type: 'image', image: big, name: 'grande.jpg', mimeType: 'image/jpeg', size: 1_200_000, timestamp: '2026-03-04T05:06:07.089Z' };
       c1.emit('clientMessage', msg);
       const got = await expectEvent(op1, 'incomingMessage', 10000);
@@ -880,7 +880,7 @@ describe('HTTP, CORS, mixed and legacy clients, the process', () => {
 
   test('CORS_ORIGIN and NODE_ENV=production: the configured origin only, and chat works', async () => {
     const crm = 'https://crm.example.com';
-    const other = await startServer({ env: { CORS_ORIGIN: crm, NODE_ENV: 'production' } });
+    const other = await startServer({ env: { CORS_ORIGIN: crm, NODE_ENV: 'production', SWITCHBOARD_INSECURE_OPERATORS: 'true' } });
     const sc = new Scenario(other, MODES.websocket);
     try {
       assert.match(other.stdout, /production/);

@@ -1,0 +1,149 @@
+// Package metrics is Switchboard's Prometheus instrumentation. Every
+// update is an atomic add: actors record what they see without sharing any
+// other state.
+package metrics
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Metrics holds every collector. A nil *Metrics records nothing, so tests
+// and tools may leave it out.
+type Metrics struct {
+	reg *prometheus.Registry
+
+	Connections  *prometheus.GaugeVec   // role: client, operator, none (not joined)
+	Joins        *prometheus.CounterVec // role
+	Inbound      *prometheus.CounterVec // event
+	Deliveries   *prometheus.CounterVec // event
+	Refusals     *prometheus.CounterVec // code
+	RateLimited  *prometheus.CounterVec // event
+	MailboxDepth prometheus.Gauge
+	Latency      prometheus.Histogram
+}
+
+// New registers the collectors, plus Go runtime and process metrics.
+func New() *Metrics {
+	reg := prometheus.NewRegistry()
+	f := func(c prometheus.Collector) { reg.MustRegister(c) }
+	m := &Metrics{
+		reg: reg,
+		Connections: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "switchboard_connections", Help: "Open sockets by role (none: connected, not joined).",
+		}, []string{"role"}),
+		Joins: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "switchboard_joins_total", Help: "Accepted joins by role.",
+		}, []string{"role"}),
+		Inbound: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "switchboard_events_received_total", Help: "Events received from sockets, by event.",
+		}, []string{"event"}),
+		Deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "switchboard_deliveries_total", Help: "Events written to sockets, by event.",
+		}, []string{"event"}),
+		Refusals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "switchboard_refusals_total", Help: "Refused events, by reason code.",
+		}, []string{"code"}),
+		RateLimited: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "switchboard_rate_limited_total", Help: "Events refused by a rate limit, by event (handshake for new connections).",
+		}, []string{"event"}),
+		MailboxDepth: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "switchboard_router_mailbox_depth", Help: "Messages waiting in the router's mailbox.",
+		}),
+		Latency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "switchboard_delivery_seconds",
+			Help:    "Time from receiving an event to handing each of its deliveries to a socket.",
+			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1},
+		}),
+	}
+	for _, c := range []prometheus.Collector{m.Connections, m.Joins, m.Inbound, m.Deliveries, m.Refusals, m.RateLimited, m.MailboxDepth, m.Latency,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})} {
+		f(c)
+	}
+	return m
+}
+
+// Handler serves the metrics in Prometheus text format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
+}
+
+// Delivered records one frame written to a socket, received at `at`.
+func (m *Metrics) Delivered(event string, at time.Time) {
+	if m == nil {
+		return
+	}
+	m.Deliveries.WithLabelValues(event).Inc()
+	if !at.IsZero() {
+		m.Latency.Observe(time.Since(at).Seconds())
+	}
+}
+
+// Received records an event from a socket.
+func (m *Metrics) Received(event string) {
+	if m != nil {
+		m.Inbound.WithLabelValues(event).Inc()
+	}
+}
+
+// Refused records a refused event.
+func (m *Metrics) Refused(event, code string) {
+	if m == nil {
+		return
+	}
+	m.Refusals.WithLabelValues(code).Inc()
+	if code == "rate_limited" {
+		m.RateLimited.WithLabelValues(event).Inc()
+	}
+}
+
+// Joined moves a socket from one role's gauge to another's.
+func (m *Metrics) Joined(from, to string) {
+	if m == nil || from == to {
+		return
+	}
+	m.Joins.WithLabelValues(to).Inc()
+	m.Connections.WithLabelValues(from).Dec()
+	m.Connections.WithLabelValues(to).Inc()
+}
+
+// Left moves a socket that joined in role back to "none" as it goes.
+func (m *Metrics) Left(role string) {
+	if m != nil {
+		m.Connections.WithLabelValues(role).Dec()
+		m.Connections.WithLabelValues("none").Inc()
+	}
+}
+
+// Connected counts a new socket, not yet joined.
+func (m *Metrics) Connected() {
+	if m != nil {
+		m.Connections.WithLabelValues("none").Inc()
+	}
+}
+
+// Disconnected counts a closed socket; the router has moved a joined one
+// back to "none" as it left.
+func (m *Metrics) Disconnected() {
+	if m != nil {
+		m.Connections.WithLabelValues("none").Dec()
+	}
+}
+
+// MailboxStats counts the router's queued messages for MailboxDepth; it
+// implements protoactor's mailbox.Statistics.
+type MailboxStats struct{ M *Metrics }
+
+func (s MailboxStats) MailboxStarted()     {}
+func (s MailboxStats) MessagePosted(any)   { s.add(1) }
+func (s MailboxStats) MessageReceived(any) { s.add(-1) }
+func (s MailboxStats) MailboxEmpty()       {}
+func (s MailboxStats) add(d float64) {
+	if s.M != nil {
+		s.M.MailboxDepth.Add(d)
+	}
+}

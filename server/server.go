@@ -1,0 +1,91 @@
+// Package server wires Switchboard's packages into one running node:
+// configuration in, a listening Socket.IO and HTTP server out.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/switchboard/switchboard/actors"
+	"github.com/switchboard/switchboard/auth"
+	"github.com/switchboard/switchboard/config"
+	"github.com/switchboard/switchboard/metrics"
+	"github.com/switchboard/switchboard/transport"
+)
+
+// Node is one running Switchboard.
+type Node struct {
+	Config  *config.Config
+	Actors  *actors.System
+	HTTP    *transport.Server
+	Metrics *metrics.Metrics
+}
+
+// New starts the actors and builds the transport from cfg. extra adjusts
+// the actor options (tests inject failures through it).
+func New(cfg *config.Config, log *slog.Logger, extra ...func(*actors.Options)) (*Node, error) {
+	verifier, err := auth.New(auth.Config{
+		OperatorSecret:        cfg.JWTSecret,
+		OperatorPublicKeyFile: cfg.JWTPublicKeyFile,
+		OperatorJWKSFile:      cfg.JWTJWKSFile,
+		Issuer:                cfg.JWTIssuer,
+		Audience:              cfg.JWTAudience,
+		ClientSecret:          cfg.ClientSecret,
+		Leeway:                30 * time.Second,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("auth: %w", err)
+	}
+	met := metrics.New()
+	opts := actors.Options{
+		Logger:  log,
+		Metrics: met,
+		Policy: actors.Policy{
+			OperatorAuth:        verifier.OperatorsConfigured(),
+			ClientTokenRequired: cfg.ClientTokenRequired,
+			Messages:            actors.Rate{PerSecond: cfg.MessageRate, Burst: cfg.MessageBurst},
+			Typing:              actors.Rate{PerSecond: cfg.TypingRate, Burst: cfg.TypingBurst},
+			AbuseLimit:          cfg.AbuseLimit,
+			AbuseWindow:         10 * time.Second,
+		},
+		Gate: actors.GateLimits{
+			MaxConnections: cfg.IPMaxConnections,
+			Handshakes:     actors.Rate{PerSecond: cfg.IPHandshakeRate, Burst: cfg.IPHandshakeBurst},
+		},
+	}
+	for _, f := range extra {
+		f(&opts)
+	}
+	sys, err := actors.Start(opts)
+	if err != nil {
+		return nil, err
+	}
+	if !verifier.OperatorsConfigured() {
+		log.Warn("operators are not authenticated: anyone who joins as operator reads every conversation; set SWITCHBOARD_JWT_SECRET")
+	}
+	return &Node{Config: cfg, Actors: sys, HTTP: transport.New(cfg, sys, log, verifier, met), Metrics: met}, nil
+}
+
+// Serve accepts connections on ln until Shutdown.
+func (n *Node) Serve(ln net.Listener) error { return n.HTTP.Serve(ln) }
+
+// Shutdown closes every socket and stops the actors within ctx.
+func (n *Node) Shutdown(ctx context.Context) error {
+	err := n.HTTP.Shutdown(ctx)
+	left := time.Until(deadline(ctx))
+	if stopErr := n.Actors.Stop(max(left, 100*time.Millisecond)); stopErr != nil {
+		err = errors.Join(err, stopErr)
+	}
+	return err
+}
+
+func deadline(ctx context.Context) time.Time {
+	if d, ok := ctx.Deadline(); ok {
+		return d
+	}
+	return time.Now().Add(5 * time.Second)
+}

@@ -1,0 +1,111 @@
+package transport
+
+import (
+	"encoding/json"
+	"net"
+	"net/http"
+	"strings"
+)
+
+// The edge of the HTTP server: who may call, and from where. Socket.IO's
+// own CORS handling is not used: these answer every path the way the Node
+// server's cors() middleware does, and refuse what production must refuse.
+
+// cors answers browsers as the Node server's cors() middleware does: the
+// configured origin, credentials allowed, GET and POST. A request whose
+// Origin is not allowed is refused outright: a browser would only hide the
+// answer, and websocket handshakes are not subject to CORS at all.
+func (s *Server) cors(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		origin := r.Header.Get("Origin")
+		allowed := s.allowOrigin(origin)
+		if origin != "" && allowed == "" {
+			s.log.Info("request refused: origin not allowed", "origin", origin, "path", r.URL.Path, "remote", s.clientAddr(r))
+			writeError(w, http.StatusForbidden, "origin_not_allowed", "origin "+origin+" is not allowed")
+			return
+		}
+		if allowed != "" {
+			w.Header().Set("Access-Control-Allow-Origin", allowed)
+			w.Header().Set("Access-Control-Allow-Credentials", "true")
+			if allowed != "*" {
+				w.Header().Add("Vary", "Origin")
+			}
+		}
+		if r.Method == http.MethodOptions {
+			w.Header().Set("Access-Control-Allow-Methods", "GET,POST")
+			if h := r.Header.Get("Access-Control-Request-Headers"); h != "" {
+				w.Header().Set("Access-Control-Allow-Headers", h)
+			}
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// allowOrigin returns the Access-Control-Allow-Origin value for origin, or
+// "" when that origin is not allowed (or absent).
+func (s *Server) allowOrigin(origin string) string {
+	for _, o := range s.cfg.CORSOrigins {
+		if o == "*" {
+			return "*"
+		}
+		if origin != "" && strings.EqualFold(o, origin) {
+			return origin
+		}
+	}
+	return ""
+}
+
+// gateHandshakes bounds new connections per client address. Only a
+// handshake (a request without an Engine.IO session id) is counted, so a
+// long-polling client's steady requests are never throttled.
+func (s *Server) gateHandshakes(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Get("sid") == "" {
+			if addr := s.limitedAddr(r); addr != "" {
+				if reason := s.sys.Admit(addr); reason != "" {
+					s.met.Refused("handshake", "rate_limited")
+					s.log.Info("handshake refused", "remote", addr, "reason", reason)
+					w.Header().Set("Retry-After", "1")
+					writeError(w, http.StatusTooManyRequests, "rate_limited", reason)
+					return
+				}
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// limitedAddr is the address that limits apply to, or "" for an exempt one.
+func (s *Server) limitedAddr(r *http.Request) string {
+	addr := s.clientAddr(r)
+	if !s.cfg.IPLimitLoopback {
+		if ip := net.ParseIP(addr); ip != nil && ip.IsLoopback() {
+			return ""
+		}
+	}
+	return addr
+}
+
+// clientAddr is the client's IP: the connection's peer, or behind a
+// trusted proxy the address that proxy appended to X-Forwarded-For.
+func (s *Server) clientAddr(r *http.Request) string {
+	if s.cfg.TrustProxy {
+		if xff := r.Header.Get("X-Forwarded-For"); xff != "" {
+			parts := strings.Split(xff, ",")
+			return strings.TrimSpace(parts[len(parts)-1])
+		}
+	}
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+func writeError(w http.ResponseWriter, status int, code, message string) {
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(map[string]string{"code": code, "message": message})
+}
