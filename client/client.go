@@ -70,6 +70,7 @@ type Client struct {
 	events chan Event
 
 	mu     sync.Mutex // guards ws writes, transport switch, acks
+	postMu sync.Mutex // Engine.IO allows one POST at a time per session
 	ws     *websocket.Conn
 	ackSeq int
 	acks   map[int]func(json.RawMessage)
@@ -464,6 +465,8 @@ func (c *Client) get(ctx context.Context) ([]byte, error) {
 }
 
 func (c *Client) post(p []byte) error {
+	c.postMu.Lock()
+	defer c.postMu.Unlock()
 	u := *c.base
 	u.RawQuery = c.query("polling").Encode()
 	req, err := http.NewRequest(http.MethodPost, u.String(), bytes.NewReader(p))

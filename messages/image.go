@@ -36,7 +36,7 @@ func validateImage(image string, mimeType Str, allowed []string) error {
 		return &PayloadError{Code: CodeInvalidPayload, Field: "image", Reason: "is not valid base64"}
 	}
 	if len(allowed) > 0 {
-		var head [16]byte
+		var head [18]byte // what 24 base64 characters decode to
 		n, _ := base64.StdEncoding.Decode(head[:], []byte(data[:min(len(data), 24)]))
 		if sniffed := sniff(head[:n]); sniffed != strings.ToLower(declared) {
 			return &PayloadError{Code: CodeInvalidType, Field: "image", Reason: "content is not " + declared}

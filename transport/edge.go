@@ -31,6 +31,11 @@ func (s *Server) cors(next http.Handler) http.Handler {
 				w.Header().Add("Vary", "Origin")
 			}
 		}
+		if origin != "" && strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
+			// Checked above; the websocket upgrader would otherwise refuse
+			// every cross-origin handshake on its own same-host rule.
+			r.Header.Del("Origin")
+		}
 		if r.Method == http.MethodOptions {
 			w.Header().Set("Access-Control-Allow-Methods", "GET,POST")
 			if h := r.Header.Get("Access-Control-Request-Headers"); h != "" {

@@ -67,14 +67,24 @@ func New(cfg *config.Config, sys *actors.System, log *slog.Logger, verifier *aut
 	opts.SetMaxHttpBufferSize(int64(2*cfg.MaxImageBytes + envelopeBytes))
 	opts.SetAllowEIO3(cfg.AllowEIO3)
 	s.io = socket.NewServer(nil, opts)
-	s.io.On("connection", func(args ...any) {
-		if sock, ok := args[0].(*socket.Socket); ok {
-			s.onConnection(sock)
+	// Set up each socket in a namespace middleware, which runs before the
+	// CONNECT packet is sent: a client may emit the moment it sees CONNECT,
+	// and its first event must find its listeners and session in place.
+	s.io.Use(func(sock *socket.Socket, next func(*socket.ExtendedError)) {
+		if err := s.onConnection(sock); err != nil {
+			next(socket.NewExtendedError("server unavailable", nil))
+			return
 		}
+		next(nil)
 	})
 
+	eio := s.io.ServeHandler(nil)
+	gates := &connectGates{}
+	_ = s.io.Engine().On("connection", gates.guard)
+	s.io.On("connection", gates.connected)
+
 	mux := http.NewServeMux()
-	mux.Handle(cfg.Path+"/", s.cors(s.gateHandshakes(s.io.ServeHandler(nil))))
+	mux.Handle(cfg.Path+"/", s.cors(s.gateHandshakes(eio)))
 	mux.Handle("GET /health", s.cors(http.HandlerFunc(s.handleHealth)))
 	mux.Handle("GET /stats", s.cors(http.HandlerFunc(s.handleStats)))
 	if met != nil {
@@ -149,21 +159,17 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-func (s *Server) onConnection(sock *socket.Socket) {
+func (s *Server) onConnection(sock *socket.Socket) error {
 	id := string(sock.Id())
 	req := sock.Request().Request()
 	addr := s.clientAddr(req)
 	conn := &socketConn{sock: sock, id: id, log: s.log}
-	identity, authErr := s.verify(sock, req)
-	pid, err := s.sys.Connect(conn, identity, authErr)
-	if err != nil {
-		s.log.Error("no session for socket; closing it", "socket", id, "err", err)
-		sock.Disconnect(true)
-		return
-	}
-	s.sys.Opened(addr)
-	s.met.Connected()
-	s.log.Info("socket connected", "socket", id, "transport", sock.Conn().Transport().Name(), "remote", addr, "token", tokenState(identity, authErr))
+
+	// Listeners are registered before the session is spawned, so they wait
+	// for it.
+	var pid *actor.PID
+	ready := make(chan struct{})
+	session := func() *actor.PID { <-ready; return pid }
 
 	on := func(event string, decode func(v any, o messages.Origin) (messages.RouterMessage, error)) {
 		sock.On(event, func(args ...any) {
@@ -180,11 +186,15 @@ func (s *Server) onConnection(sock *socket.Socket) {
 			}
 			s.met.Received(event)
 			msg, err := decode(payload, o)
-			if err != nil {
-				s.refuse(pid, id, event, err, o.Ack)
+			p := session()
+			if p == nil {
 				return
 			}
-			s.sys.Send(pid, msg)
+			if err != nil {
+				s.refuse(p, id, event, err, o.Ack)
+				return
+			}
+			s.sys.Send(p, msg)
 		})
 	}
 	l := &s.limits
@@ -218,11 +228,29 @@ func (s *Server) onConnection(sock *socket.Socket) {
 			reason = fmt.Sprint(args[0])
 		}
 		conn.closed.Store(true)
+		p := session()
+		if p == nil {
+			return
+		}
 		s.log.Info("socket disconnected", "socket", id, "reason", reason)
-		s.sys.Disconnected(pid, reason)
+		s.sys.Disconnected(p, reason)
 		s.sys.Closed(addr)
 		s.met.Disconnected()
 	})
+
+	identity, authErr := s.verify(sock, req)
+	spawned, err := s.sys.Connect(conn, identity, authErr)
+	if err != nil {
+		close(ready)
+		s.log.Error("no session for socket; refusing it", "socket", id, "err", err)
+		return err
+	}
+	pid = spawned
+	close(ready)
+	s.sys.Opened(addr)
+	s.met.Connected()
+	s.log.Info("socket connected", "socket", id, "transport", sock.Conn().Transport().Name(), "remote", addr, "token", tokenState(identity, authErr))
+	return nil
 }
 
 // verify checks the token a socket presented, from Socket.IO's auth object

@@ -33,6 +33,11 @@ func run(args []string) int {
 	}
 	log := newLogger(cfg)
 	slog.SetDefault(log)
+	// Before anything can be seen to run: a SIGTERM right after the banner
+	// must still shut down gracefully.
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sig)
 
 	node, err := server.New(cfg, log)
 	if err != nil {
@@ -49,8 +54,6 @@ func run(args []string) int {
 	served := make(chan error, 1)
 	go func() { served <- node.Serve(ln) }()
 
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	select {
 	case err := <-served:
 		log.Error("server stopped", "err", err)
@@ -58,8 +61,6 @@ func run(args []string) int {
 	case s := <-sig:
 		log.Info("shutting down", "signal", s.String(), "deadline", cfg.ShutdownTimeout.String())
 	}
-	signal.Stop(sig)
-
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
 	code := 0

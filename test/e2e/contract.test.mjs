@@ -4,15 +4,23 @@
 
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { setTimeout as delay } from 'node:timers/promises';
 import {
-  MODES, Scenario, assertISO, connect, eio3Connect, expectEvent, expectNothing,
-  startServer, startUpgradeGate,
+  HIGH_LIMITS, MODES, Scenario, assertAckOk, assertAckRefused, assertISO, connect, eio3Connect,
+  emitAck, expectChatError, expectEvent, expectNothing, signHS256, startServer, startUpgradeGate,
 } from './helpers.mjs';
 
 const ENDED_BY_OPERATOR = 'El operador ha finalizado la conversación';
 // Characters that a careless encoder escapes or mangles.
 const TRICKY_TEXT = '¡Hola! ¿Qué tal? 👋 <b>&amp;</b> "comillas" \\ barra\nsegunda línea \u2028 fin';
 const PNG = 'data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==';
+// Real headers of each allowed image type (the server checks the magic number).
+const PNG_BYTES = Buffer.from(PNG.slice(PNG.indexOf(',') + 1), 'base64');
+const JPEG_BYTES = Buffer.concat([Buffer.from([0xff, 0xd8, 0xff, 0xe0, 0x00, 0x10]), Buffer.from('JFIF\0'), Buffer.alloc(40, 7)]);
+const GIF_BYTES = Buffer.from('GIF89a\x01\x00\x01\x00\x00\x00\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x00;', 'latin1');
+const WEBP_BYTES = Buffer.concat([Buffer.from('RIFF'), Buffer.from([0x1a, 0, 0, 0]), Buffer.from('WEBPVP8L'), Buffer.alloc(18, 0)]);
+const b64 = (bytes) => Buffer.from(bytes).toString('base64');
+const dataURL = (mime, bytes) => `data:${mime};base64,${b64(bytes)}`;
 
 /** Consumes one newChat per client on op, in this order, each {clientId, username: label}. */
 async function expectNewChats(op, ...clients) {
@@ -32,7 +40,9 @@ for (const [mode, transports] of Object.entries(MODES)) {
   describe(`contract over ${mode} (${transports.join(' then ')})`, () => {
     let server;
     before(async () => {
-      server = await startServer();
+      // Bursts (the order and upgrade tests) must not meet the rate limits;
+      // the limits themselves are tested on a server with the defaults.
+      server = await startServer({ env: HIGH_LIMITS });
     });
     after(async () => {
       await server?.stop();
@@ -161,13 +171,13 @@ for (const [mode, transports] of Object.entries(MODES)) {
       assert.deepEqual(e1, { from: c2.sid, type: 'text', message: 'dos', timestamp: ts2 });
       assert.deepEqual(e2, e1);
 
-      // Only type: nothing else appears.
+      // Only what a text message requires: nothing else appears.
       from = Date.now();
-      c1.emit('clientMessage', { type: 'text' });
+      c1.emit('clientMessage', { type: 'text', message: 'solo' });
       const b1 = await expectEvent(op1, 'incomingMessage');
       const b2 = await expectEvent(op2, 'incomingMessage');
       const ts3 = serverTimestamp(b1, from, Date.now(), 'incomingMessage');
-      assert.deepEqual(b1, { from: c1.sid, type: 'text', timestamp: ts3 });
+      assert.deepEqual(b1, { from: c1.sid, type: 'text', message: 'solo', timestamp: ts3 });
       assert.deepEqual(b2, b1);
 
       await expectNothing([op1, op2, c1, c2]);
@@ -267,18 +277,18 @@ for (const [mode, transports] of Object.entries(MODES)) {
 
       // Only what is required: nothing unsent appears.
       from = Date.now();
-      op3.emit('operatorMessage', { to: c1.sid, type: 'text' });
+      op3.emit('operatorMessage', { to: c1.sid, type: 'text', message: '' });
       const bare = await expectEvent(c1, 'operatorMessage');
       const ts3 = serverTimestamp(bare, from, Date.now(), 'operatorMessage');
-      assert.deepEqual(bare, { type: 'text', timestamp: ts3 });
+      assert.deepEqual(bare, { type: 'text', message: '', timestamp: ts3 });
       for (const op of [op1, op2]) {
-        assert.deepEqual(await expectEvent(op, 'operatorBroadcast'), { clientId: c1.sid, type: 'text', timestamp: ts3 });
+        assert.deepEqual(await expectEvent(op, 'operatorBroadcast'), { clientId: c1.sid, type: 'text', message: '', timestamp: ts3 });
       }
 
       await expectNothing([op1, op2, op3, c1, c2]);
     });
 
-    scenario('operatorMessage and operatorTyping to an id that is not a joined client deliver nothing', async (sc) => {
+    scenario('operatorMessage and operatorTyping to an id that is not a joined client: unknown_target to the sender alone', async (sc) => {
       const op1 = await sc.operator('op1', { name: 'Olga', operatorId: 7 });
       const op2 = await sc.operator('op2', { name: 'Pablo', operatorId: 8 });
       const c1 = await sc.client('c1');
@@ -292,9 +302,15 @@ for (const [mode, transports] of Object.entries(MODES)) {
       const unjoined = await sc.connect('unjoined');
 
       const msg = { type: 'text', message: 'no debería llegar', operatorId: 7, operatorName: 'Olga' };
-      for (const to of ['no-such-socket', op2.sid, op1.sid, gone.sid, unjoined.sid]) {
+      const targets = ['no-such-socket', op2.sid, op1.sid, gone.sid, unjoined.sid];
+      for (const to of targets) {
         op1.emit('operatorMessage', { to, ...msg });
         op1.emit('operatorTyping', { to, isTyping: true });
+      }
+      // Each answered, in order, to op1 alone.
+      for (const to of targets) {
+        await expectChatError(op1, 'operatorMessage', 'unknown_target', `operatorMessage to ${to}`);
+        await expectChatError(op1, 'operatorTyping', 'unknown_target', `operatorTyping to ${to}`);
       }
       // Then a valid one: the first (and only) deliveries must be these.
       op1.emit('operatorTyping', { to: c1.sid, isTyping: false });
@@ -427,9 +443,11 @@ for (const [mode, transports] of Object.entries(MODES)) {
         assert.deepEqual(await expectEvent(op, 'chatEnded'), { clientId: gone.sid });
       }
 
-      // Without a clientId there is nothing to end.
+      // Without a clientId there is nothing to end: refused to the sender alone.
       op1.emit('endChat', {});
+      await expectChatError(op1, 'endChat', 'invalid_payload', 'endChat {}');
       op1.emit('endChat', { operatorId: 7 });
+      await expectChatError(op1, 'endChat', 'invalid_payload', 'endChat {operatorId}');
       await expectNothing([op1, op2, c1, c2]);
 
       // The client is not disconnected by it.
@@ -490,7 +508,7 @@ for (const [mode, transports] of Object.entries(MODES)) {
 
     // ------------------------------------------------------------ wrong role, not joined
 
-    scenario('events from the wrong role deliver nothing to anyone (and no chatError)', async (sc) => {
+    scenario('events from the wrong role: wrong_role to the sender alone, nothing to anyone else', async (sc) => {
       const op1 = await sc.operator('op1', { name: 'Olga', operatorId: 7 });
       const op2 = await sc.operator('op2', { name: 'Pablo', operatorId: 8 });
       const c1 = await sc.client('c1');
@@ -502,6 +520,10 @@ for (const [mode, transports] of Object.entries(MODES)) {
       c1.emit('operatorTyping', { to: c2.sid, isTyping: true });
       op1.emit('clientMessage', { type: 'text', message: 'soy operador' });
       op1.emit('clientTyping', { isTyping: true });
+      await expectChatError(c1, 'operatorMessage', 'wrong_role');
+      await expectChatError(c1, 'operatorTyping', 'wrong_role');
+      await expectChatError(op1, 'clientMessage', 'wrong_role');
+      await expectChatError(op1, 'clientTyping', 'wrong_role');
 
       // Valid events from the same senders: the first deliveries are these.
       c1.emit('clientMessage', { type: 'text', message: 'válido', timestamp: '2026-01-01T00:00:00.000Z' });
@@ -519,7 +541,7 @@ for (const [mode, transports] of Object.entries(MODES)) {
       await expectNothing([op1, op2, c1, c2]);
     });
 
-    scenario('sockets that never joined: their events deliver nothing, they receive nothing, and they are not counted', async (sc) => {
+    scenario('sockets that never joined: not_joined for each of their events, nothing of anyone else\'s, not counted', async (sc) => {
       const u = await sc.connect('unjoined');
       const op1 = await sc.operator('op1', { name: 'Olga', operatorId: 7 });
       const c1 = await sc.client('c1');
@@ -531,6 +553,9 @@ for (const [mode, transports] of Object.entries(MODES)) {
       u.emit('operatorTyping', { to: c1.sid, isTyping: true });
       u.emit('endChat', { clientId: c1.sid });
       u.emit('endChat', {});
+      for (const event of ['clientMessage', 'clientTyping', 'operatorMessage', 'operatorTyping', 'endChat', 'endChat']) {
+        await expectChatError(u, event, 'not_joined');
+      }
 
       // Everything a joined socket can cause, while u watches.
       const c2 = await sc.client('c2');
@@ -555,7 +580,8 @@ for (const [mode, transports] of Object.entries(MODES)) {
       assert.deepEqual(await expectEvent(op1, 'chatEnded'), { clientId: c2.sid, reason: 'disconnect' });
 
       await expectNothing([u, op1, c1]);
-      assert.deepEqual(u.rec.all, [], 'the unjoined socket received nothing');
+      assert.deepEqual(u.rec.all.map((r) => r.event), Array(6).fill('chatError'),
+        'the unjoined socket received its answers and nothing else');
       assert.ok(u.connected);
       const health = await server.getJSON('/health');
       assert.deepEqual(health.connections, { total: 2, clients: 1, operators: 1 });
@@ -667,32 +693,27 @@ for (const [mode, transports] of Object.entries(MODES)) {
       await expectNewChats(op1, c1, c2);
       await expectNewChats(op2, c1, c2);
 
-      const assertChatError = async (sock, event, what) => {
-        const err = await expectEvent(sock, 'chatError');
-        assert.deepEqual(Object.keys(err).sort(), ['code', 'event', 'message'], `${what}: chatError keys`);
-        assert.equal(err.event, event, `${what}: chatError.event`);
-        assert.equal(typeof err.code, 'string', `${what}: chatError.code`);
-        assert.match(err.code, /^[a-z_]+$/, `${what}: chatError.code`);
-        assert.equal(typeof err.message, 'string', `${what}: chatError.message`);
-        assert.ok(err.message.length > 0, `${what}: chatError.message`);
-      };
+      // A missing required field may be called either.
+      const MISSING = ['invalid_payload', 'invalid_type'];
 
       // From a client; each followed by a valid message that must arrive.
       const fromClient = [
-        ['clientTyping', { isTyping: 'yes' }],
-        ['clientTyping', {}],
-        ['clientTyping', 'typing'],
-        ['clientMessage', { type: 'video', message: 'x' }],
-        ['clientMessage', { message: 'sin tipo' }],
-        ['clientMessage', 'hola'],
-        ['clientMessage', 42],
-        ['clientMessage', null],
-        ['clientMessage', ['text', 'hola']],
+        ['clientTyping', { isTyping: 'yes' }, 'invalid_type'],
+        ['clientTyping', {}, MISSING],
+        ['clientTyping', 'typing', 'invalid_payload'],
+        ['clientMessage', { type: 'video', message: 'x' }, 'invalid_type'],
+        ['clientMessage', { message: 'sin tipo' }, MISSING],
+        ['clientMessage', { type: 'text', message: 42 }, 'invalid_type'],
+        ['clientMessage', { type: 'text', message: 'x', name: ['a'] }, 'invalid_type'],
+        ['clientMessage', 'hola', 'invalid_payload'],
+        ['clientMessage', 42, 'invalid_payload'],
+        ['clientMessage', null, 'invalid_payload'],
+        ['clientMessage', ['text', 'hola'], 'invalid_payload'],
       ];
-      for (const [i, [event, payload]] of fromClient.entries()) {
+      for (const [i, [event, payload, code]] of fromClient.entries()) {
         const what = `c1 ${event} ${JSON.stringify(payload)}`;
         c1.emit(event, payload);
-        await assertChatError(c1, event, what);
+        await expectChatError(c1, event, code, what);
         const ts = `2026-01-01T00:00:00.${String(i).padStart(3, '0')}Z`;
         c1.emit('clientMessage', { type: 'text', message: `ok ${i}`, timestamp: ts });
         for (const op of [op1, op2]) {
@@ -703,17 +724,20 @@ for (const [mode, transports] of Object.entries(MODES)) {
 
       // From an operator; each followed by a valid message that must arrive.
       const fromOperator = [
-        ['operatorMessage', { to: c1.sid, type: 'video', message: 'x', operatorId: 7, operatorName: 'Olga' }],
-        ['operatorMessage', 'hola'],
-        ['operatorMessage', 7],
-        ['operatorTyping', { to: c1.sid, isTyping: 1 }],
-        ['operatorTyping', { to: c1.sid, isTyping: 'true' }],
-        ['operatorTyping', null],
+        ['operatorMessage', { to: c1.sid, type: 'video', message: 'x', operatorId: 7, operatorName: 'Olga' }, 'invalid_type'],
+        ['operatorMessage', { type: 'text', message: 'x', operatorId: 7, operatorName: 'Olga' }, MISSING],
+        ['operatorMessage', { to: c1.sid, type: 'text', message: 'x', operatorId: true, operatorName: 'Olga' }, 'invalid_type'],
+        ['operatorMessage', 'hola', 'invalid_payload'],
+        ['operatorMessage', 7, 'invalid_payload'],
+        ['operatorTyping', { to: c1.sid, isTyping: 1 }, 'invalid_type'],
+        ['operatorTyping', { to: c1.sid, isTyping: 'true' }, 'invalid_type'],
+        ['operatorTyping', null, 'invalid_payload'],
+        ['endChat', 'c1', 'invalid_payload'],
       ];
-      for (const [i, [event, payload]] of fromOperator.entries()) {
+      for (const [i, [event, payload, code]] of fromOperator.entries()) {
         const what = `op1 ${event} ${JSON.stringify(payload)}`;
         op1.emit(event, payload);
-        await assertChatError(op1, event, what);
+        await expectChatError(op1, event, code, what);
         op1.emit('operatorMessage', { to: c1.sid, type: 'text', message: `ok ${i}`, operatorId: 7, operatorName: 'Olga' });
         const got = await expectEvent(c1, 'operatorMessage');
         assertISO(got.timestamp);
@@ -724,7 +748,7 @@ for (const [mode, transports] of Object.entries(MODES)) {
       op1.emit('operatorTyping', { to: c1.sid, isTyping: true });
       assert.deepEqual(await expectEvent(c1, 'operatorTyping'), { isTyping: true });
       c2.emit('clientTyping', { isTyping: 'no' });
-      await assertChatError(c2, 'clientTyping', 'c2 clientTyping');
+      await expectChatError(c2, 'clientTyping', 'invalid_type');
       c2.emit('clientTyping', { isTyping: false });
       for (const op of [op1, op2]) {
         assert.deepEqual(await expectEvent(op, 'clientTyping'), { from: c2.sid, isTyping: false });
@@ -733,9 +757,9 @@ for (const [mode, transports] of Object.entries(MODES)) {
       // A malformed join: refused, not joined; a valid join afterwards works.
       const u = await sc.connect('joiner');
       u.emit('join', { role: 'admin', name: 'Mallory' });
-      await assertChatError(u, 'join', 'join role admin');
+      await expectChatError(u, 'join', 'invalid_payload', 'join role admin');
       u.emit('join', 'client');
-      await assertChatError(u, 'join', 'join "client"');
+      await expectChatError(u, 'join', 'invalid_payload', 'join "client"');
       let stats = await server.getJSON('/stats');
       assert.equal(stats.summary.totalConnections, 4);
       u.emit('join', { role: 'client', name: 'joiner' });
@@ -745,6 +769,170 @@ for (const [mode, transports] of Object.entries(MODES)) {
 
       await expectNothing([op1, op2, c1, c2, u]);
       for (const s of [op1, op2, c1, c2, u]) assert.ok(s.connected, `${s.label} still connected`);
+    });
+
+    // ------------------------------------------------------------ acks
+
+    scenario('acks: accepted join, clientMessage and operatorMessage get {ok, id, timestamp}; refused ones {ok: false, error} and no chatError', async (sc) => {
+      const ids = new Set();
+      const ok = (reply, from, what) => {
+        assertAckOk(reply, { from, to: Date.now(), what });
+        assert.ok(!ids.has(reply.id), `${what}: id ${reply.id} used twice`);
+        ids.add(reply.id);
+        return reply;
+      };
+
+      // join, both roles.
+      const op1 = await sc.connect('op1');
+      let from = Date.now();
+      ok(await emitAck(op1, 'join', { role: 'operator', name: 'Olga', operatorId: 7 }), from, 'op1 join');
+      const op2 = await sc.operator('op2', { name: 'Pablo', operatorId: 8 });
+      const c1 = await sc.connect('c1');
+      from = Date.now();
+      ok(await emitAck(c1, 'join', { role: 'client', name: 'c1' }), from, 'c1 join');
+      await expectNewChats(op1, c1);
+      await expectNewChats(op2, c1);
+      const stats = await server.getJSON('/stats');
+      assert.deepEqual(stats.operators.map((o) => o.socketId), [op1.sid, op2.sid]);
+      assert.deepEqual(stats.clients.map((c) => c.socketId), [c1.sid]);
+
+      // A refused join: the ack says why, and the socket is not joined.
+      const u = await sc.connect('unjoined');
+      assertAckRefused(await emitAck(u, 'join', { role: 'admin', name: 'Mallory' }), 'invalid_payload', 'join role admin');
+      assertAckRefused(await emitAck(u, 'clientMessage', { type: 'text', message: 'x' }), 'not_joined', 'unjoined clientMessage');
+      assertAckRefused(await emitAck(u, 'operatorMessage', { to: c1.sid, type: 'text', message: 'x' }), 'not_joined', 'unjoined operatorMessage');
+
+      // clientMessage: the ack's timestamp is the one the operators got.
+      from = Date.now();
+      const a1 = ok(await emitAck(c1, 'clientMessage', { type: 'text', message: 'hola' }), from, 'clientMessage');
+      const m1 = await expectEvent(op1, 'incomingMessage');
+      assert.deepEqual(m1, { from: c1.sid, type: 'text', message: 'hola', timestamp: a1.timestamp });
+      assert.deepEqual(await expectEvent(op2, 'incomingMessage'), m1);
+      const a2 = await emitAck(c1, 'clientMessage', { type: 'text', message: 'con hora', timestamp: '2026-01-02T03:04:05.678Z' });
+      assert.equal(a2.timestamp, '2026-01-02T03:04:05.678Z', 'the client\'s timestamp is the one forwarded and acked');
+      ok({ ...a2 }, undefined, 'clientMessage with timestamp');
+      for (const op of [op1, op2]) {
+        assert.deepEqual(await expectEvent(op, 'incomingMessage'),
+          { from: c1.sid, type: 'text', message: 'con hora', timestamp: '2026-01-02T03:04:05.678Z' });
+      }
+      // Refused clientMessages.
+      assertAckRefused(await emitAck(c1, 'clientMessage', { type: 'video', message: 'x' }), 'invalid_type', 'clientMessage type video');
+      assertAckRefused(await emitAck(c1, 'clientMessage', { type: 'text', message: 'x'.repeat(5001) }), 'too_large', 'clientMessage 5001 chars');
+      assertAckRefused(await emitAck(c1, 'clientMessage', 'hola'), 'invalid_payload', 'clientMessage "hola"');
+      assertAckRefused(await emitAck(op1, 'clientMessage', { type: 'text', message: 'x' }), 'wrong_role', 'operator clientMessage');
+
+      // operatorMessage: the ack's timestamp is the client's and the broadcast's.
+      from = Date.now();
+      const a3 = ok(await emitAck(op1, 'operatorMessage', { to: c1.sid, type: 'text', message: 'buenas', operatorId: 7, operatorName: 'Olga' }), from, 'operatorMessage');
+      assert.deepEqual(await expectEvent(c1, 'operatorMessage'),
+        { type: 'text', message: 'buenas', operatorName: 'Olga', timestamp: a3.timestamp });
+      assert.deepEqual(await expectEvent(op2, 'operatorBroadcast'),
+        { clientId: c1.sid, operatorId: 7, operatorName: 'Olga', type: 'text', message: 'buenas', timestamp: a3.timestamp });
+      // Refused operatorMessages.
+      const om = { type: 'text', message: 'x', operatorId: 7, operatorName: 'Olga' };
+      assertAckRefused(await emitAck(op1, 'operatorMessage', { to: 'no-such-socket', ...om }), 'unknown_target', 'operatorMessage to an unknown id');
+      assertAckRefused(await emitAck(op1, 'operatorMessage', { to: op2.sid, ...om }), 'unknown_target', 'operatorMessage to an operator');
+      assertAckRefused(await emitAck(op1, 'operatorMessage', { to: c1.sid, ...om, type: 'image' }), 'invalid_payload', 'operatorMessage image without image');
+      assertAckRefused(await emitAck(c1, 'operatorMessage', { to: c1.sid, ...om }), 'wrong_role', 'client operatorMessage');
+
+      // The other events ack too.
+      from = Date.now();
+      ok(await emitAck(c1, 'clientTyping', { isTyping: true }), from, 'clientTyping');
+      for (const op of [op1, op2]) assert.deepEqual(await expectEvent(op, 'clientTyping'), { from: c1.sid, isTyping: true });
+      assertAckRefused(await emitAck(op1, 'endChat', {}), 'invalid_payload', 'operator endChat {}');
+      from = Date.now();
+      ok(await emitAck(op1, 'endChat', { clientId: c1.sid }), from, 'operator endChat');
+      for (const op of [op1, op2]) assert.deepEqual(await expectEvent(op, 'chatEnded'), { clientId: c1.sid });
+      assert.deepEqual(await expectEvent(c1, 'chatEnded'), { message: ENDED_BY_OPERATOR });
+
+      // An event answered by its ack gets no chatError as well.
+      await expectNothing([op1, op2, c1, u]);
+      assert.deepEqual(u.rec.all, [], 'the unjoined socket received nothing but its acks');
+    });
+
+    // ------------------------------------------------------------ validation
+
+    scenario('validation: bad images, a missing message and over-long text are refused to the sender alone; it keeps working', async (sc) => {
+      const op1 = await sc.operator('op1', { name: 'Olga', operatorId: 7 });
+      const op2 = await sc.operator('op2', { name: 'Pablo', operatorId: 8 });
+      const c1 = await sc.client('c1');
+      await expectNewChats(op1, c1);
+      await expectNewChats(op2, c1);
+
+      const SVG = Buffer.from('<svg xmlns="http://www.w3.org/2000/svg"/>');
+      const refused = [
+        ['a type that is not allowed (data URL)', { type: 'image', image: dataURL('image/svg+xml', SVG), mimeType: 'image/svg+xml' }, 'invalid_type'],
+        ['a type that is not allowed (bare base64)', { type: 'image', image: b64(PNG_BYTES), mimeType: 'application/pdf' }, 'invalid_type'],
+        ['bare base64 without mimeType', { type: 'image', image: b64(PNG_BYTES) }, ['invalid_type', 'invalid_payload']],
+        ['JPEG bytes declared PNG', { type: 'image', image: dataURL('image/png', JPEG_BYTES), mimeType: 'image/png' }, 'invalid_type'],
+        ['bytes without a JPEG header declared JPEG', { type: 'image', image: dataURL('image/jpeg', Buffer.alloc(64, 7)) }, 'invalid_type'],
+        ['PNG bytes declared GIF (bare base64)', { type: 'image', image: b64(PNG_BYTES), mimeType: 'image/gif' }, 'invalid_type'],
+        ['text declared WEBP', { type: 'image', image: dataURL('image/webp', Buffer.from('RIFF but not an image at all')) }, 'invalid_type'],
+        ['bad base64 (data URL)', { type: 'image', image: 'data:image/png;base64,iVBORw0KGgo***', mimeType: 'image/png' }, 'invalid_payload'],
+        ['bad base64 (bare)', { type: 'image', image: 'not base64 at all!', mimeType: 'image/png' }, 'invalid_payload'],
+        ['a data URL that is not base64', { type: 'image', image: 'data:image/png,%89PNG' }, 'invalid_payload'],
+        ['an image message without image', { type: 'image', message: 'sin imagen', mimeType: 'image/png' }, 'invalid_payload'],
+        ['a text message without message', { type: 'text' }, 'invalid_payload'],
+        ['text over 5000 characters', { type: 'text', message: 'x'.repeat(5001) }, 'too_large'],
+      ];
+      let n = 0;
+      const valid = async (what) => {
+        const ts = `2026-01-01T00:00:00.${String(n).padStart(3, '0')}Z`;
+        const message = `ok ${n++}`;
+        c1.emit('clientMessage', { type: 'text', message, timestamp: ts });
+        for (const op of [op1, op2]) {
+          assert.deepEqual(await expectEvent(op, 'incomingMessage'), { from: c1.sid, type: 'text', message, timestamp: ts },
+            `${op.label}: the first message after ${what}`);
+        }
+      };
+      for (const [what, payload, code] of refused) {
+        c1.emit('clientMessage', payload);
+        await expectChatError(c1, 'clientMessage', code, what);
+        await valid(what);
+      }
+
+      // Every allowed type passes, as a data URL or bare with mimeType; text
+      // up to 5000 characters (not bytes) passes.
+      const accepted = [
+        { type: 'image', image: dataURL('image/png', PNG_BYTES), name: 'a.png', mimeType: 'image/png', size: PNG_BYTES.length },
+        { type: 'image', image: b64(JPEG_BYTES), mimeType: 'image/jpeg' },
+        { type: 'image', image: dataURL('image/gif', GIF_BYTES) },
+        { type: 'image', image: b64(WEBP_BYTES), mimeType: 'image/webp', message: 'webp' },
+        { type: 'text', message: 'x'.repeat(5000) },
+        { type: 'text', message: 'ñ'.repeat(5000) },
+      ];
+      for (const [i, payload] of accepted.entries()) {
+        const msg = { ...payload, timestamp: `2026-02-01T00:00:00.${String(i).padStart(3, '0')}Z` };
+        c1.emit('clientMessage', msg);
+        for (const op of [op1, op2]) {
+          assert.deepEqual(await expectEvent(op, 'incomingMessage'), { from: c1.sid, ...msg }, `accepted #${i}`);
+        }
+      }
+
+      // An operator's image is checked the same way; the client and the
+      // other operator get nothing of it.
+      const om = { to: c1.sid, operatorId: 7, operatorName: 'Olga' };
+      for (const [what, payload, code] of [
+        ['JPEG bytes declared PNG', { type: 'image', image: dataURL('image/png', JPEG_BYTES) }, 'invalid_type'],
+        ['a type that is not allowed', { type: 'image', image: b64(PNG_BYTES), mimeType: 'image/bmp' }, 'invalid_type'],
+        ['text over 5000 characters', { type: 'text', message: 'y'.repeat(5001) }, 'too_large'],
+      ]) {
+        op1.emit('operatorMessage', { ...om, ...payload });
+        await expectChatError(op1, 'operatorMessage', code, `operator ${what}`);
+        op1.emit('operatorMessage', { ...om, type: 'text', message: `after ${what}` });
+        const got = await expectEvent(c1, 'operatorMessage');
+        assert.deepEqual(got, { type: 'text', message: `after ${what}`, operatorName: 'Olga', timestamp: got.timestamp });
+        assert.deepEqual(await expectEvent(op2, 'operatorBroadcast'),
+          { clientId: c1.sid, operatorId: 7, operatorName: 'Olga', type: 'text', message: `after ${what}`, timestamp: got.timestamp });
+      }
+      op1.emit('operatorMessage', { ...om, type: 'image', image: dataURL('image/jpeg', JPEG_BYTES), mimeType: 'image/jpeg' });
+      const img = await expectEvent(c1, 'operatorMessage');
+      assert.deepEqual(img, { type: 'image', image: dataURL('image/jpeg', JPEG_BYTES), mimeType: 'image/jpeg', operatorName: 'Olga', timestamp: img.timestamp });
+      assert.deepEqual(await expectEvent(op2, 'operatorBroadcast'),
+        { clientId: c1.sid, operatorId: 7, operatorName: 'Olga', type: 'image', image: dataURL('image/jpeg', JPEG_BYTES), mimeType: 'image/jpeg', timestamp: img.timestamp });
+
+      await expectNothing([op1, op2, c1]);
+      for (const s of [op1, op2, c1]) assert.ok(s.connected, `${s.label} still connected`);
     });
 
     // ------------------------------------------------------------ order, upgrade
@@ -878,21 +1066,59 @@ describe('HTTP, CORS, mixed and legacy clients, the process', () => {
     }
   });
 
-  test('CORS_ORIGIN and NODE_ENV=production: the configured origin only, and chat works', async () => {
+  test('NODE_ENV=production needs an explicit CORS_ORIGIN list and operator auth (or SWITCHBOARD_INSECURE_OPERATORS)', async () => {
     const crm = 'https://crm.example.com';
-    const other = await startServer({ env: { CORS_ORIGIN: crm, NODE_ENV: 'production', SWITCHBOARD_INSECURE_OPERATORS: 'true' } });
+    const secret = 'an HS256 secret of at least 32 characters';
+    await assert.rejects(startServer({ env: { NODE_ENV: 'production', SWITCHBOARD_JWT_SECRET: secret } }),
+      /exited before listening[\s\S]*CORS_ORIGIN/, 'production with CORS_ORIGIN "*"');
+    await assert.rejects(startServer({ env: { NODE_ENV: 'production', CORS_ORIGIN: crm } }),
+      /exited before listening[\s\S]*operator authentication/, 'production without operator auth');
+    const withAuth = await startServer({ env: { NODE_ENV: 'production', CORS_ORIGIN: crm, SWITCHBOARD_JWT_SECRET: secret } });
+    try {
+      assert.match(withAuth.stdout, /operators\s+authenticated/);
+      assert.equal((await withAuth.http('/health')).status, 200);
+    } finally {
+      await withAuth.stop();
+    }
+  });
+
+  // Server bug: cmd/switchboard/main.go prints the banner (the readiness
+  // signal) before signal.Notify, so a SIGTERM right after it kills the
+  // process (signal SIGTERM, no graceful shutdown) in about 4 runs in 10.
+  test('SIGTERM right after the "listening" banner still shuts down gracefully', { todo: 'server bug: signal.Notify is installed after the banner' }, async () => {
+    for (let i = 0; i < 5; i++) {
+      const s = await startServer();
+      await s.stop();
+    }
+  });
+
+  test('CORS_ORIGIN and NODE_ENV=production: the configured origin only (403 for another), and chat works', async () => {
+    const crm = 'https://crm.example.com';
+    const widget = 'https://www.example.com';
+    const other = await startServer({ env: { CORS_ORIGIN: `${crm}, ${widget}`, NODE_ENV: 'production', SWITCHBOARD_INSECURE_OPERATORS: 'true' } });
     const sc = new Scenario(other, MODES.websocket);
     try {
       assert.match(other.stdout, /production/);
-      const ok = await other.http('/chat/?EIO=4&transport=polling', { headers: { Origin: crm } });
-      assert.equal(ok.headers.get('access-control-allow-origin'), crm);
-      assert.equal(ok.headers.get('access-control-allow-credentials'), 'true');
-      const health = await other.http('/health', { headers: { Origin: crm } });
-      assert.equal(health.headers.get('access-control-allow-origin'), crm);
+      for (const origin of [crm, widget]) {
+        const ok = await other.http('/chat/?EIO=4&transport=polling', { headers: { Origin: origin } });
+        assert.equal(ok.status, 200, `handshake from ${origin}`);
+        assert.match(ok.text, /^0\{/);
+        assert.equal(ok.headers.get('access-control-allow-origin'), origin);
+        assert.equal(ok.headers.get('access-control-allow-credentials'), 'true');
+        const health = await other.http('/health', { headers: { Origin: origin } });
+        assert.equal(health.status, 200);
+        assert.equal(health.headers.get('access-control-allow-origin'), origin);
+      }
       const evil = 'https://evil.example.com';
-      const bad = await other.http('/chat/?EIO=4&transport=polling', { headers: { Origin: evil } });
-      const allowed = bad.headers.get('access-control-allow-origin');
-      assert.ok(allowed !== '*' && allowed !== evil, `foreign origin allowed: ${allowed}`);
+      for (const p of ['/chat/?EIO=4&transport=polling', '/health']) {
+        const bad = await other.http(p, { headers: { Origin: evil } });
+        assert.equal(bad.status, 403, `${p} from ${evil}: ${bad.status} ${bad.text}`);
+        const allowed = bad.headers.get('access-control-allow-origin');
+        assert.ok(allowed !== '*' && allowed !== evil, `${p}: foreign origin allowed: ${allowed}`);
+        assert.doesNotMatch(bad.text, /^0\{/, `${p}: no Engine.IO handshake for ${evil}`);
+      }
+      // Without an Origin (not a browser: a load balancer's health check) it answers.
+      assert.equal((await other.http('/health')).status, 200);
 
       const op = await sc.operator('op', { name: 'Olga', operatorId: 7 });
       const cl = await sc.client('cl');
@@ -992,5 +1218,138 @@ describe('HTTP, CORS, mixed and legacy clients, the process', () => {
     const reasons = await Promise.all(closed);
     for (const r of reasons) assert.ok(typeof r === 'string');
     for (const s of sockets) s.close();
+  });
+});
+
+// ---------------------------------------------------------------- limits, auth
+
+describe('rate limits and operator auth', () => {
+  test('rate limits at their defaults: of a burst of 30 clientMessages 20 are delivered and 10 answered rate_limited; typing likewise; the socket stays', async () => {
+    const server = await startServer(); // the default limits
+    const sc = new Scenario(server, MODES.websocket);
+    try {
+      const op = await sc.operator('op', { name: 'Olga', operatorId: 7 });
+      const c1 = await sc.client('c1');
+      await expectNewChats(op, c1);
+      // The join took one of c1's 20 message tokens; at 10/s the bucket is
+      // full again 100 ms later.
+      await delay(150);
+
+      const ts = '2026-01-01T00:00:00.000Z';
+      for (let i = 0; i < 30; i++) c1.emit('clientMessage', { type: 'text', message: `m${i}`, timestamp: ts });
+      const over = emitAck(c1, 'clientMessage', { type: 'text', message: 'm30', timestamp: ts });
+      for (let i = 0; i < 15; i++) c1.emit('clientTyping', { isTyping: i % 2 === 0 });
+
+      for (let i = 0; i < 20; i++) {
+        assert.deepEqual(await expectEvent(op, 'incomingMessage'), { from: c1.sid, type: 'text', message: `m${i}`, timestamp: ts });
+      }
+      for (let i = 0; i < 10; i++) {
+        assert.deepEqual(await expectEvent(op, 'clientTyping'), { from: c1.sid, isTyping: i % 2 === 0 });
+      }
+      for (let i = 0; i < 10; i++) await expectChatError(c1, 'clientMessage', 'rate_limited', `clientMessage #${20 + i}`);
+      assertAckRefused(await over, 'rate_limited', 'the 31st clientMessage, with an ack');
+      for (let i = 0; i < 5; i++) await expectChatError(c1, 'clientTyping', 'rate_limited', `clientTyping #${10 + i}`);
+      await expectNothing([op, c1]);
+      assert.ok(c1.connected, 'c1 still connected');
+
+      // Tokens come back at the sustained rate.
+      await delay(150);
+      const from = Date.now();
+      const ack = await emitAck(c1, 'clientMessage', { type: 'text', message: 'otra vez' });
+      assertAckOk(ack, { from, to: Date.now(), what: 'clientMessage after the burst' });
+      assert.deepEqual(await expectEvent(op, 'incomingMessage'), { from: c1.sid, type: 'text', message: 'otra vez', timestamp: ack.timestamp });
+      await expectNothing([op, c1]);
+      await sc.verify();
+    } finally {
+      await sc.close();
+      await server.stop();
+    }
+  });
+
+  test('operator auth (SWITCHBOARD_JWT_SECRET): a valid HS256 token names the operator; expired, forged, premature or no token is unauthorized and hears nothing', async () => {
+    const secret = 'switchboard e2e operator secret, 32+ chars';
+    const server = await startServer({ env: { SWITCHBOARD_JWT_SECRET: secret, ...HIGH_LIMITS } });
+    const sc = new Scenario(server, MODES.websocket);
+    const now = Math.floor(Date.now() / 1000);
+    try {
+      // A token in auth: {token}; its sub and name win over the join's.
+      const op1 = await sc.connect('op1', { auth: { token: signHS256({ sub: 'op-42', name: 'Olga Token', iat: now, exp: now + 600 }, secret) } });
+      let from = Date.now();
+      assertAckOk(await emitAck(op1, 'join', { role: 'operator', name: 'Impostor', operatorId: 999 }), { from, to: Date.now(), what: 'op1 join' });
+      // A token as Authorization: Bearer; its operatorId claim.
+      const op2 = await sc.connect('op2', { extraHeaders: { Authorization: `Bearer ${signHS256({ operatorId: 8, name: 'Pablo Token', exp: now + 600 }, secret)}` } });
+      op2.emit('join', { role: 'operator', name: 'Pablo', operatorId: 'x' });
+      await server.waitJoined(op2.sid, 'operator');
+      const stats = await server.getJSON('/stats');
+      assert.deepEqual(stats.operators.map(({ connectedAt, ...o }) => o), [
+        { socketId: op1.sid, name: 'Olga Token', operatorId: 'op-42' },
+        { socketId: op2.sid, name: 'Pablo Token', operatorId: 8 },
+      ]);
+
+      // Refused: an expired token, one signed with another secret, one not
+      // yet valid, none at all.
+      const refused = [
+        ['expired', { auth: { token: signHS256({ sub: 'op-1', name: 'Old', iat: now - 7200, exp: now - 3600 }, secret) } }],
+        ['forged', { auth: { token: signHS256({ sub: 'op-1', name: 'Forged', exp: now + 600 }, 'another secret, also of 32+ characters') } }],
+        ['premature', { auth: { token: signHS256({ sub: 'op-1', name: 'Early', nbf: now + 3600, exp: now + 7200 }, secret) } }],
+        ['no token', {}],
+      ];
+      const outsiders = [];
+      for (const [i, [label, opts]] of refused.entries()) {
+        const s = await sc.connect(label, opts);
+        outsiders.push(s);
+        const join = { role: 'operator', name: label, operatorId: 100 + i };
+        if (i % 2 === 0) {
+          s.emit('join', join);
+          await expectChatError(s, 'join', 'unauthorized', `${label}: join`);
+        } else {
+          assertAckRefused(await emitAck(s, 'join', join), 'unauthorized', `${label}: join`);
+        }
+      }
+      assert.deepEqual((await server.getJSON('/health')).connections, { total: 2, clients: 0, operators: 2 });
+
+      // A conversation: only the two verified operators hear of it.
+      const c1 = await sc.client('c1');
+      await expectNewChats(op1, c1);
+      await expectNewChats(op2, c1);
+      c1.emit('clientMessage', { type: 'text', message: 'hola', timestamp: '2026-01-01T00:00:00.000Z' });
+      for (const op of [op1, op2]) {
+        assert.deepEqual(await expectEvent(op, 'incomingMessage'), { from: c1.sid, type: 'text', message: 'hola', timestamp: '2026-01-01T00:00:00.000Z' });
+      }
+      c1.emit('clientTyping', { isTyping: true });
+      for (const op of [op1, op2]) assert.deepEqual(await expectEvent(op, 'clientTyping'), { from: c1.sid, isTyping: true });
+
+      // The token's operatorId and name win over the message's.
+      from = Date.now();
+      op1.emit('operatorMessage', { to: c1.sid, type: 'text', message: 'buenas', operatorId: 1, operatorName: 'Fake' });
+      const m1 = await expectEvent(c1, 'operatorMessage');
+      assertISO(m1.timestamp, { from, to: Date.now() });
+      assert.deepEqual(m1, { type: 'text', message: 'buenas', operatorName: 'Olga Token', timestamp: m1.timestamp });
+      assert.deepEqual(await expectEvent(op2, 'operatorBroadcast'),
+        { clientId: c1.sid, operatorId: 'op-42', operatorName: 'Olga Token', type: 'text', message: 'buenas', timestamp: m1.timestamp });
+      op2.emit('operatorMessage', { to: c1.sid, type: 'text', message: 'sin nombre' });
+      const m2 = await expectEvent(c1, 'operatorMessage');
+      assert.deepEqual(m2, { type: 'text', message: 'sin nombre', operatorName: 'Pablo Token', timestamp: m2.timestamp });
+      assert.deepEqual(await expectEvent(op1, 'operatorBroadcast'),
+        { clientId: c1.sid, operatorId: 8, operatorName: 'Pablo Token', type: 'text', message: 'sin nombre', timestamp: m2.timestamp });
+
+      // The refused sockets cannot act as operators either.
+      for (const s of outsiders) {
+        s.emit('operatorMessage', { to: c1.sid, type: 'text', message: 'x', operatorId: 1, operatorName: 'X' });
+        await expectChatError(s, 'operatorMessage', 'not_joined', `${s.label}: operatorMessage`);
+      }
+      c1.emit('endChat', {});
+      for (const op of [op1, op2]) assert.deepEqual(await expectEvent(op, 'chatEnded'), { clientId: c1.sid });
+
+      await expectNothing([op1, op2, c1, ...outsiders]);
+      for (const s of outsiders) {
+        assert.ok(s.rec.all.every((r) => r.event === 'chatError'), `${s.label} heard of the conversation: ${s.rec.describe(s.rec.all)}`);
+        assert.ok(s.connected, `${s.label} still connected`);
+      }
+      await sc.verify();
+    } finally {
+      await sc.close();
+      await server.stop();
+    }
   });
 });

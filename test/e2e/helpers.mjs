@@ -4,6 +4,7 @@
 // that nothing arrived).
 
 import { spawn } from 'node:child_process';
+import crypto from 'node:crypto';
 import net from 'node:net';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
@@ -44,6 +45,32 @@ export function assertISO(ts, { from, to, slackMs = 1000, what = 'timestamp' } =
   if (to !== undefined) {
     assert.ok(t <= to + slackMs, `${what} ${ts} is after ${new Date(to).toISOString()}`);
   }
+}
+
+/**
+ * Rate limits high enough that no test's burst meets them: the shared
+ * servers use these, and only the rate-limit test runs with the defaults
+ * (10 messages/s, burst 20; 5 typing events/s, burst 10).
+ */
+export const HIGH_LIMITS = {
+  SWITCHBOARD_MESSAGE_RATE: '1000',
+  SWITCHBOARD_MESSAGE_BURST: '1000',
+  SWITCHBOARD_TYPING_RATE: '1000',
+  SWITCHBOARD_TYPING_BURST: '1000',
+};
+
+/** The codes a refused event may be answered with. */
+export const ERROR_CODES = [
+  'not_joined', 'wrong_role', 'unknown_target', 'invalid_payload', 'invalid_type',
+  'too_large', 'rate_limited', 'unauthorized',
+];
+
+/** Signs claims as an HS256 JWT with node's crypto (no JWT library). */
+export function signHS256(claims, secret, header = { alg: 'HS256', typ: 'JWT' }) {
+  const part = (o) => Buffer.from(JSON.stringify(o)).toString('base64url');
+  const data = `${part(header)}.${part(claims)}`;
+  const sig = crypto.createHmac('sha256', secret).update(data).digest('base64url');
+  return `${data}.${sig}`;
 }
 
 // ---------------------------------------------------------------- server
@@ -319,6 +346,69 @@ export async function expectEvent(socket, name, timeoutMs = EVENT_TIMEOUT_MS) {
   assert.equal(rec.args.length, 1,
     `${socket.label}: "${name}" must carry exactly one payload, got ${JSON.stringify(rec.args)}`);
   return rec.args[0];
+}
+
+/**
+ * Expects the next chatError on socket: exactly {code, message, event},
+ * for this event, with this code (or one of these codes), and a message.
+ */
+export async function expectChatError(socket, event, code, what = `${socket.label} ${event}`) {
+  const err = await expectEvent(socket, 'chatError');
+  assert.deepEqual(Object.keys(err).sort(), ['code', 'event', 'message'], `${what}: chatError keys ${JSON.stringify(err)}`);
+  assert.equal(err.event, event, `${what}: chatError.event`);
+  assertCode(err.code, code, `${what}: chatError.code`);
+  assert.equal(typeof err.message, 'string', `${what}: chatError.message`);
+  assert.ok(err.message.length > 0, `${what}: chatError.message is empty`);
+  return err;
+}
+
+function assertCode(got, want, what) {
+  assert.ok(ERROR_CODES.includes(got), `${what}: unknown code ${JSON.stringify(got)}`);
+  if (Array.isArray(want)) {
+    assert.ok(want.includes(got), `${what}: ${JSON.stringify(got)}, expected one of ${want.join(', ')}`);
+  } else if (want !== undefined) {
+    assert.equal(got, want, what);
+  }
+}
+
+/**
+ * Emits event with payload and an ack callback; resolves with the ack's
+ * one argument (fails if it carries another number, or never comes).
+ */
+export function emitAck(socket, event, payload, timeoutMs = EVENT_TIMEOUT_MS) {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(
+      `${socket.label}: no ack for "${event}" within ${timeoutMs} ms; received: ${socket.rec.describe(socket.rec.all)}`)), timeoutMs);
+    socket.emit(event, payload, (...args) => {
+      clearTimeout(timer);
+      if (args.length !== 1) {
+        reject(new Error(`${socket.label}: the ack for "${event}" must carry one argument, got ${JSON.stringify(args)}`));
+      } else {
+        resolve(args[0]);
+      }
+    });
+  });
+}
+
+/** Asserts an accepted ack: exactly {ok: true, id, timestamp}; returns it. */
+export function assertAckOk(reply, { from, to, what = 'ack' } = {}) {
+  assert.deepEqual(Object.keys(reply ?? {}).sort(), ['id', 'ok', 'timestamp'], `${what}: keys of ${JSON.stringify(reply)}`);
+  assert.equal(reply.ok, true, `${what}: ok`);
+  assert.equal(typeof reply.id, 'string', `${what}: id`);
+  assert.ok(reply.id.length > 0, `${what}: id is empty`);
+  assertISO(reply.timestamp, { from, to, what: `${what} timestamp` });
+  return reply;
+}
+
+/** Asserts a refusing ack: exactly {ok: false, error: {code, message}}. */
+export function assertAckRefused(reply, code, what = 'ack') {
+  assert.deepEqual(Object.keys(reply ?? {}).sort(), ['error', 'ok'], `${what}: keys of ${JSON.stringify(reply)}`);
+  assert.equal(reply.ok, false, `${what}: ok`);
+  assert.deepEqual(Object.keys(reply.error ?? {}).sort(), ['code', 'message'], `${what}: error keys of ${JSON.stringify(reply)}`);
+  assertCode(reply.error.code, code, `${what}: error.code`);
+  assert.equal(typeof reply.error.message, 'string', `${what}: error.message`);
+  assert.ok(reply.error.message.length > 0, `${what}: error.message is empty`);
+  return reply;
 }
 
 /**

@@ -1,0 +1,274 @@
+package loadtest
+
+import (
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"strconv"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/switchboard/switchboard/client"
+)
+
+// Messages to an operator.
+type (
+	// heard says the connection received an event: the operator must be
+	// joined, since nothing reaches a socket before its join.
+	heard struct{ attempt int }
+	// settled is the fallback for servers that neither ack a join nor
+	// send anything: the operator counts as joined after Scenario.Settle.
+	settled struct{ attempt int }
+	// incoming is a player's message, checked and timed on the reader.
+	incoming struct {
+		slot, seq int
+		from      string
+	}
+	// replyDue is the end of the operator's think time.
+	replyDue struct {
+		attempt   int
+		slot, seq int
+		to        string
+		typed     bool
+	}
+)
+
+// operator is one simulated operator. It receives every player's messages
+// and replies to the players whose slot falls to it (slot modulo the
+// number of operators), so each message gets at most one reply.
+type operator struct {
+	e        *env
+	idx      int
+	l        *operatorLedger
+	rng      *rand.Rand
+	t        client.Transport
+	attempt  int
+	c        *client.Client
+	joinSent int64
+	counted  bool
+	sending  bool
+	stopped  bool
+}
+
+func newOperator(e *env, idx int) actor.Actor {
+	l := e.ops[idx]
+	return &operator{
+		e: e, idx: idx, l: l,
+		rng: rand.New(rand.NewPCG(e.sc.Seed^0xa5a5, uint64(idx)<<24|uint64(l.failures))),
+		t:   e.mix.pick(unit(e.sc.Seed^0x0f0f, uint64(idx), 0)),
+	}
+}
+
+func (o *operator) Receive(ctx actor.Context) {
+	switch m := ctx.Message().(type) {
+	case *actor.Started:
+		if d := backoff(o.l.failures); d > 0 {
+			o.e.sched.after(d, ctx.Self(), &dialNow{})
+		} else {
+			ctx.Send(ctx.Self(), &dialNow{})
+		}
+	case *dialNow:
+		o.dial(ctx)
+	case *dialed:
+		o.connected(ctx, m)
+	case *joinAcked:
+		if m.attempt != o.attempt {
+			return
+		}
+		if m.refused != "" {
+			o.l.failures++
+			panic(&failure{kind: "join refused: " + m.refused, err: fmt.Errorf("operator %d: join refused: %s", o.idx, m.refused)})
+		}
+		o.l.failures = 0
+		if o.markReady() {
+			o.e.m.Join.Record(o.e.clk.since(o.joinSent))
+		}
+	case *heard:
+		if m.attempt == o.attempt {
+			o.markReady()
+		}
+	case *settled:
+		if m.attempt == o.attempt && o.c != nil {
+			o.markReady()
+		}
+	case *incoming:
+		o.incoming(ctx, m)
+	case *replyDue:
+		o.reply(m)
+	case *stopSending:
+		o.stopped, o.sending = true, false
+		if ctx.Sender() != nil {
+			ctx.Respond(m)
+		}
+	case *closed:
+		if m.attempt != o.attempt || o.c == nil {
+			return
+		}
+		o.drop()
+		o.l.failures++
+		panic(&failure{kind: "disconnected: " + m.reason, err: fmt.Errorf("operator %d: %s", o.idx, m.reason)})
+	case *actor.Restarting:
+		o.drop()
+		o.l.conn.next()
+	case *actor.Stopping:
+		o.drop()
+		o.l.conn.stop()
+	}
+}
+
+func (o *operator) name() string { return "lt-operator-" + strconv.Itoa(o.idx) }
+
+// operatorID keeps load-test operators apart from real ones in a CRM.
+func (o *operator) operatorID() int { return 900000 + o.idx }
+
+func (o *operator) dial(ctx actor.Context) {
+	if o.stopped {
+		return
+	}
+	o.attempt = o.l.conn.next()
+	o.c, o.sending = nil, false
+	auth, err := o.e.tokens.auth(map[string]any{"sub": o.name(), "role": "operator", "name": o.name(), "operatorId": o.operatorID()}, true)
+	if err != nil {
+		panic(&failure{kind: "token", err: err})
+	}
+	o.e.dial(ctx.Self(), true, &o.l.conn, o.attempt, o.t, auth, o.onEvent(ctx.Self(), o.attempt))
+}
+
+func (o *operator) connected(ctx actor.Context, m *dialed) {
+	if m.attempt != o.attempt {
+		return
+	}
+	if m.err != nil {
+		o.l.failures++
+		panic(&failure{kind: "connect: " + errKind(m.err), err: m.err})
+	}
+	select {
+	case <-m.c.Done():
+		o.l.failures++
+		panic(&failure{kind: "disconnected while joining", err: fmt.Errorf("operator %d", o.idx)})
+	default:
+	}
+	o.c = m.c
+	o.e.m.dialed(true, m.took)
+	o.counted = true
+	o.e.m.connected(true, 1)
+	o.joinSent = o.e.clk.now()
+	if err := m.c.EmitAck("join", join{Role: "operator", Name: o.name(), OperatorID: o.operatorID()}, o.e.ackHandler(ctx.Self(), o.attempt)); err != nil {
+		o.drop()
+		o.l.failures++
+		panic(&failure{kind: "write join: " + errKind(err), err: err})
+	}
+	o.sending = !o.stopped
+	o.e.sched.after(o.e.sc.Settle, ctx.Self(), &settled{attempt: o.attempt})
+}
+
+// markReady adds the operator to those that every message must reach; it
+// reports whether it was not ready before.
+func (o *operator) markReady() bool {
+	if o.l.ready.Swap(true) {
+		return false
+	}
+	o.e.ready.set(o.idx, true)
+	o.e.m.OperatorsReady.Add(1)
+	return true
+}
+
+func (o *operator) incoming(ctx actor.Context, m *incoming) {
+	if o.l.seen[m.slot].add(m.seq) {
+		o.l.copies++
+		return
+	}
+	o.e.m.UniqueP2O.Add(1)
+	n := len(o.e.ops)
+	if !o.sending || m.slot%n != o.idx || unit(o.e.sc.Seed, uint64(m.slot), uint64(m.seq)) >= o.e.sc.ReplyChance {
+		return
+	}
+	// Think for ReplyThink ±50 %: bounded, so that a leaving player knows
+	// how long to wait for the replies it is owed.
+	think := time.Duration((0.5 + o.rng.Float64()) * float64(o.e.sc.ReplyThink))
+	typed := o.e.sc.TypingShare > 0 && o.rng.Float64() < o.e.sc.TypingShare
+	if typed {
+		o.e.emit(o.c, "operatorTyping", typing{To: m.from, IsTyping: true})
+	}
+	o.e.sched.after(think, ctx.Self(), &replyDue{attempt: o.attempt, slot: m.slot, seq: m.seq, to: m.from, typed: typed})
+}
+
+func (o *operator) reply(m *replyDue) {
+	if m.attempt != o.attempt || !o.sending {
+		return
+	}
+	if who := o.e.reg.get(m.to); who == nil || who.left.Load() {
+		return // the player has gone: a reply could not reach it
+	}
+	mark := formatMarker(markReply, m.slot, m.seq, o.e.clk.now())
+	o.e.m.Replies.Add(1) // before the write, as for messages
+	if !o.e.emit(o.c, "operatorMessage", operatorMessage{To: m.to, Type: "text", Message: o.e.pay.text(mark, o.e.sc.TextSize), OperatorID: o.operatorID(), OperatorName: o.name()}) {
+		o.e.m.Replies.Add(-1)
+	} else {
+		o.l.replied[m.slot].add(m.seq)
+		o.e.players[m.slot].debugOps.Store(fmt.Sprintf("reply seq %d sent t=%v to %s", m.seq, time.Since(o.e.m.start), m.to), true)
+	}
+	if m.typed {
+		o.e.emit(o.c, "operatorTyping", typing{To: m.to, IsTyping: false})
+	}
+}
+
+func (o *operator) drop() {
+	if o.l.ready.Swap(false) {
+		o.e.ready.set(o.idx, false)
+		o.e.m.OperatorsReady.Add(-1)
+	}
+	if o.counted {
+		o.e.m.connected(true, -1)
+		o.counted = false
+	}
+	o.c = nil
+	o.sending = false
+}
+
+// onEvent runs on the connection's reader goroutine.
+func (o *operator) onEvent(self *actor.PID, attempt int) func(string, json.RawMessage) {
+	e, l := o.e, o.l
+	return func(name string, raw json.RawMessage) {
+		e.m.Events.Add(1)
+		if !l.ready.Load() {
+			e.root.Send(self, &heard{attempt: attempt})
+		}
+		switch name {
+		case "incomingMessage":
+			var in struct {
+				From    string `json:"from"`
+				Type    string `json:"type"`
+				Message string `json:"message"`
+				Name    string `json:"name"`
+			}
+			_ = json.Unmarshal(raw, &in)
+			text := in.Message
+			if in.Type == "image" {
+				text = in.Name
+			}
+			mk, ok := parseMarker(text)
+			if !ok || mk.reply {
+				e.m.Error("incomingMessage without a load-test marker")
+				return
+			}
+			e.m.P2O.Record(e.clk.since(mk.sent))
+			if who := e.reg.get(in.From); who == nil || who.slot != mk.slot || mk.slot >= len(e.players) {
+				// `from` names another socket than the one that sent it.
+				e.m.MisroutedP2O.Add(1)
+				return
+			}
+			e.root.Send(self, &incoming{slot: mk.slot, seq: mk.seq, from: in.From})
+		case "newChat":
+			var nc struct {
+				ClientID string `json:"clientId"`
+			}
+			_ = json.Unmarshal(raw, &nc)
+			if who := e.reg.get(nc.ClientID); who != nil {
+				e.confirmJoin(who)
+			}
+		case "chatError":
+			e.chatError(raw)
+		}
+	}
+}

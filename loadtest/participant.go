@@ -1,0 +1,205 @@
+package loadtest
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/gorilla/websocket"
+	"github.com/switchboard/switchboard/client"
+)
+
+// env is what every participant shares. Everything in it is either
+// immutable after start or safe for concurrent use.
+type env struct {
+	sc      *Scenario
+	m       *Metrics
+	clk     clock
+	root    *actor.RootContext
+	sched   *scheduler
+	ready   *readiness
+	reg     *registry
+	players []*playerLedger
+	ops     []*operatorLedger
+	mix     mix
+	dialer  *websocket.Dialer
+	http    *http.Client
+	tokens  *tokens
+	pay     payloads
+	log     *slog.Logger
+}
+
+// Messages that both kinds of participant receive.
+type (
+	// dialNow starts a connection attempt.
+	dialNow struct{}
+	// dialed is the outcome of an attempt.
+	dialed struct {
+		attempt int
+		c       *client.Client
+		err     error
+		took    time.Duration
+	}
+	// closed says that an attempt's connection ended.
+	closed struct {
+		attempt int
+		reason  string
+	}
+	// joinAcked is the server's answer to a join sent with an ack; servers
+	// without acks (the Node server) never send it.
+	joinAcked struct {
+		attempt int
+		refused string // the error code, or "" when accepted
+	}
+	// stopSending ends the load: no new messages or replies.
+	stopSending struct{}
+)
+
+// failure is why a participant panics: its supervisor counts the kind
+// and restarts it.
+type failure struct {
+	kind string
+	err  error
+}
+
+func (f *failure) Error() string { return f.kind + ": " + f.err.Error() }
+
+// dial connects in the background and reports to self with *dialed, so an
+// actor never blocks on the network while its mailbox fills.
+func (e *env) dial(self *actor.PID, operator bool, cn *conn, attempt int, t client.Transport, auth map[string]any, onEvent func(string, json.RawMessage)) {
+	e.m.dialStarted(operator)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), e.sc.ConnectTimeout)
+		defer cancel()
+		start := time.Now()
+		c, err := client.Dial(ctx, e.sc.URL, client.Options{
+			Path:       e.sc.Path,
+			Transport:  t,
+			Auth:       auth,
+			OnEvent:    onEvent,
+			OnClose:    func(reason string) { e.root.Send(self, &closed{attempt: attempt, reason: reason}) },
+			HTTPClient: e.http,
+			Dialer:     e.dialer,
+		})
+		if err == nil && !cn.adopt(attempt, c) {
+			c.Close() // the participant moved on (stopped, restarted) while this dial ran
+			return
+		}
+		e.root.Send(self, &dialed{attempt: attempt, c: c, err: err, took: time.Since(start)})
+	}()
+}
+
+// ackHandler turns a join acknowledgement into *joinAcked.
+func (e *env) ackHandler(self *actor.PID, attempt int) func(json.RawMessage) {
+	return func(raw json.RawMessage) {
+		var a struct {
+			OK    *bool `json:"ok"`
+			Error struct {
+				Code string `json:"code"`
+			} `json:"error"`
+		}
+		_ = json.Unmarshal(raw, &a)
+		m := &joinAcked{attempt: attempt}
+		if a.OK != nil && !*a.OK {
+			m.refused = a.Error.Code
+			if m.refused == "" {
+				m.refused = "refused"
+			}
+		}
+		e.root.Send(self, m)
+	}
+}
+
+// chatError counts a server refusal by code and event.
+func (e *env) chatError(raw json.RawMessage) {
+	var ce struct {
+		Code  string `json:"code"`
+		Event string `json:"event"`
+	}
+	_ = json.Unmarshal(raw, &ce)
+	e.m.Error(fmt.Sprintf("chatError %s (%s)", ce.Code, ce.Event))
+}
+
+// emit sends an event and counts a failed write.
+func (e *env) emit(c *client.Client, event string, payload any) bool {
+	if err := c.Emit(event, payload); err != nil {
+		e.m.Error("write " + event + ": " + errKind(err))
+		return false
+	}
+	return true
+}
+
+// errKind reduces an error to a stable kind, so that thousands of
+// participants failing alike make one line of the report, not thousands.
+func errKind(err error) string {
+	var ne interface{ Timeout() bool }
+	switch {
+	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
+		return "timeout"
+	case errors.Is(err, client.ErrRefused):
+		return "refused by the server"
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "connection refused"
+	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE):
+		return "connection reset"
+	case errors.Is(err, syscall.EMFILE), errors.Is(err, syscall.ENFILE):
+		return "too many open files"
+	case errors.Is(err, syscall.EADDRNOTAVAIL):
+		return "no free local port"
+	case errors.Is(err, websocket.ErrBadHandshake):
+		return "websocket handshake refused"
+	}
+	s := err.Error()
+	if i := strings.LastIndex(s, ": "); i >= 0 && i+2 < len(s) {
+		s = s[i+2:] // the innermost cause; outer layers name ids and URLs
+	}
+	s = strings.Map(func(r rune) rune {
+		if r >= '0' && r <= '9' {
+			return '#'
+		}
+		return r
+	}, s)
+	if len(s) > 60 {
+		s = s[:60]
+	}
+	return s
+}
+
+// newHTTPClient is shared by every polling participant. The default
+// transport keeps two idle connections per host, so thousands of
+// long-polls would open and close a connection per request.
+func newHTTPClient(insecure bool, participants int) *http.Client {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConns = 0
+	t.MaxIdleConnsPerHost = max(participants, 64)
+	t.IdleConnTimeout = 90 * time.Second
+	if insecure { // staging behind a self-signed certificate
+		t.TLSClientConfig = &tls.Config{InsecureSkipVerify: true}
+	}
+	return &http.Client{Transport: t}
+}
+
+// newDialer is shared by every websocket participant. Write buffers come
+// from a pool: an idle participant then holds only its read buffer.
+func newDialer(insecure bool, timeout time.Duration) *websocket.Dialer {
+	d := &websocket.Dialer{
+		Proxy:            http.ProxyFromEnvironment,
+		HandshakeTimeout: timeout,
+		ReadBufferSize:   4096,
+		WriteBufferSize:  4096,
+		WriteBufferPool:  &sync.Pool{},
+	}
+	if insecure {
+		d.TLSClientConfig = &tls.Config{InsecureSkipVerify: true}
+	}
+	return d
+}

@@ -1,0 +1,375 @@
+package loadtest
+
+import (
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"strconv"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/switchboard/switchboard/client"
+)
+
+// Messages to a player.
+type (
+	// tick is a Poisson arrival: time to write a message.
+	tick struct{ attempt int }
+	// sendNow ends a typing pause with the message.
+	sendNow struct {
+		attempt int
+		typed   bool
+	}
+	// replyIn is a reply to this slot, read from a connection whose
+	// messages start at genStart.
+	replyIn struct{ seq, genStart int }
+	// leave ends the player's chat (churn); leaveCheck waits for its
+	// replies; leaveNow disconnects, and a new player takes the slot.
+	leave      struct{ attempt int }
+	leaveCheck struct{ attempt int }
+	leaveNow   struct{ attempt int }
+)
+
+// player is one simulated player: a slot that one connection at a time
+// fills. A failed connection panics to the supervisor, which restarts the
+// actor; the slot's ledger and connection holder outlive the restart.
+type player struct {
+	e        *env
+	slot     int
+	l        *playerLedger
+	rng      *rand.Rand
+	t        client.Transport
+	attempt  int
+	c        *client.Client
+	who      *identity
+	genStart int  // the first seq of this connection
+	counted  bool // in PlayersConnected
+	sending  bool
+	stopped  bool // the load is over: no new messages, no reconnects
+	leaveBy  time.Time
+}
+
+func newPlayer(e *env, slot int) actor.Actor {
+	l := e.players[slot]
+	return &player{
+		e: e, slot: slot, l: l,
+		rng: rand.New(rand.NewPCG(e.sc.Seed, uint64(slot)<<24|uint64(l.failures))),
+		t:   e.mix.pick(unit(e.sc.Seed^0x5bd1e995, uint64(slot), 0)),
+	}
+}
+
+func (p *player) Receive(ctx actor.Context) {
+	switch m := ctx.Message().(type) {
+	case *actor.Started:
+		if d := backoff(p.l.failures); d > 0 {
+			p.e.sched.after(d, ctx.Self(), &dialNow{})
+		} else {
+			ctx.Send(ctx.Self(), &dialNow{})
+		}
+	case *dialNow:
+		p.dial(ctx)
+	case *dialed:
+		p.connected(ctx, m)
+	case *joinAcked:
+		if m.attempt != p.attempt {
+			return
+		}
+		if m.refused != "" {
+			p.l.failures++
+			panic(&failure{kind: "join refused: " + m.refused, err: fmt.Errorf("player %d: join refused: %s", p.slot, m.refused)})
+		}
+		p.l.failures = 0
+		p.e.confirmJoin(p.who)
+	case *tick:
+		if m.attempt != p.attempt || !p.sending {
+			return
+		}
+		p.e.sched.after(p.gap(), ctx.Self(), &tick{attempt: p.attempt})
+		if p.e.sc.TypingShare > 0 && p.rng.Float64() < p.e.sc.TypingShare {
+			if p.e.emit(p.c, "clientTyping", typing{IsTyping: true}) {
+				p.e.sched.after(p.e.sc.TypingTime, ctx.Self(), &sendNow{attempt: p.attempt, typed: true})
+			}
+			return
+		}
+		p.send()
+	case *sendNow:
+		if m.attempt != p.attempt || !p.sending {
+			return
+		}
+		p.send()
+		if m.typed {
+			p.e.emit(p.c, "clientTyping", typing{IsTyping: false})
+		}
+	case *replyIn:
+		p.reply(m)
+	case *leave:
+		if m.attempt != p.attempt || p.stopped {
+			return
+		}
+		// A leaving player first waits for the replies it is owed, as a
+		// person reads the answer before closing the tab.
+		p.sending = false
+		p.leaveBy = time.Now().Add(p.e.sc.ReplyThink*3/2 + p.e.sc.Drain)
+		ctx.Send(ctx.Self(), &leaveCheck{attempt: p.attempt})
+	case *leaveCheck:
+		if m.attempt != p.attempt || p.stopped {
+			return
+		}
+		if p.owed() > 0 && time.Now().Before(p.leaveBy) {
+			p.e.sched.after(100*time.Millisecond, ctx.Self(), m)
+			return
+		}
+		p.who.left.Store(true) // operators stop replying to this player
+		if p.rng.Float64() < p.e.sc.ChurnEndChat {
+			p.e.emit(p.c, "endChat", struct{}{})
+		}
+		// A short quiet time lets replies already on their way arrive.
+		p.e.sched.after(200*time.Millisecond, ctx.Self(), &leaveNow{attempt: p.attempt})
+	case *leaveNow:
+		if m.attempt != p.attempt || p.stopped {
+			return
+		}
+		p.l.debug = append(p.l.debug, fmt.Sprintf("LEFT t=%v", time.Since(p.e.m.start)))
+		p.drop()
+		p.attempt = p.l.conn.next()
+		p.e.m.Departures.Add(1)
+		ctx.Send(ctx.Self(), &dialNow{}) // a new player arrives in the slot
+	case *stopSending:
+		p.stopped, p.sending = true, false
+		if ctx.Sender() != nil {
+			ctx.Respond(m)
+		}
+	case *closed:
+		if m.attempt != p.attempt || p.c == nil {
+			return // an old connection, or one that *dialed will report
+		}
+		p.drop()
+		p.l.failures++
+		panic(&failure{kind: "disconnected: " + m.reason, err: fmt.Errorf("player %d: %s", p.slot, m.reason)})
+	case *actor.Restarting:
+		p.drop()
+		p.l.conn.next()
+	case *actor.Stopping:
+		p.drop()
+		p.l.conn.stop()
+	}
+}
+
+func (p *player) dial(ctx actor.Context) {
+	if p.stopped {
+		return
+	}
+	p.attempt = p.l.conn.next()
+	p.c, p.sending = nil, false
+	p.genStart = len(p.l.expected)
+	p.who = &identity{slot: p.slot}
+	name := "lt-player-" + strconv.Itoa(p.slot) + "-" + strconv.Itoa(p.genStart)
+	auth, err := p.e.tokens.auth(map[string]any{"sub": name, "role": "client", "name": name, "username": name}, false)
+	if err != nil {
+		panic(&failure{kind: "token", err: err})
+	}
+	p.e.dial(ctx.Self(), false, &p.l.conn, p.attempt, p.t, auth, p.onEvent(ctx.Self(), p.genStart))
+}
+
+func (p *player) connected(ctx actor.Context, m *dialed) {
+	if m.attempt != p.attempt {
+		return
+	}
+	if m.err != nil {
+		p.l.failures++
+		panic(&failure{kind: "connect: " + errKind(m.err), err: m.err})
+	}
+	select {
+	case <-m.c.Done(): // closed before this message arrived; its *closed was ignored
+		p.l.failures++
+		panic(&failure{kind: "disconnected while joining", err: fmt.Errorf("player %d", p.slot)})
+	default:
+	}
+	p.c = m.c
+	p.e.m.dialed(false, m.took)
+	p.counted = true
+	p.e.m.connected(false, 1)
+
+	p.e.reg.add(m.c.ID(), p.who)
+	p.who.joinSent.Store(p.e.clk.now())
+	name := "lt-player-" + strconv.Itoa(p.slot) + "-" + strconv.Itoa(p.genStart)
+	if err := m.c.EmitAck("join", join{Role: "client", Name: name, Username: name}, p.e.ackHandler(ctx.Self(), p.attempt)); err != nil {
+		p.drop()
+		p.l.failures++
+		panic(&failure{kind: "write join: " + errKind(err), err: err})
+	}
+	p.sending = !p.stopped
+	if p.e.sc.Rate > 0 {
+		p.e.sched.after(p.gap(), ctx.Self(), &tick{attempt: p.attempt})
+	}
+	if p.e.sc.Churn > 0 {
+		stay := time.Duration(p.rng.ExpFloat64() * float64(time.Minute) / p.e.sc.Churn)
+		p.e.sched.after(stay, ctx.Self(), &leave{attempt: p.attempt})
+	}
+}
+
+// gap is the wait until the next Poisson arrival.
+func (p *player) gap() time.Duration {
+	return time.Duration(p.rng.ExpFloat64() / p.e.sc.Rate * float64(time.Second))
+}
+
+// send writes the next message, marked with its identity, and records who
+// must receive it: every operator joined now.
+func (p *player) send() {
+	seq := len(p.l.expected)
+	set := p.e.ready.load()
+	mark := formatMarker(markPlayer, p.slot, seq, p.e.clk.now())
+	var payload any
+	if p.e.sc.ImageShare > 0 && p.rng.Float64() < p.e.sc.ImageShare {
+		img := p.e.pay.image
+		payload = imageMessage{Type: "image", Image: img, Name: mark, MimeType: "image/png", Size: len(img) * 3 / 4}
+	} else {
+		payload = textMessage{Type: "text", Message: p.e.pay.text(mark, p.e.sc.TextSize)}
+	}
+	// Counted as expected before the write, so that the drain never sees a
+	// delivery before its expectation.
+	p.e.m.ExpectedP2O.Add(int64(set.n))
+	if !p.e.emit(p.c, "clientMessage", payload) {
+		p.e.m.ExpectedP2O.Add(-int64(set.n))
+		p.l.expected = append(p.l.expected, nil)
+		return
+	}
+	p.l.expected = append(p.l.expected, set)
+	p.l.debug = append(p.l.debug, fmt.Sprintf("t=%v transport=%s gen=%d id=%s leaving=%v", time.Since(p.e.m.start), p.t, p.genStart, p.c.ID(), p.who.left.Load()))
+	p.l.failures = 0
+	p.e.m.Sent.Add(1)
+}
+
+func (p *player) reply(m *replyIn) {
+	if m.seq < m.genStart || m.seq >= len(p.l.expected) || p.l.expected[m.seq] == nil {
+		// A reply to a message that this connection never sent: it was
+		// meant for another participant.
+		p.e.m.MisroutedO2P.Add(1)
+		return
+	}
+	if p.l.replies.add(m.seq) {
+		p.l.copies++
+		return
+	}
+	p.e.m.UniqueO2P.Add(1)
+}
+
+// owed counts this connection's messages whose reply has not arrived yet
+// among those that will get one.
+func (p *player) owed() int {
+	n := 0
+	for seq := p.genStart; seq < len(p.l.expected); seq++ {
+		set := p.l.expected[seq]
+		if set != nil && p.e.repliesTo(p.slot, seq, set) && !p.l.replies.has(seq) {
+			n++
+		}
+	}
+	return n
+}
+
+// confirmJoin times a player's join at the first evidence of it: the
+// server's ack, or (servers without acks) an operator's newChat.
+func (e *env) confirmJoin(who *identity) {
+	if who.joined.CompareAndSwap(false, true) {
+		e.m.Join.Record(e.clk.since(who.joinSent.Load()))
+		e.m.PlayersJoined.Add(1)
+	}
+}
+
+func (p *player) drop() {
+	if p.counted {
+		p.e.m.connected(false, -1)
+		p.counted = false
+	}
+	p.c = nil
+	p.sending = false
+}
+
+// onEvent runs on the connection's reader goroutine: it times and checks
+// what arrives there and hands the actor only what changes its state.
+func (p *player) onEvent(self *actor.PID, genStart int) func(string, json.RawMessage) {
+	e, slot := p.e, p.slot
+	return func(name string, raw json.RawMessage) {
+		e.m.Events.Add(1)
+		switch name {
+		case "operatorMessage":
+			var om struct {
+				Type    string `json:"type"`
+				Message string `json:"message"`
+				Name    string `json:"name"`
+			}
+			_ = json.Unmarshal(raw, &om)
+			text := om.Message
+			if om.Type == "image" {
+				text = om.Name
+			}
+			mk, ok := parseMarker(text)
+			if !ok || !mk.reply {
+				e.m.Error("operatorMessage without a load-test marker")
+				return
+			}
+			e.m.O2P.Record(e.clk.since(mk.sent))
+			if mk.slot != slot {
+				e.m.MisroutedO2P.Add(1)
+				return
+			}
+			e.root.Send(self, &replyIn{seq: mk.seq, genStart: genStart})
+		case "chatError":
+			e.chatError(raw)
+		}
+	}
+}
+
+// repliesTo says whether message (slot, seq) gets a reply: its operator
+// (slot modulo the operators) replies with the chance asked, decided by a
+// hash so that the player knows it too, and only if it was joined.
+func (e *env) repliesTo(slot, seq int, set *opSet) bool {
+	n := len(e.ops)
+	if n == 0 || e.sc.ReplyChance == 0 {
+		return false
+	}
+	return set.members.has(slot%n) && unit(e.sc.Seed, uint64(slot), uint64(seq)) < e.sc.ReplyChance
+}
+
+// unit hashes its inputs to a uniform number in [0,1) (splitmix64).
+func unit(seed, a, b uint64) float64 {
+	x := seed ^ a*0x9e3779b97f4a7c15 ^ b*0xbf58476d1ce4e5b9
+	x ^= x >> 30
+	x *= 0xbf58476d1ce4e5b9
+	x ^= x >> 27
+	x *= 0x94d049bb133111eb
+	x ^= x >> 31
+	return float64(x>>11) / (1 << 53)
+}
+
+// Wire payloads, with the contract's JSON names.
+type (
+	join struct {
+		Role       string `json:"role"`
+		Name       string `json:"name"`
+		Username   string `json:"username,omitempty"`
+		OperatorID int    `json:"operatorId,omitempty"`
+	}
+	textMessage struct {
+		Type    string `json:"type"`
+		Message string `json:"message"`
+	}
+	imageMessage struct {
+		Type     string `json:"type"`
+		Image    string `json:"image"`
+		Name     string `json:"name"`
+		MimeType string `json:"mimeType"`
+		Size     int    `json:"size"`
+	}
+	typing struct {
+		To       string `json:"to,omitempty"`
+		IsTyping bool   `json:"isTyping"`
+	}
+	operatorMessage struct {
+		To           string `json:"to"`
+		Type         string `json:"type"`
+		Message      string `json:"message"`
+		OperatorID   int    `json:"operatorId"`
+		OperatorName string `json:"operatorName"`
+	}
+)
