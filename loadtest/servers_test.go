@@ -1,0 +1,283 @@
+package loadtest
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/switchboard/switchboard/actors"
+	"github.com/switchboard/switchboard/config"
+	"github.com/switchboard/switchboard/transport"
+)
+
+// startSwitchboard runs a Switchboard in this process on a free loopback
+// port, as test/helpers_test.go does, and returns its base URL.
+func startSwitchboard(t testing.TB) string {
+	t.Helper()
+	cfg, err := config.Load(nil, func(string) (string, bool) { return "", false })
+	if err != nil {
+		t.Fatalf("config: %v", err)
+	}
+	cfg.Host, cfg.Port = "127.0.0.1", 0
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	sys, err := actors.Start(actors.Options{Logger: log})
+	if err != nil {
+		t.Fatalf("actors: %v", err)
+	}
+	ln, err := net.Listen("tcp", cfg.Addr())
+	if err != nil {
+		t.Fatalf("listen: %v", err)
+	}
+	srv := transport.New(cfg, sys, log)
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ln) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := srv.Shutdown(ctx); err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+		if err := <-done; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+		if err := sys.Stop(2 * time.Second); err != nil {
+			t.Errorf("stop actors: %v", err)
+		}
+	})
+	return "http://" + ln.Addr().String()
+}
+
+// startSwitchboardProcess builds cmd/switchboard and runs it in its own
+// process: the large test needs more sockets than the race detector's
+// goroutine limit allows a server and its clients in one process.
+func startSwitchboardProcess(t testing.TB) string {
+	t.Helper()
+	bin := os.Getenv("SWITCHBOARD_BIN")
+	if bin == "" {
+		bin = filepath.Join(t.TempDir(), "switchboard")
+		out, err := exec.Command("go", "build", "-o", bin, "github.com/switchboard/switchboard/cmd/switchboard").CombinedOutput()
+		if err != nil {
+			t.Fatalf("build switchboard: %v\n%s", err, out)
+		}
+	}
+	cmd := exec.Command(bin)
+	cmd.Env = append(os.Environ(), "PORT=0", "SWITCHBOARD_HOST=127.0.0.1", "SWITCHBOARD_LOG_LEVEL=warn")
+	cmd.Stderr = os.Stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start switchboard: %v", err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		_ = cmd.Wait()
+	})
+	addr := make(chan string, 1)
+	go func() {
+		re := regexp.MustCompile(`listening\s+(\S+)`)
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			if m := re.FindStringSubmatch(sc.Text()); m != nil {
+				addr <- m[1]
+			}
+		}
+	}()
+	select {
+	case a := <-addr:
+		return "http://" + a
+	case <-time.After(30 * time.Second):
+		t.Fatal("switchboard did not print where it listens")
+		return ""
+	}
+}
+
+// faultyServer is a minimal server of the contract (Engine.IO 4 over
+// websocket only) that forwards like Switchboard but spoils a known share
+// of the traffic: every DropEvery-th player message reaches no operator,
+// every DupEvery-th reaches each operator twice, every MisrouteEvery-th
+// reply goes to another player. Like the Node server, it acknowledges
+// nothing. It counts exactly what it spoiled.
+type faultyServer struct {
+	URL                                  string
+	DropEvery, DupEvery, MisrouteEvery   int
+	mu                                   sync.Mutex
+	clients                              []*fakeSocket // joined players, in join order
+	operators                            []*fakeSocket
+	messages, replies                    int
+	Dropped, Duplicated, Misrouted, Seen int
+	nextID                               int
+}
+
+type fakeSocket struct {
+	id string
+	mu sync.Mutex
+	ws *websocket.Conn
+}
+
+func (s *fakeSocket) send(event string, payload any) {
+	b, _ := json.Marshal([]any{event, payload})
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_ = s.ws.WriteMessage(websocket.TextMessage, append([]byte("42"), b...))
+}
+
+func startFaultyServer(t testing.TB, drop, dup, misroute int) *faultyServer {
+	t.Helper()
+	f := &faultyServer{DropEvery: drop, DupEvery: dup, MisrouteEvery: misroute}
+	srv := httptest.NewServer(http.HandlerFunc(f.serve))
+	t.Cleanup(srv.Close)
+	f.URL = srv.URL
+	return f
+}
+
+func every(n, k int) bool { return k > 0 && n%k == 0 }
+
+func (f *faultyServer) serve(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Query().Get("transport") != "websocket" {
+		http.Error(w, "websocket only", http.StatusBadRequest)
+		return
+	}
+	ws, err := (&websocket.Upgrader{}).Upgrade(w, r, nil)
+	if err != nil {
+		return
+	}
+	defer ws.Close()
+	f.mu.Lock()
+	f.nextID++
+	sock := &fakeSocket{id: "fake" + strconv.Itoa(f.nextID), ws: ws}
+	f.mu.Unlock()
+	sock.mu.Lock()
+	_ = ws.WriteMessage(websocket.TextMessage, []byte(`0{"sid":"e`+sock.id+`","upgrades":[],"pingInterval":25000,"pingTimeout":60000,"maxPayload":100000000}`))
+	sock.mu.Unlock()
+	defer f.leave(sock)
+	for {
+		_, p, err := ws.ReadMessage()
+		if err != nil {
+			return
+		}
+		switch {
+		case strings.HasPrefix(string(p), "40"):
+			sock.mu.Lock()
+			_ = ws.WriteMessage(websocket.TextMessage, []byte(`40{"sid":"`+sock.id+`"}`))
+			sock.mu.Unlock()
+		case strings.HasPrefix(string(p), "42"):
+			body := strings.TrimLeft(string(p[2:]), "0123456789") // an ack id: never answered
+			var args []json.RawMessage
+			if json.Unmarshal([]byte(body), &args) != nil || len(args) < 2 {
+				continue
+			}
+			var name string
+			_ = json.Unmarshal(args[0], &name)
+			var payload map[string]any
+			_ = json.Unmarshal(args[1], &payload)
+			f.event(sock, name, payload)
+		}
+	}
+}
+
+func (f *faultyServer) event(from *fakeSocket, name string, p map[string]any) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	switch name {
+	case "join":
+		if p["role"] == "operator" {
+			f.operators = append(f.operators, from)
+			for _, c := range f.clients {
+				from.send("newChat", map[string]any{"clientId": c.id, "username": c.id})
+			}
+			return
+		}
+		f.clients = append(f.clients, from)
+		for _, o := range f.operators {
+			o.send("newChat", map[string]any{"clientId": from.id, "username": from.id})
+		}
+	case "clientMessage":
+		f.messages++
+		f.Seen++
+		copies := 1
+		switch {
+		case every(f.messages, f.DropEvery):
+			f.Dropped++
+			copies = 0
+		case every(f.messages, f.DupEvery):
+			f.Duplicated++
+			copies = 2
+		}
+		p["from"] = from.id
+		for _, o := range f.operators {
+			for range copies {
+				o.send("incomingMessage", p)
+			}
+		}
+	case "operatorMessage":
+		to, _ := p["to"].(string)
+		target := f.client(to)
+		if target == nil {
+			return
+		}
+		f.replies++
+		if every(f.replies, f.MisrouteEvery) && len(f.clients) > 1 {
+			for _, c := range f.clients {
+				if c != target {
+					target = c
+					break
+				}
+			}
+			f.Misrouted++
+		}
+		target.send("operatorMessage", map[string]any{"type": p["type"], "message": p["message"], "operatorName": p["operatorName"], "timestamp": time.Now().UTC().Format(time.RFC3339Nano)})
+	}
+}
+
+func (f *faultyServer) client(id string) *fakeSocket {
+	for _, c := range f.clients {
+		if c.id == id {
+			return c
+		}
+	}
+	return nil
+}
+
+func (f *faultyServer) leave(s *fakeSocket) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	remove := func(list []*fakeSocket) []*fakeSocket {
+		for i, x := range list {
+			if x == s {
+				return append(list[:i:i], list[i+1:]...)
+			}
+		}
+		return list
+	}
+	f.clients = remove(f.clients)
+	f.operators = remove(f.operators)
+}
+
+func (f *faultyServer) counts() (seen, dropped, duplicated, misrouted int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.Seen, f.Dropped, f.Duplicated, f.Misrouted
+}
+
+func (f *faultyServer) String() string {
+	s, d, u, m := f.counts()
+	return fmt.Sprintf("fake: %d messages, %d dropped, %d duplicated, %d replies misrouted", s, d, u, m)
+}
