@@ -85,6 +85,12 @@ type Config struct {
 	// (SWITCHBOARD_CLIENT_TOKEN_REQUIRED, default false).
 	ClientTokenRequired bool
 
+	// MaxPendingBytes is how much a socket may have queued and unsent
+	// before it counts as a slow consumer and is disconnected
+	// (SWITCHBOARD_MAX_PENDING_BYTES, default 32 MiB: three maximum-size
+	// images). Each stalled socket can hold up to this much memory.
+	MaxPendingBytes int
+
 	// ImageTypes are the MIME types an image may have
 	// (SWITCHBOARD_IMAGE_TYPES, default png,jpeg,gif,webp).
 	ImageTypes []string
@@ -158,6 +164,7 @@ var settings = []setting{
 	{"insecure_operators", "SWITCHBOARD_INSECURE_OPERATORS", "insecure-operators", "false", "allow production without operator authentication"},
 	{"client_secret", "SWITCHBOARD_CLIENT_SECRET", "client-secret", "", "HS256 secret for player identity tokens"},
 	{"client_token_required", "SWITCHBOARD_CLIENT_TOKEN_REQUIRED", "client-token-required", "false", "refuse players without a verified token"},
+	{"max_pending_bytes", "SWITCHBOARD_MAX_PENDING_BYTES", "max-pending-bytes", "33554432", "unsent bytes that make a socket a slow consumer"},
 	{"image_types", "SWITCHBOARD_IMAGE_TYPES", "image-types", "png,jpeg,gif,webp", "allowed image types"},
 	{"message_rate", "SWITCHBOARD_MESSAGE_RATE", "message-rate", "10", "messages per second per socket"},
 	{"message_burst", "SWITCHBOARD_MESSAGE_BURST", "message-burst", "20", "message burst per socket"},
@@ -322,6 +329,8 @@ func apply(c *Config, key, val string) error {
 		c.ClientSecret = val
 	case "client_token_required":
 		c.ClientTokenRequired, err = boolean(val)
+	case "max_pending_bytes":
+		c.MaxPendingBytes, err = intIn(val, 65_536, 1<<31-1)
 	case "image_types":
 		c.ImageTypes, err = imageTypes(val)
 	case "message_rate":

@@ -1,16 +1,19 @@
 package transport
 
 import (
+	"fmt"
 	"log/slog"
 	"sync/atomic"
 
 	"github.com/switchboard/switchboard/messages"
+	"github.com/zishang520/socket.io/parsers/engine/v3/packet"
+	"github.com/zishang520/socket.io/servers/engine/v3/transports"
 	"github.com/zishang520/socket.io/servers/socket/v3"
 	"github.com/zishang520/socket.io/v3/pkg/types"
 )
 
 // noWriteOptions is shared by every write: the engine copies what it keeps.
-var noWriteOptions = &socket.WriteOptions{}
+var noWriteOptions = &packet.Options{}
 
 // socketConn is a Socket.IO socket as a session actor sees it.
 type socketConn struct {
@@ -18,14 +21,27 @@ type socketConn struct {
 	id     string
 	log    *slog.Logger
 	closed atomic.Bool
+	// pending counts bytes handed to the engine and not yet written to
+	// the network; past maxPending the socket is a slow consumer. The
+	// engine's own queues are unbounded, so this is what bounds memory.
+	pending    atomic.Int64
+	maxPending int64
 }
 
 func (c *socketConn) ID() string { return c.id }
 
-// Write hands the frame's bytes to the engine, which buffers them per
-// transport; the frame itself is shared and never modified.
+// Write hands the frame's bytes to the engine, which queues them per
+// transport; the frame itself is shared and never modified. A socket whose
+// unsent bytes would pass the limit is disconnected instead: it has stopped
+// reading, and must not hold memory or anyone else up.
 func (c *socketConn) Write(f *messages.Frame) {
-	c.sock.Client().WriteToEngine([]types.BufferInterface{types.NewStringBuffer(f.Packet)}, noWriteOptions)
+	n := int64(len(f.Packet))
+	if c.maxPending > 0 && c.pending.Load()+n > c.maxPending {
+		c.Close(fmt.Sprintf("slow consumer: %d bytes unsent", c.pending.Load()))
+		return
+	}
+	c.pending.Add(n)
+	c.sock.Conn().Write(types.NewStringBuffer(f.Packet), noWriteOptions, func(transports.Transport) { c.pending.Add(-n) })
 }
 
 // Close disconnects the socket and its underlying connection.

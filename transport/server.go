@@ -163,7 +163,7 @@ func (s *Server) onConnection(sock *socket.Socket) error {
 	id := string(sock.Id())
 	req := sock.Request().Request()
 	addr := s.clientAddr(req)
-	conn := &socketConn{sock: sock, id: id, log: s.log}
+	conn := &socketConn{sock: sock, id: id, log: s.log, maxPending: int64(s.cfg.MaxPendingBytes)}
 
 	// Listeners are registered before the session is spawned, so they wait
 	// for it.

@@ -1,0 +1,66 @@
+package test
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/switchboard/switchboard/config"
+)
+
+// An operator whose socket stops reading is disconnected once its unsent
+// bytes pass the limit; the other operator gets every message, in time.
+func TestSlowConsumerIsDisconnected(t *testing.T) {
+	s := startServer(t, func(c *config.Config) {
+		c.MaxPendingBytes = 1 << 20
+		c.MessageRate, c.MessageBurst = 1000, 1000
+	})
+	// The stalled operator: a raw websocket that joins, then never reads.
+	u := strings.Replace(s.URL, "http", "ws", 1) + "/chat/?EIO=4&transport=websocket"
+	stalled, _, err := websocket.DefaultDialer.Dial(u, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stalled.Close()
+	if _, _, err := stalled.ReadMessage(); err != nil { // open
+		t.Fatal(err)
+	}
+	_ = stalled.WriteMessage(websocket.TextMessage, []byte("40"))
+	if _, _, err := stalled.ReadMessage(); err != nil { // CONNECT
+		t.Fatal(err)
+	}
+	_ = stalled.WriteMessage(websocket.TextMessage, []byte(`42["join",{"role":"operator","name":"stalled","operatorId":1}]`))
+
+	good := ws(t, s, "good", nil, nil)
+	good.join(s, map[string]any{"role": "operator", "name": "good", "operatorId": 2})
+	cl := ws(t, s, "cl", nil, nil)
+	cl.join(s, map[string]any{"role": "client", "name": "Bob"})
+	good.expect("newChat")
+
+	raw := make([]byte, 300_000)
+	copy(raw, "\xff\xd8\xff\xe0")
+	_, _ = rand.Read(raw[4:])
+	img := "data:image/jpeg;base64," + base64.StdEncoding.EncodeToString(raw)
+	const n = 100 // 40 MB in all: far past the socket buffers and the limit
+	start := time.Now()
+	for i := range n {
+		cl.emit("clientMessage", map[string]any{"type": "image", "image": img, "name": fmt.Sprint(i), "mimeType": "image/jpeg"})
+	}
+	for i := range n {
+		ev := good.expectWithin("incomingMessage", 20*time.Second)
+		if ev.Data["name"] != fmt.Sprint(i) {
+			t.Fatalf("message %d arrived as %v", i, ev.Data["name"])
+		}
+	}
+	t.Logf("the reading operator got %d messages of %d KB in %s", n, len(img)/1000, time.Since(start).Round(time.Millisecond))
+	waitFor(t, 10*time.Second, func() error {
+		if h := health(t, s); h.Connections.Operators != 1 {
+			return fmt.Errorf("stalled operator still joined: %+v", h.Connections)
+		}
+		return nil
+	})
+}
