@@ -308,10 +308,7 @@ func apply(c *Config, key, val string) error {
 	case "allow_eio3":
 		c.AllowEIO3, err = boolean(val)
 	case "jwt_secret":
-		if val != "" && len(val) < 32 {
-			return errors.New("must be at least 32 characters: a short HS256 secret can be guessed")
-		}
-		c.JWTSecret = val
+		c.JWTSecret, err = secret(val)
 	case "jwt_public_key_file":
 		c.JWTPublicKeyFile, err = readable(val)
 	case "jwt_jwks_file":
@@ -323,10 +320,7 @@ func apply(c *Config, key, val string) error {
 	case "insecure_operators":
 		c.InsecureOperators, err = boolean(val)
 	case "client_secret":
-		if val != "" && len(val) < 32 {
-			return errors.New("must be at least 32 characters: a short HS256 secret can be guessed")
-		}
-		c.ClientSecret = val
+		c.ClientSecret, err = secret(val)
 	case "client_token_required":
 		c.ClientTokenRequired, err = boolean(val)
 	case "max_pending_bytes":
@@ -355,6 +349,15 @@ func apply(c *Config, key, val string) error {
 		c.TrustProxy, err = boolean(val)
 	}
 	return err
+}
+
+// secret checks an HS256 secret: a short one can be guessed offline from
+// any token it signed.
+func secret(s string) (string, error) {
+	if s != "" && len(s) < 32 {
+		return "", errors.New("must be at least 32 characters: a short HS256 secret can be guessed")
+	}
+	return s, nil
 }
 
 func intIn(s string, lo, hi int) (int, error) {
