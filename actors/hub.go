@@ -27,6 +27,8 @@ type hub struct {
 	routerProps  *actor.Props
 	sessionProps func(req *spawnSession, router *actor.PID) *actor.Props
 	router       *actor.PID
+	// clusterProps is nil on a node without a cluster.
+	clusterProps func(router *actor.PID) *actor.Props
 }
 
 func (h *hub) Receive(ctx actor.Context) {
@@ -37,6 +39,15 @@ func (h *hub) Receive(ctx actor.Context) {
 			panic(fmt.Errorf("hub: spawn router: %w", err))
 		}
 		h.router = pid
+		if h.clusterProps != nil {
+			bridge, err := ctx.SpawnNamed(h.clusterProps(pid), "cluster")
+			if err != nil {
+				panic(fmt.Errorf("hub: spawn cluster bridge: %w", err))
+			}
+			// Sent before any session exists, so the router knows its
+			// bridge before the first join.
+			ctx.Send(pid, &clusterAttached{pid: bridge})
+		}
 	case *spawnSession:
 		ctx.Respond(ctx.SpawnPrefix(h.sessionProps(m, h.router), "session"))
 	case *routerPIDQuery:
@@ -54,14 +65,14 @@ type supervisor struct {
 }
 
 func (s *supervisor) HandleFailure(_ *actor.ActorSystem, sup actor.Supervisor, child *actor.PID, rs *actor.RestartStatistics, reason any, message any) {
-	if isRouter(child) {
+	if name := singleton(child); name != "" {
 		if rs.NumberOfFailures(s.window) >= s.max {
-			s.log.Error("router keeps failing; stopping it", "reason", fmt.Sprint(reason), "failures", rs.NumberOfFailures(s.window))
+			s.log.Error(name+" keeps failing; stopping it", "reason", fmt.Sprint(reason), "failures", rs.NumberOfFailures(s.window))
 			sup.StopChildren(child)
 			return
 		}
 		rs.Fail()
-		s.log.Error("router failed; restarting with presence kept", "reason", fmt.Sprint(reason), "message", fmt.Sprintf("%T", message))
+		s.log.Error(name+" failed; restarting with its state kept", "reason", fmt.Sprint(reason), "message", fmt.Sprintf("%T", message))
 		sup.RestartChildren(child)
 		return
 	}
@@ -69,8 +80,13 @@ func (s *supervisor) HandleFailure(_ *actor.ActorSystem, sup actor.Supervisor, c
 	sup.StopChildren(child)
 }
 
-// isRouter tells the router from sessions: it is the hub's only child
-// spawned with a name ("<hub id>/router").
-func isRouter(child *actor.PID) bool {
-	return strings.HasSuffix(child.Id, "/router")
+// singleton tells the router and the cluster bridge from sessions: they
+// are the hub's only children spawned with a name ("<hub id>/router").
+func singleton(child *actor.PID) string {
+	for _, name := range []string{"router", "cluster"} {
+		if strings.HasSuffix(child.Id, "/"+name) {
+			return name
+		}
+	}
+	return ""
 }

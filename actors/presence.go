@@ -11,8 +11,10 @@ import (
 
 // participant is one joined socket, as the router knows it.
 type participant struct {
-	id          string
+	id string
+	// session is nil for a participant of another node; node names it.
 	session     *actor.PID
+	node        string
 	role        messages.Role
 	name        messages.Str
 	username    messages.Str

@@ -1,8 +1,10 @@
 package actors
 
 import (
+	"cmp"
 	"context"
 	"log/slog"
+	"slices"
 	"strconv"
 	"time"
 
@@ -15,11 +17,22 @@ import (
 // frame, and the same frame is handed to every session that receives it;
 // the router itself never does I/O.
 type router struct {
-	pr  *presence
+	pr *presence
+	// cl is nil on a node without a cluster: then no cluster code runs.
+	cl  *clusterView
 	log *slog.Logger
 	now func() time.Time
 	ids *idSource
 	met *metrics.Metrics
+}
+
+// clusterView is what the router knows of the cluster. Like presence it
+// outlives a router restart; only the running incarnation touches it.
+type clusterView struct {
+	node   string
+	bridge *actor.PID
+	remote *remotePresence
+	state  ClusterState
 }
 
 // endedByOperator is the same for every client, so it is encoded once.
@@ -47,16 +60,32 @@ func (r *router) Receive(ctx actor.Context) {
 		if c == nil {
 			return
 		}
-		ctx.Send(c.session, &messages.Deliver{Frame: messages.MustFrameAt(messages.EventOperatorTyping, &messages.OperatorTypingOut{IsTyping: m.Payload.IsTyping}, m.At)})
+		r.toClient(ctx, c, messages.MustFrameAt(messages.EventOperatorTyping, &messages.OperatorTypingOut{IsTyping: m.Payload.IsTyping}, m.At))
 		r.accept(ctx, &m.Origin, "")
 	case *messages.EndChat:
 		r.endChat(ctx, m)
 	case *actor.Terminated:
 		r.leave(ctx, m.Who)
 	case *messages.HealthQuery:
-		ctx.Respond(&messages.Health{Clients: len(r.pr.clients), Operators: len(r.pr.operators)})
+		ctx.Respond(r.health())
 	case *messages.StatsQuery:
 		ctx.Respond(r.stats())
+	case *RemoteDeliver:
+		r.remoteDeliver(ctx, m)
+	case *RemoteJoined:
+		r.remoteJoined(ctx, m)
+	case *RemoteLeft:
+		r.remoteLeft(ctx, m)
+	case *NodeGone:
+		r.nodeGone(ctx, m)
+	case *ClusterState:
+		if r.cl != nil {
+			r.cl.state = *m
+		}
+	case *clusterAttached:
+		if r.cl != nil {
+			r.cl.bridge = m.pid
+		}
 	case *actor.Restarting:
 		r.log.Warn("router restarting; presence kept", "clients", len(r.pr.clients), "operators", len(r.pr.operators))
 	}
@@ -78,13 +107,22 @@ func (r *router) sender(ctx actor.Context, o *messages.Origin, role messages.Rol
 	return p
 }
 
-// target returns the joined client that an operator's event names.
+// target returns the joined client that an operator's event names, on
+// this node or, in a cluster, on another.
 func (r *router) target(ctx actor.Context, o *messages.Origin, to, event string) *participant {
-	c := r.pr.clients[to]
+	c := r.client(to)
 	if c == nil {
 		r.refuse(ctx, o, event, messages.CodeUnknownTarget, "to does not name a connected client")
 	}
 	return c
+}
+
+// client is a joined client of this node or of another.
+func (r *router) client(id string) *participant {
+	if c := r.pr.clients[id]; c != nil || r.cl == nil {
+		return c
+	}
+	return r.cl.remote.clients[id]
 }
 
 func (r *router) refuse(ctx actor.Context, o *messages.Origin, event, code, reason string) {
@@ -140,12 +178,17 @@ func (r *router) join(ctx actor.Context, m *messages.Join) {
 	} else {
 		r.met.Joined(old.role.String(), p.role.String())
 	}
+	if r.cl != nil {
+		r.toBridge(ctx, &clusterJoined{m: memberOf(p)})
+	}
 	switch p.role {
 	case messages.RoleClient:
-		r.toOperators(ctx, newChatFrame(p), "")
+		// Operators of other nodes hear of the join from the bridge's
+		// presence event: each node encodes its own newChat.
+		r.toLocalOperators(ctx, newChatFrame(p), "")
 		r.log.Info("client joined", "socket", p.id, "name", p.displayName().V, "verified", m.Verified != nil, "operators", len(r.pr.operators))
 	case messages.RoleOperator:
-		clients := ordered(r.pr.clients)
+		clients := r.allClients()
 		for _, c := range clients {
 			ctx.Send(p.session, &messages.Deliver{Frame: newChatFrame(c)})
 		}
@@ -192,11 +235,11 @@ func (r *router) operatorMessage(ctx actor.Context, m *messages.OperatorMessage)
 		m.Payload.OperatorID, m.Payload.OperatorName = op.operatorID, op.name
 	}
 	ts := messages.ISOTime(r.now())
-	ctx.Send(c.session, &messages.Deliver{Frame: messages.MustFrameAt(messages.EventOperatorMessage, &messages.OperatorMessageOut{
+	r.toClient(ctx, c, messages.MustFrameAt(messages.EventOperatorMessage, &messages.OperatorMessageOut{
 		Content:      m.Payload.Content,
 		OperatorName: m.Payload.OperatorName,
 		Timestamp:    ts,
-	}, m.At)})
+	}, m.At))
 	r.toOperators(ctx, messages.MustFrameAt(messages.EventOperatorBroadcast, &messages.OperatorBroadcast{
 		ClientID:     c.id,
 		OperatorID:   m.Payload.OperatorID,
@@ -225,8 +268,8 @@ func (r *router) endChat(ctx actor.Context, m *messages.EndChat) {
 	// is already gone, so that every CRM closes the conversation.
 	r.toOperators(ctx, messages.MustFrame(messages.EventChatEnded, &messages.ChatEnded{ClientID: clientID}), "")
 	if p.role == messages.RoleOperator {
-		if c := r.pr.clients[clientID]; c != nil {
-			ctx.Send(c.session, &messages.Deliver{Frame: endedByOperator})
+		if c := r.client(clientID); c != nil {
+			r.toClient(ctx, c, endedByOperator)
 		}
 	}
 	r.accept(ctx, &m.Origin, "")
@@ -239,15 +282,33 @@ func (r *router) leave(ctx actor.Context, session *actor.PID) {
 		return
 	}
 	r.met.Left(p.role.String())
+	if r.cl != nil {
+		r.toBridge(ctx, &clusterLeft{id: p.id})
+	}
 	if p.role == messages.RoleClient {
-		r.toOperators(ctx, messages.MustFrame(messages.EventChatEnded, &messages.ChatEnded{ClientID: p.id, Reason: messages.ReasonDisconnect}), "")
+		// As for newChat, other nodes encode chatEnded from the presence event.
+		r.toLocalOperators(ctx, disconnectedFrame(p.id), "")
 	}
 	r.log.Info("participant left", "socket", p.id, "role", p.role.String(), "connectedFor", time.Since(p.connectedAt).Round(time.Millisecond).String())
 }
 
+func disconnectedFrame(clientID string) *messages.Frame {
+	return messages.MustFrame(messages.EventChatEnded, &messages.ChatEnded{ClientID: clientID, Reason: messages.ReasonDisconnect})
+}
+
 // toOperators hands one frame to every joined operator except the socket
-// `except` (empty for none).
+// `except` (empty for none), on every node.
 func (r *router) toOperators(ctx actor.Context, f *messages.Frame, except string) {
+	r.toLocalOperators(ctx, f, except)
+	if r.cl != nil {
+		// Published even when no remote operator is known yet: one that
+		// joined a moment ago elsewhere must not miss it.
+		r.toBridge(ctx, &clusterDeliver{frame: f, except: except})
+	}
+}
+
+// toLocalOperators hands one frame to this node's operators but `except`.
+func (r *router) toLocalOperators(ctx actor.Context, f *messages.Frame, except string) {
 	d := &messages.Deliver{Frame: f}
 	for id, op := range r.pr.operators {
 		if id != except {
@@ -256,18 +317,139 @@ func (r *router) toOperators(ctx actor.Context, f *messages.Frame, except string
 	}
 }
 
+// toClient hands a frame to one client, through the bridge when it is on
+// another node.
+func (r *router) toClient(ctx actor.Context, c *participant, f *messages.Frame) {
+	if c.session != nil {
+		ctx.Send(c.session, &messages.Deliver{Frame: f})
+		return
+	}
+	r.toBridge(ctx, &clusterDeliver{frame: f, toClient: c.id, toNode: c.node})
+}
+
+func (r *router) toBridge(ctx actor.Context, msg any) {
+	if r.cl.bridge != nil {
+		ctx.Send(r.cl.bridge, msg)
+	}
+}
+
+// allClients is every client of the cluster in join order.
+func (r *router) allClients() []*participant {
+	if r.cl == nil {
+		return ordered(r.pr.clients)
+	}
+	return merged(r.pr.clients, r.cl.remote.clients)
+}
+
+func (r *router) health() *messages.Health {
+	h := &messages.Health{Clients: len(r.pr.clients), Operators: len(r.pr.operators)}
+	if r.cl != nil {
+		redis := "ok"
+		if !r.cl.state.Up {
+			redis = "unreachable"
+		}
+		h.Cluster = &messages.ClusterHealth{
+			Node: r.cl.node, Redis: redis, Nodes: max(r.cl.state.Nodes, 1),
+			Clients:   h.Clients + len(r.cl.remote.clients),
+			Operators: h.Operators + len(r.cl.remote.operators),
+		}
+	}
+	return h
+}
+
 func (r *router) stats() *messages.Stats {
+	clients, operators := r.pr.clients, r.pr.operators
+	var remoteClients, remoteOperators map[string]*participant
+	if r.cl != nil {
+		remoteClients, remoteOperators = r.cl.remote.clients, r.cl.remote.operators
+	}
 	s := &messages.Stats{
-		Clients:   make([]messages.ClientInfo, 0, len(r.pr.clients)),
-		Operators: make([]messages.OperatorInfo, 0, len(r.pr.operators)),
+		Clients:   make([]messages.ClientInfo, 0, len(clients)+len(remoteClients)),
+		Operators: make([]messages.OperatorInfo, 0, len(operators)+len(remoteOperators)),
 	}
-	for _, c := range ordered(r.pr.clients) {
-		s.Clients = append(s.Clients, messages.ClientInfo{SocketID: c.id, Name: c.name, Username: c.username, ConnectedAt: messages.ISOTime(c.connectedAt)})
+	node := func(p *participant) string { return p.node }
+	if r.cl != nil {
+		s.Node = r.cl.node
+		node = func(p *participant) string { return cmp.Or(p.node, r.cl.node) }
 	}
-	for _, o := range ordered(r.pr.operators) {
-		s.Operators = append(s.Operators, messages.OperatorInfo{SocketID: o.id, Name: o.name, OperatorID: o.operatorID, ConnectedAt: messages.ISOTime(o.connectedAt)})
+	for _, c := range merged(clients, remoteClients) {
+		s.Clients = append(s.Clients, messages.ClientInfo{SocketID: c.id, Name: c.name, Username: c.username, ConnectedAt: messages.ISOTime(c.connectedAt), Node: node(c)})
+	}
+	for _, o := range merged(operators, remoteOperators) {
+		s.Operators = append(s.Operators, messages.OperatorInfo{SocketID: o.id, Name: o.name, OperatorID: o.operatorID, ConnectedAt: messages.ISOTime(o.connectedAt), Node: node(o)})
+	}
+	if r.cl != nil {
+		s.Nodes = append(s.Nodes, messages.NodeInfo{Node: r.cl.node, Clients: len(clients), Operators: len(operators)})
+		for n, ps := range r.cl.remote.byNode {
+			ni := messages.NodeInfo{Node: n}
+			for _, p := range ps {
+				if p.role == messages.RoleOperator {
+					ni.Operators++
+				} else {
+					ni.Clients++
+				}
+			}
+			s.Nodes = append(s.Nodes, ni)
+		}
+		slices.SortFunc(s.Nodes[1:], func(a, b messages.NodeInfo) int { return cmp.Compare(a.Node, b.Node) })
 	}
 	return s
+}
+
+// Messages from the cluster bridge. They change only the read model of
+// remote participants and deliver only to local sockets.
+
+func (r *router) remoteDeliver(ctx actor.Context, m *RemoteDeliver) {
+	if m.ToClient == "" {
+		r.toLocalOperators(ctx, m.Frame, m.Except)
+		return
+	}
+	if c := r.pr.clients[m.ToClient]; c != nil {
+		ctx.Send(c.session, &messages.Deliver{Frame: m.Frame})
+	}
+}
+
+func (r *router) remoteJoined(ctx actor.Context, m *RemoteJoined) {
+	if r.cl == nil || r.pr.byID[m.Member.ID] != nil {
+		return // a socket id is unique: a local socket wins
+	}
+	p := m.Member.participant()
+	r.cl.remote.upsert(p)
+	if p.role == messages.RoleClient {
+		r.toLocalOperators(ctx, newChatFrame(p), "")
+	}
+	if r.log.Enabled(context.Background(), slog.LevelDebug) {
+		r.log.Debug("remote participant joined", "socket", p.id, "role", p.role.String(), "peer", p.node)
+	}
+}
+
+func (r *router) remoteLeft(ctx actor.Context, m *RemoteLeft) {
+	if r.cl == nil {
+		return
+	}
+	p := r.cl.remote.remove(m.ID)
+	if p != nil && p.role == messages.RoleClient {
+		r.toLocalOperators(ctx, disconnectedFrame(p.id), "")
+	}
+}
+
+func (r *router) nodeGone(ctx actor.Context, m *NodeGone) {
+	if r.cl == nil {
+		return
+	}
+	gone := r.cl.remote.dropNode(m.Node)
+	clients := 0
+	for _, p := range gone {
+		if p.role == messages.RoleClient {
+			clients++
+			r.toLocalOperators(ctx, disconnectedFrame(p.id), "")
+		}
+	}
+	level := slog.LevelWarn
+	if clients == 0 {
+		level = slog.LevelInfo
+	}
+	r.log.Log(context.Background(), level, "node gone; its players' chats ended", "peer", m.Node, "reason", m.Reason, "clients", clients, "operators", len(gone)-clients)
 }
 
 // idSource makes the ids that acknowledgements carry: unique within a

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+	"github.com/redis/go-redis/v9"
 	"github.com/switchboard/switchboard/messages"
 	"github.com/switchboard/switchboard/metrics"
 )
@@ -29,6 +30,9 @@ type Options struct {
 	// use them to watch messages or to inject failures.
 	RouterMiddleware  []actor.ReceiverMiddleware
 	SessionMiddleware []actor.ReceiverMiddleware
+	// Cluster joins this node to others through Redis; the zero value is
+	// one node in process.
+	Cluster ClusterOptions
 }
 
 // System is the running actor system: a hub supervising the router and
@@ -61,10 +65,25 @@ func Start(o Options) (*System, error) {
 
 	pr := newPresence()
 	ids := newIDSource(o.Now())
+	var cv *clusterView
+	var clusterProps func(*actor.PID) *actor.Props
+	if o.Cluster.enabled() {
+		o.Cluster.defaults()
+		redis.SetLogger(redisLog{o.Logger.With("component", "redis")})
+		cv = &clusterView{node: o.Cluster.NodeID, remote: newRemotePresence(), state: ClusterState{Node: o.Cluster.NodeID, Nodes: 1}}
+		st := newBridgeState()
+		co, bridgeLog := o.Cluster, o.Logger.With("component", "cluster")
+		clusterProps = func(router *actor.PID) *actor.Props {
+			return actor.PropsFromProducer(func() actor.Actor {
+				// Every incarnation gets the same state, as the router does.
+				return &redisBridge{o: co, st: st, router: router, log: bridgeLog, met: o.Metrics}
+			})
+		}
+	}
 	routerLog := o.Logger.With("component", "router")
 	routerProps := actor.PropsFromProducer(func() actor.Actor {
 		// Every incarnation gets the same presence: only one runs at a time.
-		return &router{pr: pr, log: routerLog, now: o.Now, ids: ids, met: o.Metrics}
+		return &router{pr: pr, cl: cv, log: routerLog, now: o.Now, ids: ids, met: o.Metrics}
 	}, actor.WithReceiverMiddleware(o.RouterMiddleware...), actor.WithMailbox(actor.Unbounded(metrics.MailboxStats{M: o.Metrics})))
 
 	sessionLog := o.Logger.With("component", "session")
@@ -76,7 +95,7 @@ func Start(o Options) (*System, error) {
 	}
 
 	hubProps := actor.PropsFromProducer(func() actor.Actor {
-		return &hub{routerProps: routerProps, sessionProps: sessionProps}
+		return &hub{routerProps: routerProps, sessionProps: sessionProps, clusterProps: clusterProps}
 	}, actor.WithSupervisor(&supervisor{log: o.Logger.With("component", "supervisor"), max: 10, window: 10 * time.Second}))
 	hubPID, err := sys.Root.SpawnNamed(hubProps, "hub")
 	if err != nil {
@@ -188,6 +207,14 @@ func (s *System) Stop(timeout time.Duration) error {
 		return fmt.Errorf("stop actors: %w", err)
 	}
 	return nil
+}
+
+// redisLog sends go-redis's own messages (reconnect attempts, which repeat
+// through an outage) to our log at debug: the bridge logs the outage once.
+type redisLog struct{ l *slog.Logger }
+
+func (r redisLog) Printf(_ context.Context, format string, v ...any) {
+	r.l.Debug(fmt.Sprintf(format, v...))
 }
 
 // minLevel raises a handler's threshold without touching the handler.

@@ -237,11 +237,16 @@ func loadJWKS(path string) ([]crypto.PublicKey, error) {
 			if k.Crv != "P-256" {
 				return nil, fmt.Errorf("key %d: curve %q (only P-256, for ES256)", i, k.Crv)
 			}
-			x, y := b64int(k.X), b64int(k.Y)
-			if x == nil || y == nil {
+			x, errX := base64.RawURLEncoding.DecodeString(k.X)
+			y, errY := base64.RawURLEncoding.DecodeString(k.Y)
+			if errX != nil || errY != nil || len(x) != 32 || len(y) != 32 {
 				return nil, fmt.Errorf("key %d: bad x or y", i)
 			}
-			keys = append(keys, &ecdsa.PublicKey{Curve: elliptic.P256(), X: x, Y: y})
+			pub, err := ecdsa.ParseUncompressedPublicKey(elliptic.P256(), append(append([]byte{4}, x...), y...))
+			if err != nil {
+				return nil, fmt.Errorf("key %d: %w", i, err)
+			}
+			keys = append(keys, pub)
 		}
 	}
 	if len(keys) == 0 {

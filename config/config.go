@@ -4,10 +4,15 @@
 package config
 
 import (
+	"cmp"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"os"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -123,6 +128,17 @@ type Config struct {
 	// TrustProxy takes the client's address from X-Forwarded-For
 	// (SWITCHBOARD_TRUST_PROXY, default false: only behind a proxy you run).
 	TrustProxy bool
+
+	// RedisURL switches the node into cluster mode (REDIS_URL, default none:
+	// one node, in process): redis://[:password@]host:port[/db], or
+	// rediss:// for TLS. Nodes sharing a Redis act as one. Costs one Redis
+	// publish per event that crosses nodes, and a pipelined round trip per
+	// node every 2 s for the heartbeat; see docs/SCALING.md.
+	RedisURL string
+	// NodeID names this node in logs, /health, /stats, /metrics and Redis
+	// keys (SWITCHBOARD_NODE_ID, default the host name and a random
+	// suffix, new at each start). Letters, digits, '.', '_' and '-'.
+	NodeID string
 }
 
 // Production reports whether NODE_ENV is production.
@@ -176,6 +192,8 @@ var settings = []setting{
 	{"ip_handshake_burst", "SWITCHBOARD_IP_HANDSHAKE_BURST", "ip-handshake-burst", "50", "new connection burst per address"},
 	{"ip_limit_loopback", "SWITCHBOARD_IP_LIMIT_LOOPBACK", "ip-limit-loopback", "false", "apply address limits to loopback too"},
 	{"trust_proxy", "SWITCHBOARD_TRUST_PROXY", "trust-proxy", "false", "take the client address from X-Forwarded-For"},
+	{"redis_url", "REDIS_URL", "redis-url", "", "Redis for cluster mode: redis:// or rediss:// (empty: one node)"},
+	{"node_id", "SWITCHBOARD_NODE_ID", "node-id", "", "this node's id (empty: host name and a random suffix)"},
 }
 
 // ErrHelp is returned when --help was asked for; usage has been printed.
@@ -240,6 +258,9 @@ func build(get func(setting) (value, source string)) (*Config, error) {
 	for _, s := range settings {
 		val, src := get(s)
 		if err := apply(c, s.key, strings.TrimSpace(val)); err != nil {
+			if s.key == "redis_url" {
+				val = redactPassword(val) // the error line goes to logs
+			}
 			return nil, fmt.Errorf("%s=%q: %w", src, val, err)
 		}
 	}
@@ -254,6 +275,9 @@ func build(get func(setting) (value, source string)) (*Config, error) {
 	}
 	if c.Production() && !c.OperatorAuth() && !c.InsecureOperators {
 		return nil, errors.New("NODE_ENV=production without operator authentication: set SWITCHBOARD_JWT_SECRET (or SWITCHBOARD_JWT_PUBLIC_KEY_FILE or SWITCHBOARD_JWT_JWKS_FILE), or SWITCHBOARD_INSECURE_OPERATORS=true to accept anyone as an operator")
+	}
+	if c.NodeID == "" {
+		c.NodeID = generatedNodeID()
 	}
 	if c.PingTimeout >= c.PingInterval*4 {
 		return nil, fmt.Errorf("SWITCHBOARD_PING_TIMEOUT=%s: must be under four ping intervals (%s)", c.PingTimeout, c.PingInterval*4)
@@ -347,6 +371,13 @@ func apply(c *Config, key, val string) error {
 		c.IPLimitLoopback, err = boolean(val)
 	case "trust_proxy":
 		c.TrustProxy, err = boolean(val)
+	case "redis_url":
+		c.RedisURL, err = redisURL(val)
+	case "node_id":
+		if val != "" && !nodeIDRe.MatchString(val) {
+			return errors.New("must be 1 to 64 letters, digits, '.', '_' or '-'")
+		}
+		c.NodeID = val
 	}
 	return err
 }
@@ -356,6 +387,46 @@ func apply(c *Config, key, val string) error {
 func secret(s string) (string, error) {
 	if s != "" && len(s) < 32 {
 		return "", errors.New("must be at least 32 characters: a short HS256 secret can be guessed")
+	}
+	return s, nil
+}
+
+var nodeIDRe = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
+
+// generatedNodeID is the host name (as a node id may spell it) and a
+// random suffix, so that two processes on one host differ.
+func generatedNodeID() string {
+	host, _ := os.Hostname()
+	host = strings.Trim(regexp.MustCompile(`[^A-Za-z0-9._-]+`).ReplaceAllString(host, "-"), "-")
+	if len(host) > 40 {
+		host = host[:40]
+	}
+	var b [3]byte
+	_, _ = rand.Read(b[:])
+	return cmp.Or(host, "node") + "-" + hex.EncodeToString(b[:])
+}
+
+func redactPassword(s string) string {
+	if i := strings.LastIndex(s, "@"); i >= 0 {
+		if j := strings.Index(s, "://"); j >= 0 && j < i {
+			return s[:j+3] + "***" + s[i:]
+		}
+	}
+	return s
+}
+
+func redisURL(s string) (string, error) {
+	if s == "" {
+		return "", nil
+	}
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") || u.Host == "" {
+		return "", errors.New("must be redis://[:password@]host:port[/db] or rediss://…")
+	}
+	if db := strings.TrimPrefix(u.Path, "/"); db != "" {
+		if _, err := strconv.Atoi(db); err != nil {
+			return "", errors.New("the path must be a database number, such as /0")
+		}
 	}
 	return s, nil
 }

@@ -118,3 +118,24 @@ func TestProductionNeedsOperatorAuthOrAnExplicitOptOut(t *testing.T) {
 		t.Fatalf("with a secret: %v", err)
 	}
 }
+
+func TestClusterSettings(t *testing.T) {
+	c, err := Load(nil, env())
+	if err != nil || c.RedisURL != "" || c.NodeID == "" {
+		t.Fatalf("without REDIS_URL: %+v %v", c, err)
+	}
+	c, err = Load(nil, env("REDIS_URL", "rediss://:pw@redis.internal:6380/2", "SWITCHBOARD_NODE_ID", "chat-a.1"))
+	if err != nil || c.RedisURL != "rediss://:pw@redis.internal:6380/2" || c.NodeID != "chat-a.1" {
+		t.Fatalf("cluster: %+v %v", c, err)
+	}
+	for _, bad := range [][]string{
+		{"REDIS_URL", "http://redis:6379"},
+		{"REDIS_URL", "redis://:secret@host:6379/x"},
+		{"SWITCHBOARD_NODE_ID", "has space"},
+	} {
+		_, err := Load(nil, env(bad...))
+		if err == nil || !strings.HasPrefix(err.Error(), bad[0]+"=") || strings.Contains(err.Error(), "secret") || strings.Contains(err.Error(), "\n") {
+			t.Fatalf("%v: %v", bad, err)
+		}
+	}
+}

@@ -113,16 +113,43 @@ type SocketClosed struct {
 	Reason string
 }
 
-// Health is the router's answer to HealthQuery.
+// Health is the router's answer to HealthQuery. Clients and Operators
+// count this node's sockets (shutdown waits for them to reach zero).
 type Health struct {
 	Clients   int
 	Operators int
+	// Cluster is nil on a node without a cluster.
+	Cluster *ClusterHealth
 }
 
-// Stats is the router's answer to StatsQuery: presence in join order.
+// ClusterHealth is what a node in a cluster adds to /health.
+type ClusterHealth struct {
+	Node string `json:"node"`
+	// Redis is "ok" or "unreachable": then the node serves its own sockets only.
+	Redis string `json:"redis"`
+	// Nodes is how many nodes this one sees alive, itself included.
+	Nodes int `json:"nodes"`
+	// Clients and Operators count the whole cluster's joined sockets.
+	Clients   int `json:"-"`
+	Operators int `json:"-"`
+}
+
+// Stats is the router's answer to StatsQuery: presence in join order,
+// the whole cluster's when there is one.
 type Stats struct {
 	Clients   []ClientInfo
 	Operators []OperatorInfo
+	// Node and Nodes are set in a cluster: this node's id, and the counts
+	// per node.
+	Node  string
+	Nodes []NodeInfo
+}
+
+// NodeInfo is one node's counts in /stats.
+type NodeInfo struct {
+	Node      string `json:"node"`
+	Clients   int    `json:"clients"`
+	Operators int    `json:"operators"`
 }
 
 // ClientInfo is one client in /stats.
@@ -131,6 +158,7 @@ type ClientInfo struct {
 	Name        Str    `json:"name,omitzero"`
 	Username    Str    `json:"username,omitzero"`
 	ConnectedAt string `json:"connectedAt"`
+	Node        string `json:"node,omitempty"` // in a cluster: the node it is on
 }
 
 // OperatorInfo is one operator in /stats.
@@ -139,4 +167,5 @@ type OperatorInfo struct {
 	Name        Str    `json:"name,omitzero"`
 	OperatorID  ID     `json:"operatorId,omitzero"`
 	ConnectedAt string `json:"connectedAt"`
+	Node        string `json:"node,omitempty"` // in a cluster: the node it is on
 }

@@ -25,6 +25,15 @@ type Metrics struct {
 	RateLimited  *prometheus.CounterVec // event
 	MailboxDepth prometheus.Gauge
 	Latency      prometheus.Histogram
+
+	// Cluster mode (REDIS_URL); they stay at zero on a single node.
+	NodeInfo        *prometheus.GaugeVec // node: always 1, names the node
+	ClusterOut      prometheus.Counter   // messages published to Redis
+	ClusterIn       prometheus.Counter   // messages received from other nodes
+	ClusterErrs     prometheus.Counter   // failed Redis commands, malformed messages
+	ClusterDrops    prometheus.Counter   // cross-node messages dropped: Redis away or too slow
+	ClusterRedisUp  prometheus.Gauge
+	ClusterNodeSeen prometheus.Gauge
 }
 
 // New registers the collectors, plus Go runtime and process metrics.
@@ -59,8 +68,30 @@ func New() *Metrics {
 			Help:    "Time from receiving an event to handing each of its deliveries to a socket.",
 			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1},
 		}),
+		NodeInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "switchboard_node_info", Help: "Always 1; the node label is this node's id.",
+		}, []string{"node"}),
+		ClusterOut: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "switchboard_cluster_published_total", Help: "Messages published to the cluster through Redis.",
+		}),
+		ClusterIn: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "switchboard_cluster_received_total", Help: "Messages received from other nodes through Redis.",
+		}),
+		ClusterErrs: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "switchboard_cluster_redis_errors_total", Help: "Failed Redis commands and malformed cluster messages.",
+		}),
+		ClusterDrops: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "switchboard_cluster_dropped_total", Help: "Cross-node messages dropped because Redis was unreachable or too slow.",
+		}),
+		ClusterRedisUp: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "switchboard_cluster_redis_up", Help: "1 when Redis is reachable (cluster mode only).",
+		}),
+		ClusterNodeSeen: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "switchboard_cluster_nodes", Help: "Nodes this node sees alive, itself included.",
+		}),
 	}
-	for _, c := range []prometheus.Collector{m.Connections, m.Joins, m.Inbound, m.Deliveries, m.Refusals, m.RateLimited, m.MailboxDepth, m.Latency,
+	for _, c := range []prometheus.Collector{m.NodeInfo, m.ClusterOut, m.ClusterIn, m.ClusterErrs, m.ClusterDrops, m.ClusterRedisUp, m.ClusterNodeSeen,
+		m.Connections, m.Joins, m.Inbound, m.Deliveries, m.Refusals, m.RateLimited, m.MailboxDepth, m.Latency,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})} {
 		f(c)
 	}
@@ -131,6 +162,60 @@ func (m *Metrics) Connected() {
 func (m *Metrics) Disconnected() {
 	if m != nil {
 		m.Connections.WithLabelValues("none").Dec()
+	}
+}
+
+// Node names this node in switchboard_node_info.
+func (m *Metrics) Node(id string) {
+	if m != nil {
+		m.NodeInfo.WithLabelValues(id).Set(1)
+	}
+}
+
+// ClusterPublished counts messages published to Redis.
+func (m *Metrics) ClusterPublished(n int) {
+	if m != nil {
+		m.ClusterOut.Add(float64(n))
+	}
+}
+
+// ClusterReceived counts a message from another node.
+func (m *Metrics) ClusterReceived() {
+	if m != nil {
+		m.ClusterIn.Inc()
+	}
+}
+
+// ClusterError counts a failed Redis command or a malformed message.
+func (m *Metrics) ClusterError() {
+	if m != nil {
+		m.ClusterErrs.Inc()
+	}
+}
+
+// ClusterDropped counts a cross-node message that was not sent.
+func (m *Metrics) ClusterDropped() {
+	if m != nil {
+		m.ClusterDrops.Inc()
+	}
+}
+
+// ClusterUp records whether Redis is reachable.
+func (m *Metrics) ClusterUp(up bool) {
+	if m == nil {
+		return
+	}
+	v := 0.0
+	if up {
+		v = 1
+	}
+	m.ClusterRedisUp.Set(v)
+}
+
+// ClusterNodes records how many nodes are alive.
+func (m *Metrics) ClusterNodes(n int) {
+	if m != nil {
+		m.ClusterNodeSeen.Set(float64(n))
 	}
 }
 

@@ -41,7 +41,13 @@ func New(cfg *config.Config, log *slog.Logger, extra ...func(*actors.Options)) (
 		return nil, fmt.Errorf("auth: %w", err)
 	}
 	met := metrics.New()
+	met.Node(cfg.NodeID)
+	if cfg.RedisURL != "" {
+		// Every line names its node: a cluster's logs are read together.
+		log = log.With("node", cfg.NodeID)
+	}
 	opts := actors.Options{
+		Cluster: actors.ClusterOptions{RedisURL: cfg.RedisURL, NodeID: cfg.NodeID},
 		Logger:  log,
 		Metrics: met,
 		Policy: actors.Policy{

@@ -15,6 +15,10 @@ type healthBody struct {
 	Status      string      `json:"status"`
 	Timestamp   string      `json:"timestamp"`
 	Connections healthCount `json:"connections"`
+	// In a cluster: this node's id, Redis's state, and this node's own counts.
+	Node    string                  `json:"node,omitempty"`
+	Cluster *messages.ClusterHealth `json:"cluster,omitempty"`
+	Local   *healthCount            `json:"local,omitempty"`
 }
 
 type healthCount struct {
@@ -28,6 +32,8 @@ type statsBody struct {
 	Summary   statsSummary            `json:"summary"`
 	Clients   []messages.ClientInfo   `json:"clients"`
 	Operators []messages.OperatorInfo `json:"operators"`
+	Node      string                  `json:"node,omitempty"`
+	Nodes     []messages.NodeInfo     `json:"nodes,omitempty"`
 }
 
 type statsSummary struct {
@@ -49,11 +55,23 @@ func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "error": err.Error()})
 		return
 	}
-	writeJSON(w, http.StatusOK, healthBody{
+	body := healthBody{
 		Status:      "ok",
 		Timestamp:   messages.ISOTime(time.Now()),
 		Connections: healthCount{Total: h.Clients + h.Operators, Clients: h.Clients, Operators: h.Operators},
-	})
+	}
+	if c := h.Cluster; c != nil {
+		// The cluster's totals, as a single node's; a lost Redis is
+		// "degraded" with 200: the node still serves its own sockets, and a
+		// load balancer must not take every node out at once.
+		local := body.Connections
+		body.Node, body.Cluster, body.Local = c.Node, c, &local
+		body.Connections = healthCount{Total: c.Clients + c.Operators, Clients: c.Clients, Operators: c.Operators}
+		if c.Redis != "ok" {
+			body.Status = "degraded"
+		}
+	}
+	writeJSON(w, http.StatusOK, body)
 }
 
 func (s *Server) handleStats(w http.ResponseWriter, r *http.Request) {
@@ -72,6 +90,8 @@ func (s *Server) handleStats(w http.ResponseWriter, r *http.Request) {
 		},
 		Clients:   st.Clients,
 		Operators: st.Operators,
+		Node:      st.Node,
+		Nodes:     st.Nodes,
 	})
 }
 

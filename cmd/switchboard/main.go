@@ -95,7 +95,18 @@ func banner(cfg *config.Config, addr net.Addr) {
   metrics    %s/metrics
   cors       %s
   operators  %s
-`, transport.Version, cfg.Env, addr, strings.Replace(base, "http", "ws", 1), cfg.Path, base, base, base, strings.Join(cfg.CORSOrigins, ", "), operatorMode(cfg))
+%s`, transport.Version, cfg.Env, addr, strings.Replace(base, "http", "ws", 1), cfg.Path, base, base, base, strings.Join(cfg.CORSOrigins, ", "), operatorMode(cfg), clusterMode(cfg))
+}
+
+func clusterMode(cfg *config.Config) string {
+	if cfg.RedisURL == "" {
+		return ""
+	}
+	u := cfg.RedisURL
+	if i := strings.LastIndex(u, "@"); i >= 0 {
+		u = u[:strings.Index(u, "://")+3] + "***" + u[i:]
+	}
+	return "  node       " + cfg.NodeID + "\n  cluster    " + u + " (long-polling needs sticky sessions: docs/SCALING.md)\n"
 }
 
 func operatorMode(cfg *config.Config) string {
