@@ -4,7 +4,7 @@ BIN         := bin
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 GOBIN       := $(shell $(GO) env GOPATH)/bin
 
-.PHONY: run build test test-go test-e2e lint bench clean
+.PHONY: run build test test-go test-e2e lint bench clean loadtest
 
 run: ## start the server on $PORT (default 3001)
 	$(GO) run ./cmd/switchboard $(ARGS)
@@ -27,8 +27,22 @@ lint: ## gofmt, go vet, staticcheck
 	@test -x $(GOBIN)/staticcheck || $(GO) install $(STATICCHECK)
 	$(GOBIN)/staticcheck ./...
 
-bench: ## Go benchmarks of the hot paths
-	$(GO) test -run '^$$' -bench . -benchmem ./...
+# A short load test against a server of this tree, started on a free port
+# and stopped after: 200 players and 5 operators for 10 s. LOADTEST_ARGS
+# adds flags (they win), e.g. LOADTEST_ARGS='--players 2000 --rate 0.1'.
+loadtest: build ## short load test against a local server (reports in bin/)
+	$(GO) build -trimpath -o $(BIN)/loadtest ./cmd/loadtest
+	@log=$$(mktemp); \
+	PORT=0 SWITCHBOARD_HOST=127.0.0.1 SWITCHBOARD_LOG_LEVEL=error $(BIN)/switchboard >$$log 2>&1 & pid=$$!; \
+	trap 'kill $$pid 2>/dev/null; wait $$pid 2>/dev/null; rm -f $$log' EXIT; \
+	for i in $$(seq 100); do addr=$$(sed -n 's/^  listening  //p' $$log); [ -n "$$addr" ] && break; sleep 0.1; done; \
+	if [ -z "$$addr" ]; then cat $$log; exit 1; fi; \
+	$(BIN)/loadtest --url http://127.0.0.1:$${addr##*:} --players 200 --operators 5 --rate 0.5 --reply-chance 0.2 \
+		--typing-share 0.3 --duration 10s --slo 'p99<100ms,loss=0' \
+		--report $(BIN)/loadtest-report.json --html $(BIN)/loadtest-report.html $(LOADTEST_ARGS)
+
+bench: ## Go benchmarks of the hot paths, then Switchboard and the guide's Node server side by side
+	bench/e2e.sh
 
 clean:
 	rm -rf $(BIN) test/e2e/node_modules

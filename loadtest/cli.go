@@ -100,7 +100,10 @@ func parseArgs(args []string, stderr io.Writer) (*Scenario, outputs, error) {
 	fs.Float64("churn-end-chat", d.ChurnEndChat, "share of leaving players that send endChat before disconnecting")
 	fs.String("player-token", "", "fixed handshake token for players")
 	fs.String("operator-token", "", "fixed handshake token for operators")
-	fs.String("token-secret", "", "HS256 secret: sign a JWT per connection (claims sub, role, name, operatorId)")
+	fs.String("operator-secret", "", "HS256 secret (the server's SWITCHBOARD_JWT_SECRET): sign an operator JWT per connection")
+	fs.String("player-secret", "", "HS256 secret (the server's SWITCHBOARD_CLIENT_SECRET): sign a player JWT per connection")
+	fs.String("token-issuer", "", "iss claim of signed tokens, if the server checks it")
+	fs.String("token-audience", "", "aud claim of signed tokens, if the server checks it")
 	fs.Duration("token-ttl", d.TokenTTL, "lifetime of signed tokens")
 	fs.String("transport", d.Transport, "websocket, polling, upgrade, mix, or weights like websocket:70,polling:30")
 	fs.Duration("drain", d.Drain, "how long stragglers may take after the last message")
@@ -160,7 +163,10 @@ func parseArgs(args []string, stderr io.Writer) (*Scenario, outputs, error) {
 		ChurnEndChat:   v.GetFloat64("churn-end-chat"),
 		PlayerToken:    v.GetString("player-token"),
 		OperatorToken:  v.GetString("operator-token"),
-		TokenSecret:    v.GetString("token-secret"),
+		PlayerSecret:   v.GetString("player-secret"),
+		OperatorSecret: v.GetString("operator-secret"),
+		TokenIssuer:    v.GetString("token-issuer"),
+		TokenAudience:  v.GetString("token-audience"),
 		TokenTTL:       v.GetDuration("token-ttl"),
 		Transport:      v.GetString("transport"),
 		Drain:          v.GetDuration("drain"),

@@ -30,6 +30,18 @@ func (r *Result) WriteHTML(path string) error {
 		}
 		return out
 	}
+	// A second without deliveries has no latency: the line breaks there
+	// rather than dropping to zero.
+	lat := func(get func(Sample) float64, count func(Sample) uint64) []float64 {
+		return pick(func(s Sample) float64 {
+			if count(s) == 0 {
+				return math.NaN()
+			}
+			return get(s)
+		})
+	}
+	p2o := func(s Sample) uint64 { return s.P2OCount }
+	o2p := func(s Sample) uint64 { return s.O2PCount }
 	for i, s := range r.Timeline {
 		xs[i] = s.T
 	}
@@ -45,14 +57,14 @@ func (r *Result) WriteHTML(path string) error {
 		HasThresholds: len(r.Thresholds) > 0,
 		Table:         table.String(),
 		Latency: lineChart("Latency per second (ms)", xs, []series{
-			{"player→operator p50", "#1f77b4", pick(func(s Sample) float64 { return s.P2OP50 })},
-			{"player→operator p99", "#0b3d91", pick(func(s Sample) float64 { return s.P2OP99 })},
-			{"operator→player p50", "#ff7f0e", pick(func(s Sample) float64 { return s.O2PP50 })},
-			{"operator→player p99", "#b34700", pick(func(s Sample) float64 { return s.O2PP99 })},
+			{"player→operator p50", "#1f77b4", lat(func(s Sample) float64 { return s.P2OP50 }, p2o)},
+			{"player→operator p99", "#0b3d91", lat(func(s Sample) float64 { return s.P2OP99 }, p2o)},
+			{"operator→player p50", "#ff7f0e", lat(func(s Sample) float64 { return s.O2PP50 }, o2p)},
+			{"operator→player p99", "#b34700", lat(func(s Sample) float64 { return s.O2PP99 }, o2p)},
 		}),
 		Maxima: lineChart("Worst latency per second (ms)", xs, []series{
-			{"player→operator max", "#0b3d91", pick(func(s Sample) float64 { return s.P2OMax })},
-			{"operator→player max", "#b34700", pick(func(s Sample) float64 { return s.O2PMax })},
+			{"player→operator max", "#0b3d91", lat(func(s Sample) float64 { return s.P2OMax }, p2o)},
+			{"operator→player max", "#b34700", lat(func(s Sample) float64 { return s.O2PMax }, o2p)},
 		}),
 		Throughput: lineChart("Throughput (per second)", xs, []series{
 			{"messages sent", "#2ca02c", pick(func(s Sample) float64 { return s.SentPerS })},
@@ -111,7 +123,9 @@ func lineChart(title string, xs []float64, ss []series) template.HTML {
 	}
 	for _, s := range ss {
 		for _, y := range s.ys {
-			ymax = max(ymax, y)
+			if !math.IsNaN(y) {
+				ymax = max(ymax, y)
+			}
 		}
 	}
 	ymax = niceCeil(ymax)
@@ -141,14 +155,24 @@ func lineChart(title string, xs []float64, ss []series) template.HTML {
 	fmt.Fprintf(&b, `<line x1="%d" x2="%d" y1="%d" y2="%d" stroke="#333"/>`, left, w-right, h-bottom, h-bottom)
 	fmt.Fprintf(&b, `<line x1="%d" x2="%d" y1="%d" y2="%d" stroke="#333"/>`, left, left, top, h-bottom)
 	for _, s := range ss {
-		if len(s.ys) == 0 {
-			continue
-		}
-		b.WriteString(`<polyline fill="none" stroke-width="1.6" stroke="` + s.color + `" points="`)
+		open := false
 		for i, y := range s.ys {
+			if math.IsNaN(y) {
+				if open {
+					b.WriteString(`"/>`)
+					open = false
+				}
+				continue
+			}
+			if !open {
+				b.WriteString(`<polyline fill="none" stroke-width="1.6" stroke="` + s.color + `" points="`)
+				open = true
+			}
 			fmt.Fprintf(&b, "%.1f,%.1f ", px(xs[i]), py(y))
 		}
-		b.WriteString(`"/>`)
+		if open {
+			b.WriteString(`"/>`)
+		}
 	}
 	b.WriteString(`</svg>`)
 	return template.HTML(b.String()) // built here from numbers and escaped names only

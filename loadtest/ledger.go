@@ -1,8 +1,6 @@
 package loadtest
 
 import (
-	"fmt"
-	"os"
 	"math/bits"
 	"sync"
 	"sync/atomic"
@@ -28,6 +26,15 @@ func (b *bitset) add(i int) bool {
 	had := (*b)[w]&m != 0
 	(*b)[w] |= m
 	return had
+}
+
+// remove clears i and reports whether it was set.
+func (b bitset) remove(i int) bool {
+	if !b.has(i) {
+		return false
+	}
+	b[i/64] &^= 1 << (i % 64)
+	return true
 }
 
 func (b bitset) has(i int) bool {
@@ -94,9 +101,8 @@ type playerLedger struct {
 	expected []*opSet
 	replies  bitset // seqs whose reply arrived
 	copies   int    // reply copies beyond the first
+	refused  int    // messages the server refused through their ack
 	failures int    // consecutive failed connections, for the backoff
-	debug []string
-	debugOps sync.Map
 }
 
 // operatorLedger is one operator's record, across its connections.
@@ -105,6 +111,7 @@ type operatorLedger struct {
 	seen     []bitset // by player slot: the seqs received
 	copies   int      // message copies beyond the first
 	replied  []bitset // by player slot: the seqs replied to
+	refused  int      // replies the server refused through their ack
 	failures int
 	ready    atomic.Bool // joined: the reader goroutine checks it before waking the actor
 }
@@ -147,8 +154,11 @@ type Accounts struct {
 	Misrouted int64 `json:"misrouted"`
 	// Unexpected counts copies at an operator that was joining or leaving
 	// when the message was sent: neither expected nor wrong.
-	Unexpected int64   `json:"unexpected"`
-	LossRatio  float64 `json:"loss_ratio"`
+	Unexpected int64 `json:"unexpected"`
+	// Refused counts messages (in Sent) that the server refused through
+	// their acknowledgement, a rate limit for instance: none was expected.
+	Refused   int64   `json:"refused"`
+	LossRatio float64 `json:"loss_ratio"`
 }
 
 func (a *Accounts) add(b Accounts) {
@@ -159,6 +169,7 @@ func (a *Accounts) add(b Accounts) {
 	a.Duplicated += b.Duplicated
 	a.Misrouted += b.Misrouted
 	a.Unexpected += b.Unexpected
+	a.Refused += b.Refused
 	a.finish()
 }
 
@@ -182,8 +193,6 @@ func account(players []*playerLedger, ops []*operatorLedger, m *Metrics) (p2o, o
 				p2o.Expected++
 				if slot < len(ops[op].seen) && ops[op].seen[slot].has(seq) {
 					p2o.Delivered++
-				} else if debugLost {
-					fmt.Fprintf(os.Stderr, "DEBUG lost p2o slot=%d seq=%d op=%d n=%d %s\n", slot, seq, op, len(pl.expected), pl.debug[seq])
 				}
 			})
 		}
@@ -203,16 +212,19 @@ func account(players []*playerLedger, ops []*operatorLedger, m *Metrics) (p2o, o
 				o2p.Expected++
 				if players[slot].replies.has(seq) {
 					o2p.Delivered++
-				} else if debugLost {
-					fmt.Fprintf(os.Stderr, "DEBUG lost o2p slot=%d seq=%d op=%d %q\n", slot, seq, op, players[slot].debug)
-					players[slot].debugOps.Range(func(k, v any) bool { fmt.Fprintln(os.Stderr, "   ", k); return true })
 				}
 			})
 		}
 	}
 	for _, pl := range players {
 		o2p.Duplicated += int64(pl.copies)
+		p2o.Refused += int64(pl.refused)
 	}
+	for _, ol := range ops {
+		o2p.Refused += int64(ol.refused)
+	}
+	p2o.Sent += p2o.Refused
+	o2p.Sent += o2p.Refused
 	p2o.Lost = p2o.Expected - p2o.Delivered
 	o2p.Lost = o2p.Expected - o2p.Delivered
 	p2o.Misrouted = m.MisroutedP2O.Load()
@@ -230,7 +242,7 @@ type conn struct {
 	attempt int
 	stopped bool
 	c       closer
-	closing *sync.WaitGroup // the runner waits for every close before it reports
+	pending *sync.WaitGroup // dials and closes under way: the runner waits for them before it reports
 }
 
 type closer interface{ Close() }
@@ -270,9 +282,9 @@ func (c *conn) closeLocked() {
 	}
 	cl := c.c
 	c.c = nil
-	c.closing.Add(1)
+	c.pending.Add(1)
 	go func() { // a polling close is an HTTP round trip: do not hold the actor
-		defer c.closing.Done()
+		defer c.pending.Done()
 		cl.Close()
 	}()
 }
@@ -286,5 +298,3 @@ func backoff(n int) time.Duration {
 	}
 	return min(100*time.Millisecond<<min(n-1, 6), 5*time.Second)
 }
-
-var debugLost = os.Getenv("LT_DEBUG") != ""

@@ -1,8 +1,13 @@
 package loadtest
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/binary"
+	"hash/crc32"
+	"image"
+	"image/png"
 	"strconv"
 	"strings"
 	"time"
@@ -88,15 +93,43 @@ func (c clock) since(sent int64) time.Duration { return time.Duration(c.now() - 
 // payloads are built once and shared read-only by every participant.
 type payloads struct {
 	pad   string // text padding: a marker plus pad[:n] makes a text of the size asked
-	image string // base64 of random bytes, ImageSize long
+	image string // a real PNG in base64, ImageSize long (or a little over, if tiny)
 }
 
 func newPayloads(textSize, imageSize int) payloads {
-	raw := make([]byte, imageSize*3/4+3)
-	_, _ = rand.Read(raw) // random so that no transport compression flatters the numbers
-	img := base64.StdEncoding.EncodeToString(raw)
-	img = img[:imageSize/4*4]
-	return payloads{pad: strings.Repeat("x", max(textSize, 0)), image: img}
+	return payloads{pad: strings.Repeat("x", max(textSize, 0)), image: base64.StdEncoding.EncodeToString(pngOfSize(imageSize / 4 * 3))}
+}
+
+// pngOfSize makes a valid PNG of n bytes: servers check that an image is
+// what its mimeType says, so random bytes would be refused. It is an 8×8
+// noise image padded with a tEXt chunk of random letters, which no
+// transport compression flattens.
+func pngOfSize(n int) []byte {
+	img := image.NewNRGBA(image.Rect(0, 0, 8, 8))
+	_, _ = rand.Read(img.Pix)
+	var b bytes.Buffer
+	_ = png.Encode(&b, img) // cannot fail on a bytes.Buffer
+	out := b.Bytes()
+	const chunk = 12 // length, type, CRC
+	keyword := []byte("Comment\x00")
+	fill := n - len(out) - chunk - len(keyword)
+	if fill <= 0 {
+		return out
+	}
+	data := make([]byte, len(keyword)+fill)
+	copy(data, keyword)
+	_, _ = rand.Read(data[len(keyword):])
+	for i := len(keyword); i < len(data); i++ {
+		data[i] = 'a' + data[i]%26
+	}
+	iend := out[len(out)-chunk:] // IEND closes the file: the text goes before it
+	text := make([]byte, 0, chunk+len(data))
+	text = binary.BigEndian.AppendUint32(text, uint32(len(data)))
+	text = append(text, "tEXt"...)
+	text = append(text, data...)
+	text = binary.BigEndian.AppendUint32(text, crc32.ChecksumIEEE(text[4:]))
+	res := append(append(append([]byte(nil), out[:len(out)-chunk]...), text...), iend...)
+	return res
 }
 
 // text pads a marker to n bytes (never below the marker itself).

@@ -118,6 +118,8 @@ type Sample struct {
 	SentPerS    float64 `json:"sent_per_s"`
 	DeliverPerS float64 `json:"delivered_per_s"` // first copies at operators
 	RepliesPerS float64 `json:"replies_per_s"`
+	P2OCount    uint64  `json:"p2o_count"`
+	O2PCount    uint64  `json:"o2p_count"`
 	P2OP50      float64 `json:"p2o_p50_ms"`
 	P2OP99      float64 `json:"p2o_p99_ms"`
 	P2OMax      float64 `json:"p2o_max_ms"`
@@ -162,6 +164,8 @@ func (s *sampler) sample(now time.Time) Sample {
 		SentPerS:    float64(sent-s.sent) / dt,
 		DeliverPerS: float64(deliv-s.deliv) / dt,
 		RepliesPerS: float64(replies-s.replies) / dt,
+		P2OCount:    dp.Total,
+		O2PCount:    do.Total,
 		P2OP50:      ms(dp.Quantile(0.5)),
 		P2OP99:      ms(dp.Quantile(0.99)),
 		P2OMax:      ms(dp.Max),

@@ -24,6 +24,11 @@ type (
 		slot, seq int
 		from      string
 	}
+	// replyRefused is the server's refusal of a reply, through its ack.
+	replyRefused struct {
+		slot, seq int
+		code      string
+	}
 	// replyDue is the end of the operator's think time.
 	replyDue struct {
 		attempt   int
@@ -45,6 +50,7 @@ type operator struct {
 	attempt  int
 	c        *client.Client
 	joinSent int64
+	acked    bool // the server acknowledged this connection's join: it answers acks
 	counted  bool
 	sending  bool
 	stopped  bool
@@ -80,6 +86,7 @@ func (o *operator) Receive(ctx actor.Context) {
 			panic(&failure{kind: "join refused: " + m.refused, err: fmt.Errorf("operator %d: join refused: %s", o.idx, m.refused)})
 		}
 		o.l.failures = 0
+		o.acked = true
 		if o.markReady() {
 			o.e.m.Join.Record(o.e.clk.since(o.joinSent))
 		}
@@ -94,7 +101,13 @@ func (o *operator) Receive(ctx actor.Context) {
 	case *incoming:
 		o.incoming(ctx, m)
 	case *replyDue:
-		o.reply(m)
+		o.reply(ctx, m)
+	case *replyRefused:
+		if o.l.replied[m.slot].remove(m.seq) {
+			o.l.refused++
+			o.e.m.Replies.Add(-1)
+		}
+		o.e.m.Error("refused operatorMessage: " + m.code)
 	case *stopSending:
 		o.stopped, o.sending = true, false
 		if ctx.Sender() != nil {
@@ -106,7 +119,7 @@ func (o *operator) Receive(ctx actor.Context) {
 		}
 		o.drop()
 		o.l.failures++
-		panic(&failure{kind: "disconnected: " + m.reason, err: fmt.Errorf("operator %d: %s", o.idx, m.reason)})
+		panic(&failure{kind: "disconnected (" + string(o.t) + "): " + m.reason, err: fmt.Errorf("operator %d: %s", o.idx, m.reason)})
 	case *actor.Restarting:
 		o.drop()
 		o.l.conn.next()
@@ -126,7 +139,7 @@ func (o *operator) dial(ctx actor.Context) {
 		return
 	}
 	o.attempt = o.l.conn.next()
-	o.c, o.sending = nil, false
+	o.c, o.sending, o.acked = nil, false, false
 	auth, err := o.e.tokens.auth(map[string]any{"sub": o.name(), "role": "operator", "name": o.name(), "operatorId": o.operatorID()}, true)
 	if err != nil {
 		panic(&failure{kind: "token", err: err})
@@ -193,7 +206,7 @@ func (o *operator) incoming(ctx actor.Context, m *incoming) {
 	o.e.sched.after(think, ctx.Self(), &replyDue{attempt: o.attempt, slot: m.slot, seq: m.seq, to: m.from, typed: typed})
 }
 
-func (o *operator) reply(m *replyDue) {
+func (o *operator) reply(ctx actor.Context, m *replyDue) {
 	if m.attempt != o.attempt || !o.sending {
 		return
 	}
@@ -201,12 +214,20 @@ func (o *operator) reply(m *replyDue) {
 		return // the player has gone: a reply could not reach it
 	}
 	mark := formatMarker(markReply, m.slot, m.seq, o.e.clk.now())
-	o.e.m.Replies.Add(1) // before the write, as for messages
-	if !o.e.emit(o.c, "operatorMessage", operatorMessage{To: m.to, Type: "text", Message: o.e.pay.text(mark, o.e.sc.TextSize), OperatorID: o.operatorID(), OperatorName: o.name()}) {
-		o.e.m.Replies.Add(-1)
-	} else {
+	var ack func(json.RawMessage)
+	if o.acked {
+		e, self, slot, seq := o.e, ctx.Self(), m.slot, m.seq
+		ack = func(raw json.RawMessage) {
+			if code := refusal(raw); code != "" {
+				e.root.Send(self, &replyRefused{slot: slot, seq: seq, code: code})
+			}
+		}
+	}
+	o.e.m.Replies.Add(1) // before the write, as for messages: the drain must never see a reply before it counts
+	if o.e.emit(o.c, "operatorMessage", operatorMessage{To: m.to, Type: "text", Message: o.e.pay.text(mark, o.e.sc.TextSize), OperatorID: o.operatorID(), OperatorName: o.name()}, ack) {
 		o.l.replied[m.slot].add(m.seq)
-		o.e.players[m.slot].debugOps.Store(fmt.Sprintf("reply seq %d sent t=%v to %s", m.seq, time.Since(o.e.m.start), m.to), true)
+	} else {
+		o.e.m.Replies.Add(-1)
 	}
 	if m.typed {
 		o.e.emit(o.c, "operatorTyping", typing{To: m.to, IsTyping: false})

@@ -77,7 +77,9 @@ func (f *failure) Error() string { return f.kind + ": " + f.err.Error() }
 // actor never blocks on the network while its mailbox fills.
 func (e *env) dial(self *actor.PID, operator bool, cn *conn, attempt int, t client.Transport, auth map[string]any, onEvent func(string, json.RawMessage)) {
 	e.m.dialStarted(operator)
+	cn.pending.Add(1)
 	go func() {
+		defer cn.pending.Done()
 		ctx, cancel := context.WithTimeout(context.Background(), e.sc.ConnectTimeout)
 		defer cancel()
 		start := time.Now()
@@ -98,24 +100,28 @@ func (e *env) dial(self *actor.PID, operator bool, cn *conn, attempt int, t clie
 	}()
 }
 
+// refusal reads an acknowledgement: "" when the server accepted the
+// event, else its error code ({ok:false, error:{code}}).
+func refusal(raw json.RawMessage) string {
+	var a struct {
+		OK    *bool `json:"ok"`
+		Error struct {
+			Code string `json:"code"`
+		} `json:"error"`
+	}
+	if json.Unmarshal(raw, &a) != nil || a.OK == nil || *a.OK {
+		return ""
+	}
+	if a.Error.Code == "" {
+		return "refused"
+	}
+	return a.Error.Code
+}
+
 // ackHandler turns a join acknowledgement into *joinAcked.
 func (e *env) ackHandler(self *actor.PID, attempt int) func(json.RawMessage) {
 	return func(raw json.RawMessage) {
-		var a struct {
-			OK    *bool `json:"ok"`
-			Error struct {
-				Code string `json:"code"`
-			} `json:"error"`
-		}
-		_ = json.Unmarshal(raw, &a)
-		m := &joinAcked{attempt: attempt}
-		if a.OK != nil && !*a.OK {
-			m.refused = a.Error.Code
-			if m.refused == "" {
-				m.refused = "refused"
-			}
-		}
-		e.root.Send(self, m)
+		e.root.Send(self, &joinAcked{attempt: attempt, refused: refusal(raw)})
 	}
 }
 
@@ -129,9 +135,17 @@ func (e *env) chatError(raw json.RawMessage) {
 	e.m.Error(fmt.Sprintf("chatError %s (%s)", ce.Code, ce.Event))
 }
 
-// emit sends an event and counts a failed write.
-func (e *env) emit(c *client.Client, event string, payload any) bool {
-	if err := c.Emit(event, payload); err != nil {
+// emit sends an event and counts a failed write. With an ack, the server
+// answers whether it accepted the event (servers that acknowledge joins
+// acknowledge every event).
+func (e *env) emit(c *client.Client, event string, payload any, ack ...func(json.RawMessage)) bool {
+	var err error
+	if len(ack) > 0 && ack[0] != nil {
+		err = c.EmitAck(event, payload, ack[0])
+	} else {
+		err = c.Emit(event, payload)
+	}
+	if err != nil {
 		e.m.Error("write " + event + ": " + errKind(err))
 		return false
 	}

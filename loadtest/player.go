@@ -28,6 +28,11 @@ type (
 	leave      struct{ attempt int }
 	leaveCheck struct{ attempt int }
 	leaveNow   struct{ attempt int }
+	// refused is the server's refusal of message seq, through its ack.
+	refused struct {
+		seq  int
+		code string
+	}
 )
 
 // player is one simulated player: a slot that one connection at a time
@@ -43,6 +48,7 @@ type player struct {
 	c        *client.Client
 	who      *identity
 	genStart int  // the first seq of this connection
+	acked    bool // the server acknowledged this connection's join: it answers acks
 	counted  bool // in PlayersConnected
 	sending  bool
 	stopped  bool // the load is over: no new messages, no reconnects
@@ -79,6 +85,7 @@ func (p *player) Receive(ctx actor.Context) {
 			panic(&failure{kind: "join refused: " + m.refused, err: fmt.Errorf("player %d: join refused: %s", p.slot, m.refused)})
 		}
 		p.l.failures = 0
+		p.acked = true
 		p.e.confirmJoin(p.who)
 	case *tick:
 		if m.attempt != p.attempt || !p.sending {
@@ -91,17 +98,25 @@ func (p *player) Receive(ctx actor.Context) {
 			}
 			return
 		}
-		p.send()
+		p.send(ctx)
 	case *sendNow:
 		if m.attempt != p.attempt || !p.sending {
 			return
 		}
-		p.send()
+		p.send(ctx)
 		if m.typed {
 			p.e.emit(p.c, "clientTyping", typing{IsTyping: false})
 		}
 	case *replyIn:
 		p.reply(m)
+	case *refused:
+		// Refused (a rate limit, a validation): nobody is to receive it.
+		if set := p.l.expected[m.seq]; set != nil {
+			p.e.m.ExpectedP2O.Add(-int64(set.n))
+			p.l.expected[m.seq] = nil
+			p.l.refused++
+		}
+		p.e.m.Error("refused clientMessage: " + m.code)
 	case *leave:
 		if m.attempt != p.attempt || p.stopped {
 			return
@@ -129,7 +144,6 @@ func (p *player) Receive(ctx actor.Context) {
 		if m.attempt != p.attempt || p.stopped {
 			return
 		}
-		p.l.debug = append(p.l.debug, fmt.Sprintf("LEFT t=%v", time.Since(p.e.m.start)))
 		p.drop()
 		p.attempt = p.l.conn.next()
 		p.e.m.Departures.Add(1)
@@ -145,7 +159,7 @@ func (p *player) Receive(ctx actor.Context) {
 		}
 		p.drop()
 		p.l.failures++
-		panic(&failure{kind: "disconnected: " + m.reason, err: fmt.Errorf("player %d: %s", p.slot, m.reason)})
+		panic(&failure{kind: "disconnected (" + string(p.t) + "): " + m.reason, err: fmt.Errorf("player %d: %s", p.slot, m.reason)})
 	case *actor.Restarting:
 		p.drop()
 		p.l.conn.next()
@@ -160,7 +174,7 @@ func (p *player) dial(ctx actor.Context) {
 		return
 	}
 	p.attempt = p.l.conn.next()
-	p.c, p.sending = nil, false
+	p.c, p.sending, p.acked = nil, false, false
 	p.genStart = len(p.l.expected)
 	p.who = &identity{slot: p.slot}
 	name := "lt-player-" + strconv.Itoa(p.slot) + "-" + strconv.Itoa(p.genStart)
@@ -215,7 +229,7 @@ func (p *player) gap() time.Duration {
 
 // send writes the next message, marked with its identity, and records who
 // must receive it: every operator joined now.
-func (p *player) send() {
+func (p *player) send(ctx actor.Context) {
 	seq := len(p.l.expected)
 	set := p.e.ready.load()
 	mark := formatMarker(markPlayer, p.slot, seq, p.e.clk.now())
@@ -229,13 +243,21 @@ func (p *player) send() {
 	// Counted as expected before the write, so that the drain never sees a
 	// delivery before its expectation.
 	p.e.m.ExpectedP2O.Add(int64(set.n))
-	if !p.e.emit(p.c, "clientMessage", payload) {
+	var ack func(json.RawMessage)
+	if p.acked {
+		e, self := p.e, ctx.Self()
+		ack = func(raw json.RawMessage) {
+			if code := refusal(raw); code != "" {
+				e.root.Send(self, &refused{seq: seq, code: code})
+			}
+		}
+	}
+	if !p.e.emit(p.c, "clientMessage", payload, ack) {
 		p.e.m.ExpectedP2O.Add(-int64(set.n))
 		p.l.expected = append(p.l.expected, nil)
 		return
 	}
 	p.l.expected = append(p.l.expected, set)
-	p.l.debug = append(p.l.debug, fmt.Sprintf("t=%v transport=%s gen=%d id=%s leaving=%v", time.Since(p.e.m.start), p.t, p.genStart, p.c.ID(), p.who.left.Load()))
 	p.l.failures = 0
 	p.e.m.Sent.Add(1)
 }

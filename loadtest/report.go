@@ -16,8 +16,8 @@ type Result struct {
 	Auth      string    `json:"auth"`
 	StartedAt time.Time `json:"started_at"`
 	ElapsedS  float64   `json:"elapsed_s"`
-	// LoadS is from the first player's arrival to the end of the load: the
-	// window that the throughput averages cover.
+	// LoadS is the steady load, from the last player's arrival to the end:
+	// the window that the throughput averages cover.
 	LoadS       float64          `json:"load_s"`
 	Players     Population       `json:"players"`
 	Operators   Population       `json:"operators"`
@@ -70,8 +70,8 @@ type Latency struct {
 	OperatorToPlayer Summary `json:"operator_to_player"`
 }
 
-// Throughput is messages per second over the load window, and the best
-// second.
+// Throughput is per second over the steady load (the ramp excluded), and
+// the best second of the whole run.
 type Throughput struct {
 	SentPerS       float64 `json:"sent_per_s"`
 	RepliesPerS    float64 `json:"replies_per_s"`
@@ -80,7 +80,7 @@ type Throughput struct {
 	PeakDeliveries float64 `json:"peak_deliveries_per_s"`
 }
 
-func buildResult(sc *Scenario, e *env, players, operators int64, p2o, o2p Accounts, window time.Duration, samples []Sample) *Result {
+func buildResult(sc *Scenario, e *env, players, operators int64, p2o, o2p Accounts, steady window, samples []Sample) *Result {
 	m := e.m
 	errs, total := m.Errors()
 	r := &Result{
@@ -88,7 +88,7 @@ func buildResult(sc *Scenario, e *env, players, operators int64, p2o, o2p Accoun
 		Auth:      e.tokens.mode(),
 		StartedAt: m.start,
 		ElapsedS:  time.Since(m.start).Seconds(),
-		LoadS:     window.Seconds(),
+		LoadS:     steady.to.Sub(steady.from).Seconds(),
 		Players:   Population{Target: sc.Players, Connected: players, Peak: m.PeakPlayers.Load()},
 		Operators: Population{Target: sc.Operators, Connected: operators, Peak: m.PeakOperators.Load()},
 		Connections: Connections{
@@ -109,10 +109,10 @@ func buildResult(sc *Scenario, e *env, players, operators int64, p2o, o2p Accoun
 	}
 	r.Messages.add(p2o)
 	r.Messages.add(o2p)
-	if s := window.Seconds(); s > 0 {
-		r.Throughput.SentPerS = float64(p2o.Sent) / s
-		r.Throughput.RepliesPerS = float64(o2p.Sent) / s
-		r.Throughput.DeliveriesPerS = float64(p2o.Delivered) / s
+	if s := r.LoadS; s > 0 {
+		r.Throughput.SentPerS = float64(steady.sent) / s
+		r.Throughput.RepliesPerS = float64(steady.replies) / s
+		r.Throughput.DeliveriesPerS = float64(steady.delivered) / s
 	}
 	for _, x := range samples {
 		r.Throughput.PeakSentPerS = max(r.Throughput.PeakSentPerS, x.SentPerS)
@@ -162,7 +162,7 @@ func (r *Result) WriteTable(w io.Writer) error {
 		return []any{name, s.Count, ms(s.P50), ms(s.P90), ms(s.P99), ms(s.P999), ms(s.Max)}
 	}
 	acc := func(name string, a Accounts) []any {
-		return []any{name, a.Sent, a.Expected, a.Delivered, a.Lost, pct(a.LossRatio), a.Duplicated, a.Misrouted}
+		return []any{name, a.Sent, a.Refused, a.Expected, a.Delivered, a.Lost, pct(a.LossRatio), a.Duplicated, a.Misrouted}
 	}
 	t := r.Throughput
 	for _, rows := range [][][]any{
@@ -183,7 +183,7 @@ func (r *Result) WriteTable(w io.Writer) error {
 			lat("operator→player", r.Latency.OperatorToPlayer),
 		},
 		{
-			{"messages", "sent", "expected", "delivered", "lost", "loss", "duplicated", "misrouted"},
+			{"messages", "sent", "refused", "expected", "delivered", "lost", "loss", "duplicated", "misrouted"},
 			acc("player→operator", r.Messages.PlayerToOperator),
 			acc("operator→player", r.Messages.OperatorToPlayer),
 			acc("total", r.Messages.Accounts),

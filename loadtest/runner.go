@@ -64,7 +64,7 @@ func Run(ctx context.Context, sc Scenario, o RunOptions) (*Result, error) {
 		// end of a run thousands of closing connections make dead letters.
 		return slog.New(minLevel{log.Handler(), slog.LevelWarn})
 	}))
-	var closing sync.WaitGroup
+	var pending sync.WaitGroup // connections being dialled or closed
 	e := &env{
 		sc:      &sc,
 		m:       m,
@@ -82,17 +82,18 @@ func Run(ctx context.Context, sc Scenario, o RunOptions) (*Result, error) {
 		log:     log,
 	}
 	for i := range e.players {
-		e.players[i] = &playerLedger{conn: conn{closing: &closing}}
+		e.players[i] = &playerLedger{conn: conn{pending: &pending}}
 	}
 	for i := range e.ops {
-		e.ops[i] = &operatorLedger{conn: conn{closing: &closing}, seen: make([]bitset, sc.Players), replied: make([]bitset, sc.Players)}
+		e.ops[i] = &operatorLedger{conn: conn{pending: &pending}, seen: make([]bitset, sc.Players), replied: make([]bitset, sc.Players)}
 	}
-	e.sched = newScheduler(sys.Root)
 	crowdPID, err := sys.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return &crowd{e: e} },
 		actor.WithSupervisor(&supervisor{m: m, max: sc.MaxRestarts, window: time.Minute})), "crowd")
 	if err != nil {
+		sys.Shutdown()
 		return nil, fmt.Errorf("start participants: %w", err)
 	}
+	e.sched = newScheduler(sys.Root) // before the first participant, which uses it
 
 	r := &run{e: e, crowd: crowdPID, phase: "operators", smp: newSampler(m), onProgress: o.OnProgress, stop: make(chan struct{}), done: make(chan struct{})}
 	go r.sample()
@@ -102,14 +103,15 @@ func Run(ctx context.Context, sc Scenario, o RunOptions) (*Result, error) {
 	r.ramp(ctx, true, sc.Operators)
 	r.waitOperators(ctx, sc.ConnectTimeout+sc.Settle+time.Second)
 	r.setPhase("players")
-	playersFrom := time.Now()
 	r.ramp(ctx, false, sc.Players)
 	r.setPhase("load")
+	steady := window{from: time.Now(), sent: m.Sent.Load(), delivered: m.UniqueP2O.Load(), replies: m.Replies.Load()}
 	select {
 	case <-ctx.Done():
 	case <-time.After(sc.Duration):
 	}
 	loadEnd := time.Now()
+	steady.to, steady.sent, steady.delivered, steady.replies = loadEnd, m.Sent.Load()-steady.sent, m.UniqueP2O.Load()-steady.delivered, m.Replies.Load()-steady.replies
 	atEnd := struct{ players, operators int64 }{m.PlayersConnected.Load(), m.OperatorsConnected.Load()}
 	r.stopSending()
 	r.setPhase("drain")
@@ -122,12 +124,18 @@ func Run(ctx context.Context, sc Scenario, o RunOptions) (*Result, error) {
 		log.Warn("participants did not all stop in time", "err", err)
 	}
 	e.sched.stop()
-	waitTimeout(&closing, 10*time.Second)
+	waitTimeout(&pending, sc.ConnectTimeout+time.Second)
 	sys.Shutdown()
 
 	p2o, o2p := account(e.players, e.ops, m)
-	window := loadEnd.Sub(playersFrom)
-	return buildResult(&sc, e, atEnd.players, atEnd.operators, p2o, o2p, window, r.smp.samples), nil
+	return buildResult(&sc, e, atEnd.players, atEnd.operators, p2o, o2p, steady, r.smp.samples), nil
+}
+
+// window is the steady load, from the last arrival to the end: what the
+// throughput averages cover (the counts are differences over it).
+type window struct {
+	from, to                 time.Time
+	sent, delivered, replies int64
 }
 
 // run is the runner's own state while a scenario executes.

@@ -49,11 +49,16 @@ type Scenario struct {
 	ChurnEndChat float64 `json:"churn_end_chat"`
 
 	// Tokens go in the handshake auth as {token}: a fixed one per role, or
-	// an HS256 JWT signed with TokenSecret. They never reach the report.
-	PlayerToken   string        `json:"-"`
-	OperatorToken string        `json:"-"`
-	TokenSecret   string        `json:"-"`
-	TokenTTL      time.Duration `json:"-"`
+	// an HS256 JWT signed with the role's secret for each connection (the
+	// server's SWITCHBOARD_JWT_SECRET for operators, SWITCHBOARD_CLIENT_SECRET
+	// for players). They never reach the report.
+	PlayerToken    string        `json:"-"`
+	OperatorToken  string        `json:"-"`
+	PlayerSecret   string        `json:"-"`
+	OperatorSecret string        `json:"-"`
+	TokenIssuer    string        `json:"-"`
+	TokenAudience  string        `json:"-"`
+	TokenTTL       time.Duration `json:"-"`
 
 	// Transport: websocket, polling, upgrade, mix (80 % websocket, 10 %
 	// polling, 10 % upgrade), or weights such as "websocket:70,polling:30".

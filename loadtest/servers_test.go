@@ -21,9 +21,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
-	"github.com/switchboard/switchboard/actors"
 	"github.com/switchboard/switchboard/config"
-	"github.com/switchboard/switchboard/transport"
+	sbserver "github.com/switchboard/switchboard/server"
 )
 
 // startSwitchboard runs a Switchboard in this process on a free loopback
@@ -35,28 +34,27 @@ func startSwitchboard(t testing.TB) string {
 		t.Fatalf("config: %v", err)
 	}
 	cfg.Host, cfg.Port = "127.0.0.1", 0
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	sys, err := actors.Start(actors.Options{Logger: log})
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
+	node, err := sbserver.New(cfg, log)
 	if err != nil {
-		t.Fatalf("actors: %v", err)
+		t.Fatalf("server: %v", err)
 	}
 	ln, err := net.Listen("tcp", cfg.Addr())
 	if err != nil {
 		t.Fatalf("listen: %v", err)
 	}
-	srv := transport.New(cfg, sys, log)
 	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ln) }()
+	go func() { done <- node.Serve(ln) }()
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		if err := srv.Shutdown(ctx); err != nil {
+		if err := node.HTTP.Shutdown(ctx); err != nil {
 			t.Errorf("shutdown: %v", err)
 		}
 		if err := <-done; err != nil {
 			t.Errorf("serve: %v", err)
 		}
-		if err := sys.Stop(2 * time.Second); err != nil {
+		if err := node.Actors.Stop(2 * time.Second); err != nil {
 			t.Errorf("stop actors: %v", err)
 		}
 	})
@@ -77,7 +75,7 @@ func startSwitchboardProcess(t testing.TB) string {
 		}
 	}
 	cmd := exec.Command(bin)
-	cmd.Env = append(os.Environ(), "PORT=0", "SWITCHBOARD_HOST=127.0.0.1", "SWITCHBOARD_LOG_LEVEL=warn")
+	cmd.Env = append(os.Environ(), "PORT=0", "SWITCHBOARD_HOST=127.0.0.1", "SWITCHBOARD_LOG_LEVEL=error")
 	cmd.Stderr = os.Stderr
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {

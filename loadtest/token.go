@@ -9,46 +9,72 @@ import (
 	"time"
 )
 
-// tokens makes the handshake auth for each participant: a fixed token per
-// role, or an HS256 JWT per connection when a secret is given. Without
-// either, participants connect without auth.
+// tokens makes the handshake auth for each participant, per role: a fixed
+// token, or an HS256 JWT signed for each connection when the role has a
+// secret. A role with neither connects without auth.
 type tokens struct {
-	player, operator string
-	secret           []byte
-	ttl              time.Duration
+	fixed    [2]string // [player, operator]
+	secret   [2][]byte
+	issuer   string
+	audience string
+	ttl      time.Duration
 }
 
 func newTokens(sc *Scenario) *tokens {
-	return &tokens{player: sc.PlayerToken, operator: sc.OperatorToken, secret: []byte(sc.TokenSecret), ttl: sc.TokenTTL}
+	return &tokens{
+		fixed:    [2]string{sc.PlayerToken, sc.OperatorToken},
+		secret:   [2][]byte{[]byte(sc.PlayerSecret), []byte(sc.OperatorSecret)},
+		issuer:   sc.TokenIssuer,
+		audience: sc.TokenAudience,
+		ttl:      sc.TokenTTL,
+	}
+}
+
+func role(operator bool) int {
+	if operator {
+		return 1
+	}
+	return 0
 }
 
 // mode says, for the report, how participants authenticate.
 func (t *tokens) mode() string {
-	switch {
-	case t.player != "" || t.operator != "":
-		return "fixed token"
-	case len(t.secret) > 0:
-		return "HS256 JWT"
+	name := func(i int) string {
+		switch {
+		case t.fixed[i] != "":
+			return "fixed token"
+		case len(t.secret[i]) > 0:
+			return "HS256 JWT"
+		}
+		return "none"
 	}
-	return "none"
+	if p, o := name(0), name(1); p != o {
+		return "players " + p + ", operators " + o
+	}
+	return name(0)
 }
 
-// auth returns the handshake auth object, or nil for none.
+// auth returns the handshake auth object, or nil for none. claims are the
+// participant's (sub, role, name, operatorId…); the times, issuer and
+// audience are added here.
 func (t *tokens) auth(claims map[string]any, operator bool) (map[string]any, error) {
-	fixed := t.player
-	if operator {
-		fixed = t.operator
+	r := role(operator)
+	if t.fixed[r] != "" {
+		return map[string]any{"token": t.fixed[r]}, nil
 	}
-	if fixed != "" {
-		return map[string]any{"token": fixed}, nil
-	}
-	if len(t.secret) == 0 {
+	if len(t.secret[r]) == 0 {
 		return nil, nil
 	}
 	now := time.Now()
 	claims["iat"] = now.Unix()
 	claims["exp"] = now.Add(t.ttl).Unix()
-	tok, err := signHS256(claims, t.secret)
+	if t.issuer != "" {
+		claims["iss"] = t.issuer
+	}
+	if t.audience != "" {
+		claims["aud"] = t.audience
+	}
+	tok, err := signHS256(claims, t.secret[r])
 	if err != nil {
 		return nil, err
 	}

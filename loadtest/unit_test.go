@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"image/png"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -80,11 +81,18 @@ func TestMarkerRoundTrip(t *testing.T) {
 			t.Errorf("parseMarker(%q) accepted", bad)
 		}
 	}
-	if len(p.image) != 64 {
-		t.Errorf("image is %d bytes of base64, want 64", len(p.image))
-	}
-	if _, err := base64.StdEncoding.DecodeString(p.image); err != nil {
-		t.Errorf("image is not base64: %v", err)
+	for _, size := range []int{64, 4096, 60000} {
+		img := newPayloads(0, size).image
+		raw, err := base64.StdEncoding.DecodeString(img)
+		if err != nil {
+			t.Fatalf("image is not base64: %v", err)
+		}
+		if _, err := png.Decode(bytes.NewReader(raw)); err != nil {
+			t.Errorf("%d: not a valid PNG: %v", size, err)
+		}
+		if size >= 4096 && len(img) != size {
+			t.Errorf("image is %d bytes of base64, want %d", len(img), size)
+		}
 	}
 }
 
@@ -153,7 +161,7 @@ func TestScenarioFromYAMLAndFlags(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if sc.Players != 7 || sc.Operators != 50 || sc.Rate != 0.05 || sc.Duration != 10*time.Minute || sc.Transport != "mix" || sc.TokenSecret == "" || !out.quiet {
+	if sc.Players != 7 || sc.Operators != 50 || sc.Rate != 0.05 || sc.Duration != 10*time.Minute || sc.Transport != "mix" || sc.OperatorSecret == "" || !out.quiet {
 		t.Errorf("flags should win over the file, the file over defaults: %+v %+v", sc, out)
 	}
 	if sc.URL != "https://staging.example.com" || sc.Path != "/chat" {
@@ -170,7 +178,7 @@ func TestScenarioFromYAMLAndFlags(t *testing.T) {
 }
 
 func TestSignedTokens(t *testing.T) {
-	tk := &tokens{secret: []byte("s3cret"), ttl: time.Hour}
+	tk := &tokens{secret: [2][]byte{nil, []byte("s3cret")}, issuer: "crm", ttl: time.Hour}
 	auth, err := tk.auth(map[string]any{"sub": "lt-operator-1", "role": "operator"}, true)
 	if err != nil {
 		t.Fatal(err)
@@ -188,15 +196,18 @@ func TestSignedTokens(t *testing.T) {
 	body, _ := base64.RawURLEncoding.DecodeString(parts[1])
 	var claims map[string]any
 	_ = json.Unmarshal(body, &claims)
-	if claims["role"] != "operator" || claims["exp"].(float64)-claims["iat"].(float64) != 3600 {
+	if claims["role"] != "operator" || claims["iss"] != "crm" || claims["exp"].(float64)-claims["iat"].(float64) != 3600 {
 		t.Errorf("claims %v", claims)
 	}
-	fixed := &tokens{player: "p", operator: "o"}
+	if a, _ := tk.auth(map[string]any{}, false); a != nil {
+		t.Errorf("players have no secret, yet auth %v", a)
+	}
+	fixed := &tokens{fixed: [2]string{"p", "o"}}
 	if a, _ := fixed.auth(map[string]any{}, false); a["token"] != "p" {
 		t.Errorf("fixed player token: %v", a)
 	}
-	if a, _ := (&tokens{}).auth(map[string]any{}, false); a != nil {
-		t.Errorf("no token configured, auth %v", a)
+	if got := tk.mode(); got != "players none, operators HS256 JWT" {
+		t.Errorf("mode %q", got)
 	}
 }
 
@@ -207,7 +218,8 @@ func TestReportFiles(t *testing.T) {
 	e := &env{m: newMetrics(), tokens: &tokens{}}
 	e.m.P2O.Record(3 * time.Millisecond)
 	samples := []Sample{{T: 1, SentPerS: 10, P2OP99: 3}, {T: 2, SentPerS: 12, P2OP99: 4}}
-	r := buildResult(&sc, e, 5, 1, Accounts{Sent: 1, Expected: 1, Delivered: 1}, Accounts{}, time.Second, samples)
+	now := time.Now()
+	r := buildResult(&sc, e, 5, 1, Accounts{Sent: 1, Expected: 1, Delivered: 1}, Accounts{}, window{from: now.Add(-time.Second), to: now, sent: 1, delivered: 1}, samples)
 	dir := t.TempDir()
 	if err := r.WriteJSON(filepath.Join(dir, "r.json")); err != nil {
 		t.Fatal(err)
@@ -285,7 +297,7 @@ func TestAccountingJoinsTheLedgers(t *testing.T) {
 	players[1].replies.add(0)
 	ops[1].replied[0].add(1) // never arrived
 	p2o, o2p := account(players, ops, newMetrics())
-	want := Accounts{Sent: 4, Expected: 7, Delivered: 6, Lost: 1, Duplicated: 2, Unexpected: 1, LossRatio: 1.0 / 7}
+	want := Accounts{Sent: 4, Expected: 7, Delivered: 5, Lost: 2, Duplicated: 2, Unexpected: 1, LossRatio: 2.0 / 7}
 	if p2o != want {
 		t.Errorf("player→operator %+v, want %+v", p2o, want)
 	}

@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# End-to-end performance run: Switchboard and the guide's Node server side by
+# side, same machine, same load tool, same scenarios. Prints one table and
+# writes the raw reports to .bench/. Run by `make bench`.
+#
+# The Node server is built here, at bench time, from the guide in
+# ../shared/seed/ into the ignored folder .bench/node; it is never committed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=.bench
+mkdir -p "$out"
+players=${BENCH_PLAYERS:-2000}
+operators=${BENCH_OPERATORS:-10}
+duration=${BENCH_DURATION:-20s}
+idle=${BENCH_IDLE:-15000}
+
+go build -o "$out/switchboard" ./cmd/switchboard
+go build -o "$out/loadtest" ./cmd/loadtest
+
+# --- the guide's Node server ---
+guide=$(ls ../shared/seed/*.txt | head -1)
+if [ ! -f "$out/node/dist/server.js" ] || [ "$guide" -nt "$out/node/dist/server.js" ]; then
+  mkdir -p "$out/node/src"
+  # The code block after "### 1. Main Server File" is the server.
+  awk '/^### 1\. Main Server File/{f=1;next} f&&/^```typescript/{c=1;next} c&&/^```/{exit} c{print}' "$guide" > "$out/node/src/server.ts"
+  cat > "$out/node/package.json" <<'JSON'
+{ "name": "guide-server", "private": true, "main": "dist/server.js",
+  "dependencies": { "express": "^5", "socket.io": "~4.8", "cors": "^2", "dotenv": "^17" },
+  "devDependencies": { "typescript": "~5.9", "@types/express": "^5", "@types/cors": "^2", "@types/node": "^20" } }
+JSON
+  cat > "$out/node/tsconfig.json" <<'JSON'
+{ "compilerOptions": { "target": "ES2020", "module": "commonjs", "lib": ["ES2020"], "outDir": "./dist", "rootDir": "./src",
+  "strict": true, "esModuleInterop": true, "skipLibCheck": true, "moduleResolution": "node" }, "include": ["src/**/*"] }
+JSON
+  (cd "$out/node" && npm install --no-audit --no-fund --loglevel=error >/dev/null && npx tsc)
+fi
+
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
+
+# start NAME: sets PORT_<NAME> and PID_<NAME>
+start() {
+  local name=$1 port
+  port=$(free_port)
+  if [ "$name" = node ]; then
+    (cd "$out/node" && PORT=$port NODE_ENV=production exec node dist/server.js >"../node.log" 2>&1) &
+  else
+    # Simulated operators reply far faster than people type: lift the
+    # per-socket limits that protect a real deployment.
+    PORT=$port SWITCHBOARD_HOST=127.0.0.1 SWITCHBOARD_LOG_LEVEL=warn \
+      SWITCHBOARD_MESSAGE_RATE=100000 SWITCHBOARD_MESSAGE_BURST=100000 \
+      SWITCHBOARD_TYPING_RATE=100000 SWITCHBOARD_TYPING_BURST=100000 \
+      SWITCHBOARD_MAX_TEXT_CHARS=100000 \
+      exec "$out/switchboard" >"$out/switchboard.log" 2>&1 &
+  fi
+  local pid=$!
+  pids+=("$pid")
+  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/health" >/dev/null && break; sleep 0.1; done
+  eval "PORT_$name=$port PID_$name=$pid"
+}
+
+# cpu PID: user+system clock ticks so far
+cpu() { awk '{print $14+$15}' "/proc/$1/stat"; }
+rss() { awk '/VmRSS/{print $2}' "/proc/$1/status"; }
+
+# run NAME LABEL ARGS...: one load run, report in $out/NAME-LABEL.json
+run() {
+  local name=$1 label=$2; shift 2
+  local port pid; eval "port=\$PORT_$name pid=\$PID_$name"
+  local c0; c0=$(cpu "$pid")
+  "$out/loadtest" --url "http://127.0.0.1:$port" --quiet --report "$out/$name-$label.json" "$@" >"$out/$name-$label.txt" 2>&1 || true
+  echo $(( $(cpu "$pid") - c0 )) >"$out/$name-$label.cpu"
+}
+
+field() { python3 -c 'import json,sys
+d=json.load(open(sys.argv[1]))
+for k in sys.argv[2].split("."): d=d.get(k,{}) if isinstance(d,dict) else {}
+print(d if d!={} else "-")' "$1" "$2" 2>/dev/null || echo -; }
+
+echo "== Go benchmarks"
+go test -run '^$' -bench . -benchmem ./actors ./messages | grep -E '^Benchmark'
+
+for name in switchboard node; do
+  start "$name"
+  # 1,000 player messages/s, one operator replies to each.
+  run "$name" 1k --players "$players" --operators "$operators" --rate 0.5 --reply-chance 1 --reply-think 200ms --ramp 2000 --duration "$duration"
+  # 5,000 player messages/s.
+  run "$name" 5k --players "$players" --operators "$operators" --rate 2.5 --reply-chance 1 --reply-think 200ms --ramp 2000 --duration "$duration"
+  kill "$(eval echo \$PID_$name)"; wait "$(eval echo \$PID_$name)" 2>/dev/null || true
+  # Idle players with heartbeats: memory per connection, connection rate.
+  start "$name"
+  pid=$(eval echo \$PID_$name)
+  r0=$(rss "$pid")
+  run "$name" idle --players "$idle" --operators 1 --rate 0 --ramp 2000 --duration 10s &
+  lt=$!
+  sleep $(( idle / 2000 + 8 ))
+  echo $(( ( $(rss "$pid") - r0 ) * 1024 / idle )) >"$out/$name-idle.rss"
+  wait "$lt"
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+done
+
+tick=$(getconf CLK_TCK)
+printf '\n== %s players, %s operators, replies on; load tool on the same cores (%s cores)\n' "$players" "$operators" "$(nproc)"
+printf '%-34s %14s %14s\n' "" switchboard node
+for label in 1k 5k; do
+  for f in messages.sent messages.delivered messages.lost latency.player_to_operator.p50_ms latency.player_to_operator.p99_ms latency.operator_to_player.p99_ms; do
+    printf '%-34s %14s %14s\n' "$label $f" "$(field $out/switchboard-$label.json $f)" "$(field $out/node-$label.json $f)"
+  done
+  for n in switchboard node; do
+    sent=$(field $out/$n-$label.json messages.sent)
+    cpu_ticks=$(cat $out/$n-$label.cpu)
+    eval "cpu_$n=$(python3 -c "print(round($cpu_ticks/$tick*1e6/max(1,float('${sent/-/0}')),1))")"
+  done
+  printf '%-34s %14s %14s\n' "$label server CPU µs per message" "$cpu_switchboard" "$cpu_node"
+done
+printf '%-34s %14s %14s\n' "idle players connected" "$(field $out/switchboard-idle.json players.connected)" "$(field $out/node-idle.json players.connected)"
+printf '%-34s %14s %14s\n' "idle RSS bytes per connection" "$(cat $out/switchboard-idle.rss)" "$(cat $out/node-idle.rss)"
+printf '%-34s %14s %14s\n' "connect p99 ms" "$(field $out/switchboard-idle.json connect.p99_ms)" "$(field $out/node-idle.json connect.p99_ms)"
+echo "raw reports: $out/"
