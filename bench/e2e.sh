@@ -95,7 +95,7 @@ for name in switchboard node; do
   start "$name"
   pid=$(eval echo \$PID_$name)
   r0=$(rss "$pid")
-  run "$name" idle --players "$idle" --operators 1 --rate 0 --ramp 2000 --duration 10s &
+  run "$name" idle --players "$idle" --operators 0 --rate 0 --ramp 2000 --duration 10s &
   lt=$!
   sleep $(( idle / 2000 + 8 ))
   echo $(( ( $(rss "$pid") - r0 ) * 1024 / idle )) >"$out/$name-idle.rss"
@@ -105,19 +105,19 @@ done
 
 tick=$(getconf CLK_TCK)
 printf '\n== %s players, %s operators, replies on; load tool on the same cores (%s cores)\n' "$players" "$operators" "$(nproc)"
-printf '%-34s %14s %14s\n' "" switchboard node
+printf '%-48s %14s %14s\n' "" switchboard node
 for label in 1k 5k; do
-  for f in messages.sent messages.delivered messages.lost latency.player_to_operator.p50_ms latency.player_to_operator.p99_ms latency.operator_to_player.p99_ms; do
-    printf '%-34s %14s %14s\n' "$label $f" "$(field $out/switchboard-$label.json $f)" "$(field $out/node-$label.json $f)"
+  for f in throughput.sent_per_s messages.player_to_operator.sent messages.player_to_operator.delivered messages.lost messages.duplicated latency.player_to_operator.p50_ms latency.player_to_operator.p99_ms latency.operator_to_player.p99_ms; do
+    printf '%-48s %14s %14s\n' "$label $f" "$(field $out/switchboard-$label.json $f)" "$(field $out/node-$label.json $f)"
   done
   for n in switchboard node; do
-    sent=$(field $out/$n-$label.json messages.sent)
+    sent=$(field $out/$n-$label.json messages.player_to_operator.sent)
     cpu_ticks=$(cat $out/$n-$label.cpu)
     eval "cpu_$n=$(python3 -c "print(round($cpu_ticks/$tick*1e6/max(1,float('${sent/-/0}')),1))")"
   done
-  printf '%-34s %14s %14s\n' "$label server CPU µs per message" "$cpu_switchboard" "$cpu_node"
+  printf '%-48s %14s %14s\n' "$label server CPU µs per message" "$cpu_switchboard" "$cpu_node"
 done
-printf '%-34s %14s %14s\n' "idle players connected" "$(field $out/switchboard-idle.json players.connected)" "$(field $out/node-idle.json players.connected)"
-printf '%-34s %14s %14s\n' "idle RSS bytes per connection" "$(cat $out/switchboard-idle.rss)" "$(cat $out/node-idle.rss)"
-printf '%-34s %14s %14s\n' "connect p99 ms" "$(field $out/switchboard-idle.json connect.p99_ms)" "$(field $out/node-idle.json connect.p99_ms)"
+printf '%-48s %14s %14s\n' "idle players connected" "$(field $out/switchboard-idle.json players.connected)" "$(field $out/node-idle.json players.connected)"
+printf '%-48s %14s %14s\n' "idle RSS bytes per connection" "$(cat $out/switchboard-idle.rss)" "$(cat $out/node-idle.rss)"
+printf '%-48s %14s %14s\n' "idle connect p99 ms" "$(field $out/switchboard-idle.json latency.connect.p99_ms)" "$(field $out/node-idle.json latency.connect.p99_ms)"
 echo "raw reports: $out/"
