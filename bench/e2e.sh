@@ -47,19 +47,20 @@ start() {
   local name=$1 port
   port=$(free_port)
   if [ "$name" = node ]; then
-    (cd "$out/node" && PORT=$port NODE_ENV=production exec node dist/server.js >"../node.log" 2>&1) &
+    (cd "$out/node" && PORT=$port NODE_ENV=production exec node dist/server.js >../node.log 2>&1) &
   else
     # Simulated operators reply far faster than people type: lift the
     # per-socket limits that protect a real deployment.
     PORT=$port SWITCHBOARD_HOST=127.0.0.1 SWITCHBOARD_LOG_LEVEL=warn \
-      SWITCHBOARD_MESSAGE_RATE=100000 SWITCHBOARD_MESSAGE_BURST=100000 \
-      SWITCHBOARD_TYPING_RATE=100000 SWITCHBOARD_TYPING_BURST=100000 \
+      SWITCHBOARD_MESSAGE_RATE=10000 SWITCHBOARD_MESSAGE_BURST=100000 \
+      SWITCHBOARD_TYPING_RATE=10000 SWITCHBOARD_TYPING_BURST=100000 \
       SWITCHBOARD_MAX_TEXT_CHARS=100000 \
       exec "$out/switchboard" >"$out/switchboard.log" 2>&1 &
   fi
   local pid=$!
   pids+=("$pid")
   for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/health" >/dev/null && break; sleep 0.1; done
+  curl -sf "http://127.0.0.1:$port/health" >/dev/null || { echo "$name did not start:" >&2; tail -5 "$out/$name.log" >&2; exit 1; }
   eval "PORT_$name=$port PID_$name=$pid"
 }
 
@@ -79,10 +80,10 @@ run() {
 field() { python3 -c 'import json,sys
 d=json.load(open(sys.argv[1]))
 for k in sys.argv[2].split("."): d=d.get(k,{}) if isinstance(d,dict) else {}
-print(d if d!={} else "-")' "$1" "$2" 2>/dev/null || echo -; }
+print("-" if d=={} else round(d,1) if isinstance(d,float) else d)' "$1" "$2" 2>/dev/null || echo -; }
 
 echo "== Go benchmarks"
-go test -run '^$' -bench . -benchmem ./actors ./messages | grep -E '^Benchmark'
+[ -n "${BENCH_SKIP_GO:-}" ] || go test -run '^$' -bench . -benchmem ./actors ./messages | grep -E '^Benchmark'
 
 for name in switchboard node; do
   start "$name"

@@ -96,6 +96,11 @@ type Config struct {
 	// images). Each stalled socket can hold up to this much memory.
 	MaxPendingBytes int
 
+	// Pprof serves Go's profiler at /debug/pprof/ (SWITCHBOARD_PPROF,
+	// default false): for finding where time goes under load, never on a
+	// public port.
+	Pprof bool
+
 	// ImageTypes are the MIME types an image may have
 	// (SWITCHBOARD_IMAGE_TYPES, default png,jpeg,gif,webp).
 	ImageTypes []string
@@ -181,6 +186,7 @@ var settings = []setting{
 	{"client_secret", "SWITCHBOARD_CLIENT_SECRET", "client-secret", "", "HS256 secret for player identity tokens"},
 	{"client_token_required", "SWITCHBOARD_CLIENT_TOKEN_REQUIRED", "client-token-required", "false", "refuse players without a verified token"},
 	{"max_pending_bytes", "SWITCHBOARD_MAX_PENDING_BYTES", "max-pending-bytes", "33554432", "unsent bytes that make a socket a slow consumer"},
+	{"pprof", "SWITCHBOARD_PPROF", "pprof", "false", "serve /debug/pprof/ (profiling)"},
 	{"image_types", "SWITCHBOARD_IMAGE_TYPES", "image-types", "png,jpeg,gif,webp", "allowed image types"},
 	{"message_rate", "SWITCHBOARD_MESSAGE_RATE", "message-rate", "10", "messages per second per socket"},
 	{"message_burst", "SWITCHBOARD_MESSAGE_BURST", "message-burst", "20", "message burst per socket"},
@@ -349,6 +355,8 @@ func apply(c *Config, key, val string) error {
 		c.ClientTokenRequired, err = boolean(val)
 	case "max_pending_bytes":
 		c.MaxPendingBytes, err = intIn(val, 65_536, 1<<31-1)
+	case "pprof":
+		c.Pprof, err = boolean(val)
 	case "image_types":
 		c.ImageTypes, err = imageTypes(val)
 	case "message_rate":

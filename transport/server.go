@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"strings"
 	"time"
 
@@ -89,6 +90,10 @@ func New(cfg *config.Config, sys *actors.System, log *slog.Logger, verifier *aut
 	mux.Handle("GET /stats", s.cors(http.HandlerFunc(s.handleStats)))
 	if met != nil {
 		mux.Handle("GET /metrics", met.Handler())
+	}
+	if cfg.Pprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	}
 	mux.Handle("/", s.cors(http.HandlerFunc(s.handleIndex)))
 	s.handler = mux
