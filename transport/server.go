@@ -85,7 +85,7 @@ func New(cfg *config.Config, sys *actors.System, log *slog.Logger, verifier *aut
 	s.io.On("connection", gates.connected)
 
 	mux := http.NewServeMux()
-	mux.Handle(cfg.Path+"/", s.cors(s.gateHandshakes(eio)))
+	mux.Handle(cfg.Path+"/", s.cors(s.gateHandshakes(coalesceWebSockets(cfg.WriteCoalesce, eio))))
 	mux.Handle("GET /health", s.cors(http.HandlerFunc(s.handleHealth)))
 	mux.Handle("GET /stats", s.cors(http.HandlerFunc(s.handleStats)))
 	if met != nil {
