@@ -60,8 +60,7 @@ func Start(o Options) (*System, error) {
 	}
 	// The runtime logs dead letters at info: at scale a frame for a socket
 	// that just left is normal, so only its warnings reach our log.
-	libLog := slog.New(minLevel{o.Logger.Handler(), slog.LevelWarn}).With("component", "protoactor")
-	sys := actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return libLog }))
+	sys := actor.NewActorSystem(QuietRuntime(o.Logger))
 
 	pr := newPresence()
 	ids := newIDSource(o.Now())
@@ -215,6 +214,14 @@ type redisLog struct{ l *slog.Logger }
 
 func (r redisLog) Printf(_ context.Context, format string, v ...any) {
 	r.l.Debug(fmt.Sprintf(format, v...))
+}
+
+// QuietRuntime logs the actor runtime's warnings and errors to log, and
+// drops its info lines: it logs every dead letter at info, and at scale a
+// frame for a socket that just left, or a closing crowd, makes many.
+func QuietRuntime(log *slog.Logger) actor.ConfigOption {
+	libLog := slog.New(minLevel{log.Handler(), slog.LevelWarn}).With("component", "protoactor")
+	return actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return libLog })
 }
 
 // minLevel raises a handler's threshold without touching the handler.

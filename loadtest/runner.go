@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+	"github.com/switchboard/switchboard/actors"
 )
 
 // RunOptions are how a caller watches a run.
@@ -59,11 +60,7 @@ func Run(ctx context.Context, sc Scenario, o RunOptions) (*Result, error) {
 	}
 
 	m := newMetrics()
-	sys := actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
-		// The runtime logs every restart and dead letter at info; at the
-		// end of a run thousands of closing connections make dead letters.
-		return slog.New(minLevel{log.Handler(), slog.LevelWarn})
-	}))
+	sys := actor.NewActorSystem(actors.QuietRuntime(log))
 	var pending sync.WaitGroup // connections being dialled or closed
 	e := &env{
 		sc:      &sc,
@@ -262,19 +259,3 @@ func waitTimeout(wg *sync.WaitGroup, d time.Duration) {
 	case <-time.After(d):
 	}
 }
-
-// minLevel raises a handler's threshold.
-type minLevel struct {
-	slog.Handler
-	min slog.Level
-}
-
-func (h minLevel) Enabled(ctx context.Context, l slog.Level) bool {
-	return l >= h.min && h.Handler.Enabled(ctx, l)
-}
-
-func (h minLevel) WithAttrs(a []slog.Attr) slog.Handler {
-	return minLevel{h.Handler.WithAttrs(a), h.min}
-}
-
-func (h minLevel) WithGroup(n string) slog.Handler { return minLevel{h.Handler.WithGroup(n), h.min} }
