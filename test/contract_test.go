@@ -256,19 +256,12 @@ var contractCases = []struct {
 
 func joinOperator(t *testing.T, s *server, mode int, label string, id int) *client {
 	t.Helper()
-	c := dial(t, s, label, mode, nil)
-	c.join(s, map[string]any{"role": "operator", "name": label, "operatorId": id})
-	return c
+	return opOn(t, []*server{s}, s, mode, label, id)
 }
 
 func joinClient(t *testing.T, s *server, mode int, label string, payload map[string]any) *client {
 	t.Helper()
-	c := dial(t, s, label, mode, nil)
-	if payload == nil {
-		payload = map[string]any{"role": "client", "name": label}
-	}
-	c.join(s, payload)
-	return c
+	return clientOn(t, []*server{s}, s, mode, label, payload)
 }
 
 // drain drops what clients received so far (newChat lists and the like),

@@ -238,22 +238,7 @@ func (c *client) emit(event string, payload any) {
 // join emits join and waits until /stats lists the socket in its role.
 func (c *client) join(s *server, payload map[string]any) {
 	c.t.Helper()
-	c.emit("join", payload)
-	list := "clients"
-	if payload["role"] == "operator" {
-		list = "operators"
-	}
-	waitFor(c.t, 3*time.Second, func() error {
-		var st map[string]any
-		getJSON(c.t, s.URL+"/stats", &st)
-		entries, _ := st[list].([]any)
-		for _, e := range entries {
-			if m, _ := e.(map[string]any); m["socketId"] == c.id() {
-				return nil
-			}
-		}
-		return fmt.Errorf("%s (%s) not listed in %s", c.label, c.id(), list)
-	})
+	c.joinOn([]*server{s}, payload)
 }
 
 // expect waits for the next event, which must be name.
