@@ -68,11 +68,7 @@ func newOperator(e *env, idx int) actor.Actor {
 func (o *operator) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
 	case *actor.Started:
-		if d := backoff(o.l.failures); d > 0 {
-			o.e.sched.after(d, ctx.Self(), &dialNow{})
-		} else {
-			ctx.Send(ctx.Self(), &dialNow{})
-		}
+		o.e.startDialing(ctx, o.l.failures)
 	case *dialNow:
 		o.dial(ctx)
 	case *dialed:
@@ -83,7 +79,7 @@ func (o *operator) Receive(ctx actor.Context) {
 		}
 		if m.refused != "" {
 			o.l.failures++
-			panic(&failure{kind: "join refused: " + m.refused, err: fmt.Errorf("operator %d: join refused: %s", o.idx, m.refused)})
+			panic(joinRefused("operator "+strconv.Itoa(o.idx), m.refused))
 		}
 		o.l.failures = 0
 		o.acked = true

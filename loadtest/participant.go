@@ -73,6 +73,22 @@ type failure struct {
 
 func (f *failure) Error() string { return f.kind + ": " + f.err.Error() }
 
+// startDialing begins a participant's (re)start: at once the first time,
+// after a growing backoff once it has failed.
+func (e *env) startDialing(ctx actor.Context, failures int) {
+	if d := backoff(failures); d > 0 {
+		e.sched.after(d, ctx.Self(), &dialNow{})
+	} else {
+		ctx.Send(ctx.Self(), &dialNow{})
+	}
+}
+
+// joinRefused is the failure of a participant (e.g. "operator 3") whose
+// join the server refused with code.
+func joinRefused(who, code string) *failure {
+	return &failure{kind: "join refused: " + code, err: fmt.Errorf("%s: join refused: %s", who, code)}
+}
+
 // dial connects in the background and reports to self with *dialed, so an
 // actor never blocks on the network while its mailbox fills.
 func (e *env) dial(self *actor.PID, operator bool, cn *conn, attempt int, t client.Transport, auth map[string]any, onEvent func(string, json.RawMessage)) {

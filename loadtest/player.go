@@ -67,11 +67,7 @@ func newPlayer(e *env, slot int) actor.Actor {
 func (p *player) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
 	case *actor.Started:
-		if d := backoff(p.l.failures); d > 0 {
-			p.e.sched.after(d, ctx.Self(), &dialNow{})
-		} else {
-			ctx.Send(ctx.Self(), &dialNow{})
-		}
+		p.e.startDialing(ctx, p.l.failures)
 	case *dialNow:
 		p.dial(ctx)
 	case *dialed:
@@ -82,7 +78,7 @@ func (p *player) Receive(ctx actor.Context) {
 		}
 		if m.refused != "" {
 			p.l.failures++
-			panic(&failure{kind: "join refused: " + m.refused, err: fmt.Errorf("player %d: join refused: %s", p.slot, m.refused)})
+			panic(joinRefused("player "+strconv.Itoa(p.slot), m.refused))
 		}
 		p.l.failures = 0
 		p.acked = true
