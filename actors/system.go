@@ -83,14 +83,15 @@ func Start(o Options) (*System, error) {
 	routerProps := actor.PropsFromProducer(func() actor.Actor {
 		// Every incarnation gets the same presence: only one runs at a time.
 		return &router{pr: pr, cl: cv, log: routerLog, now: o.Now, ids: ids, met: o.Metrics}
-	}, actor.WithReceiverMiddleware(o.RouterMiddleware...), actor.WithMailbox(actor.Unbounded(metrics.MailboxStats{M: o.Metrics})))
+	}, actor.WithReceiverMiddleware(o.RouterMiddleware...), actor.WithMailbox(actor.Unbounded(metrics.MailboxStats{M: o.Metrics})),
+		actor.WithDispatcher(newDedicated()))
 
 	sessionLog := o.Logger.With("component", "session")
 	policy := o.Policy
 	sessionProps := func(req *spawnSession, router *actor.PID) *actor.Props {
 		return actor.PropsFromProducer(func() actor.Actor {
 			return newSession(req.conn, router, sessionLog, &policy, o.Metrics, req.identity, req.authErr)
-		}, actor.WithReceiverMiddleware(o.SessionMiddleware...))
+		}, actor.WithReceiverMiddleware(o.SessionMiddleware...), actor.WithDispatcher(sessionDispatcher))
 	}
 
 	hubProps := actor.PropsFromProducer(func() actor.Actor {

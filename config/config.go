@@ -102,6 +102,13 @@ type Config struct {
 	// adds at most this much latency.
 	WriteCoalesce time.Duration
 
+	// WebSocketServer is who serves fresh websocket connections
+	// (SWITCHBOARD_WEBSOCKET, default "native"): "native" is Switchboard's
+	// own epoll server (transport/ws), without a goroutine or a buffer per
+	// idle connection; "library" leaves them to the Socket.IO library, as
+	// long-polling, upgrades and Engine.IO 3 clients always are.
+	WebSocketServer string
+
 	// Pprof serves Go's profiler at /debug/pprof/ (SWITCHBOARD_PPROF,
 	// default false): for finding where time goes under load, never on a
 	// public port.
@@ -193,6 +200,7 @@ var settings = []setting{
 	{"client_token_required", "SWITCHBOARD_CLIENT_TOKEN_REQUIRED", "client-token-required", "false", "refuse players without a verified token"},
 	{"max_pending_bytes", "SWITCHBOARD_MAX_PENDING_BYTES", "max-pending-bytes", "33554432", "unsent bytes that make a socket a slow consumer"},
 	{"write_coalesce", "SWITCHBOARD_WRITE_COALESCE", "write-coalesce", "500us", "how long websocket frames may wait to be written together (0: never)"},
+	{"websocket", "SWITCHBOARD_WEBSOCKET", "websocket", "native", "who serves new websockets: native (epoll, no goroutine per connection) or library"},
 	{"pprof", "SWITCHBOARD_PPROF", "pprof", "false", "serve /debug/pprof/ (profiling)"},
 	{"image_types", "SWITCHBOARD_IMAGE_TYPES", "image-types", "png,jpeg,gif,webp", "allowed image types"},
 	{"message_rate", "SWITCHBOARD_MESSAGE_RATE", "message-rate", "10", "messages per second per socket"},
@@ -364,6 +372,11 @@ func apply(c *Config, key, val string) error {
 		c.MaxPendingBytes, err = intIn(val, 65_536, 1<<31-1)
 	case "write_coalesce":
 		c.WriteCoalesce, err = durationIn(val, 0, 50*time.Millisecond)
+	case "websocket":
+		if val != "native" && val != "library" {
+			return errors.New("must be native or library")
+		}
+		c.WebSocketServer = val
 	case "pprof":
 		c.Pprof, err = boolean(val)
 	case "image_types":

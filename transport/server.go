@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"runtime"
 	"strings"
 	"time"
 
@@ -20,6 +21,7 @@ import (
 	"github.com/switchboard/switchboard/config"
 	"github.com/switchboard/switchboard/messages"
 	"github.com/switchboard/switchboard/metrics"
+	"github.com/switchboard/switchboard/transport/ws"
 	"github.com/zishang520/socket.io/servers/socket/v3"
 )
 
@@ -29,15 +31,19 @@ const envelopeBytes = 64 << 10
 
 // Server is the Socket.IO endpoint and the HTTP endpoints on one port.
 type Server struct {
-	cfg     *config.Config
-	sys     *actors.System
-	log     *slog.Logger
-	auth    *auth.Verifier
-	met     *metrics.Metrics
-	io      *socket.Server
-	limits  messages.Limits
-	handler http.Handler
-	httpSrv *http.Server
+	cfg  *config.Config
+	sys  *actors.System
+	log  *slog.Logger
+	auth *auth.Verifier
+	met  *metrics.Metrics
+	io   *socket.Server
+	// wss serves fresh websockets without the library (nil: the library
+	// serves them too).
+	wss           *ws.Server
+	wssMaxPayload int
+	limits        messages.Limits
+	handler       http.Handler
+	httpSrv       *http.Server
 }
 
 // New builds the server; Serve starts it. verifier and met may be nil.
@@ -65,7 +71,8 @@ func New(cfg *config.Config, sys *actors.System, log *slog.Logger, verifier *aut
 	// silently disconnects the player; here one up to twice the limit is
 	// read and refused with an answer, and only a larger one (which no
 	// widget sends) meets Engine.IO's own limit.
-	opts.SetMaxHttpBufferSize(int64(2*cfg.MaxImageBytes + envelopeBytes))
+	maxPayload := 2*cfg.MaxImageBytes + envelopeBytes
+	opts.SetMaxHttpBufferSize(int64(maxPayload))
 	opts.SetAllowEIO3(cfg.AllowEIO3)
 	s.io = socket.NewServer(nil, opts)
 	// Set up each socket in a namespace middleware, which runs before the
@@ -84,8 +91,31 @@ func New(cfg *config.Config, sys *actors.System, log *slog.Logger, verifier *aut
 	_ = s.io.Engine().On("connection", gates.guard)
 	s.io.On("connection", gates.connected)
 
+	sio := coalesceWebSockets(cfg.WriteCoalesce, eio)
+	if cfg.WebSocketServer == "native" && ws.Supported {
+		wss, err := ws.NewServer(ws.Options{
+			MaxMessage:  maxPayload,
+			MaxPending:  cfg.MaxPendingBytes,
+			WriteWindow: cfg.WriteCoalesce,
+			Pollers:     min(runtime.GOMAXPROCS(0), 4),
+		})
+		if err != nil {
+			s.log.Warn("native websocket server unavailable; the Socket.IO library serves websockets", "err", err)
+		} else {
+			s.wss, s.wssMaxPayload = wss, maxPayload
+			library := sio
+			sio = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if nativeWebSocket(r) {
+					s.serveNative(w, r)
+					return
+				}
+				library.ServeHTTP(w, r)
+			})
+		}
+	}
+
 	mux := http.NewServeMux()
-	mux.Handle(cfg.Path+"/", s.cors(s.gateHandshakes(coalesceWebSockets(cfg.WriteCoalesce, eio))))
+	mux.Handle(cfg.Path+"/", s.cors(s.gateHandshakes(sio)))
 	mux.Handle("GET /health", s.cors(http.HandlerFunc(s.handleHealth)))
 	mux.Handle("GET /stats", s.cors(http.HandlerFunc(s.handleStats)))
 	if met != nil {
@@ -133,6 +163,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	// Closing every engine connection (not only the Socket.IO sockets) also
 	// ends the long-polling requests that would otherwise hold
 	// http.Server.Shutdown until their next heartbeat.
+	if s.wss != nil {
+		s.wss.Each(func(h ws.Handler) { h.(*eioSocket).shut(reasonShutdown, "") })
+	}
 	s.io.DisconnectSockets(true)
 	s.io.Close(nil)
 	// Wait for the router to record every departure.
@@ -158,6 +191,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if s.httpSrv != nil {
 		_ = s.httpSrv.Close()
 	}
+	if s.wss != nil {
+		s.wss.Close()
+	}
 	if err := <-stopped; err != nil && !errors.Is(err, http.ErrServerClosed) {
 		errs = append(errs, fmt.Errorf("http: %w", err))
 	}
@@ -176,12 +212,12 @@ func (s *Server) onConnection(sock *socket.Socket) error {
 	ready := make(chan struct{})
 	session := func() *actor.PID { <-ready; return pid }
 
-	on := func(event string, decode func(v any, o messages.Origin) (messages.RouterMessage, error)) {
+	for event := range decoders {
 		sock.On(event, func(args ...any) {
-			o := messages.Origin{From: id, At: time.Now()}
+			var ack messages.AckFunc
 			if n := len(args); n > 0 {
-				if ack, ok := args[n-1].(socket.Ack); ok {
-					o.Ack = func(r *messages.AckReply) { ack([]any{r}, nil) }
+				if a, ok := args[n-1].(socket.Ack); ok {
+					ack = func(r *messages.AckReply) { a([]any{r}, nil) }
 					args = args[:n-1]
 				}
 			}
@@ -189,88 +225,57 @@ func (s *Server) onConnection(sock *socket.Socket) error {
 			if len(args) > 0 {
 				payload = args[0]
 			}
-			s.met.Received(event)
-			msg, err := decode(payload, o)
-			p := session()
-			if p == nil {
-				return
+			if p := session(); p != nil {
+				s.event(p, id, event, payload, ack)
 			}
-			if err != nil {
-				s.refuse(p, id, event, err, o.Ack)
-				return
-			}
-			s.sys.Send(p, msg)
 		})
 	}
-	l := &s.limits
-	on("join", func(v any, o messages.Origin) (messages.RouterMessage, error) {
-		p, err := messages.DecodeJoin(v, l)
-		return &messages.Join{Origin: o, Payload: p}, err
-	})
-	on("clientMessage", func(v any, o messages.Origin) (messages.RouterMessage, error) {
-		p, err := messages.DecodeClientMessage(v, l)
-		return &messages.ClientMessage{Origin: o, Payload: p}, err
-	})
-	on("operatorMessage", func(v any, o messages.Origin) (messages.RouterMessage, error) {
-		p, err := messages.DecodeOperatorMessage(v, l)
-		return &messages.OperatorMessage{Origin: o, Payload: p}, err
-	})
-	on("clientTyping", func(v any, o messages.Origin) (messages.RouterMessage, error) {
-		p, err := messages.DecodeClientTyping(v, l)
-		return &messages.ClientTyping{Origin: o, IsTyping: p.IsTyping}, err
-	})
-	on("operatorTyping", func(v any, o messages.Origin) (messages.RouterMessage, error) {
-		p, err := messages.DecodeOperatorTyping(v, l)
-		return &messages.OperatorTyping{Origin: o, Payload: p}, err
-	})
-	on("endChat", func(v any, o messages.Origin) (messages.RouterMessage, error) {
-		p, err := messages.DecodeEndChat(v, l)
-		return &messages.EndChat{Origin: o, Payload: p}, err
-	})
 	sock.On("disconnect", func(args ...any) {
 		reason := "unknown"
 		if len(args) > 0 {
 			reason = fmt.Sprint(args[0])
 		}
 		conn.closed.Store(true)
-		p := session()
-		if p == nil {
-			return
+		if p := session(); p != nil {
+			s.gone(p, id, addr, reason)
 		}
-		s.log.Info("socket disconnected", "socket", id, "reason", reason)
-		s.sys.Disconnected(p, reason)
-		s.sys.Closed(addr)
-		s.met.Disconnected()
 	})
 
-	identity, authErr := s.verify(sock, req)
-	spawned, err := s.sys.Connect(conn, identity, authErr)
-	if err != nil {
-		close(ready)
-		s.log.Error("no session for socket; refusing it", "socket", id, "err", err)
-		return err
-	}
-	pid = spawned
-	close(ready)
-	s.sys.Opened(addr)
-	s.met.Connected()
-	s.log.Info("socket connected", "socket", id, "transport", sock.Conn().Transport().Name(), "remote", addr, "token", tokenState(identity, authErr))
-	return nil
-}
-
-// verify checks the token a socket presented, from Socket.IO's auth object
-// or, for clients that are not browsers, an Authorization: Bearer header.
-func (s *Server) verify(sock *socket.Socket, req *http.Request) (*messages.Identity, error) {
 	token, _ := sock.Handshake().Auth["token"].(string)
 	if token == "" {
-		if h := req.Header.Get("Authorization"); len(h) > 7 && strings.EqualFold(h[:7], "bearer ") {
-			token = strings.TrimSpace(h[7:])
-		}
+		token = bearer(req)
 	}
-	if token == "" || s.auth == nil {
-		return nil, nil
+	spawned, err := s.open(conn, id, addr, token, sock.Conn().Transport().Name())
+	pid = spawned
+	close(ready)
+	return err
+}
+
+// open verifies a new socket's token and spawns its session.
+func (s *Server) open(conn actors.Conn, id, addr, token, transport string) (*actor.PID, error) {
+	var identity *messages.Identity
+	var authErr error
+	if token != "" && s.auth != nil {
+		identity, authErr = s.auth.Verify(token)
 	}
-	return s.auth.Verify(token)
+	pid, err := s.sys.Connect(conn, identity, authErr)
+	if err != nil {
+		s.log.Error("no session for socket; refusing it", "socket", id, "err", err)
+		return nil, err
+	}
+	s.sys.Opened(addr)
+	s.met.Connected()
+	s.log.Info("socket connected", "socket", id, "transport", transport, "remote", addr, "token", tokenState(identity, authErr))
+	return pid, nil
+}
+
+// bearer is the token of an Authorization: Bearer header, which clients
+// that are not browsers may send instead of Socket.IO's auth object.
+func bearer(req *http.Request) string {
+	if h := req.Header.Get("Authorization"); len(h) > 7 && strings.EqualFold(h[:7], "bearer ") {
+		return strings.TrimSpace(h[7:])
+	}
+	return ""
 }
 
 func tokenState(id *messages.Identity, err error) string {
@@ -281,6 +286,52 @@ func tokenState(id *messages.Identity, err error) string {
 		return "verified " + id.Role.String()
 	}
 	return "none"
+}
+
+// decoders turn each event the contract names into the router's message.
+var decoders = map[string]func(v any, o messages.Origin, l *messages.Limits) (messages.RouterMessage, error){
+	"join": func(v any, o messages.Origin, l *messages.Limits) (messages.RouterMessage, error) {
+		p, err := messages.DecodeJoin(v, l)
+		return &messages.Join{Origin: o, Payload: p}, err
+	},
+	"clientMessage": func(v any, o messages.Origin, l *messages.Limits) (messages.RouterMessage, error) {
+		p, err := messages.DecodeClientMessage(v, l)
+		return &messages.ClientMessage{Origin: o, Payload: p}, err
+	},
+	"operatorMessage": func(v any, o messages.Origin, l *messages.Limits) (messages.RouterMessage, error) {
+		p, err := messages.DecodeOperatorMessage(v, l)
+		return &messages.OperatorMessage{Origin: o, Payload: p}, err
+	},
+	"clientTyping": func(v any, o messages.Origin, l *messages.Limits) (messages.RouterMessage, error) {
+		p, err := messages.DecodeClientTyping(v, l)
+		return &messages.ClientTyping{Origin: o, IsTyping: p.IsTyping}, err
+	},
+	"operatorTyping": func(v any, o messages.Origin, l *messages.Limits) (messages.RouterMessage, error) {
+		p, err := messages.DecodeOperatorTyping(v, l)
+		return &messages.OperatorTyping{Origin: o, Payload: p}, err
+	},
+	"endChat": func(v any, o messages.Origin, l *messages.Limits) (messages.RouterMessage, error) {
+		p, err := messages.DecodeEndChat(v, l)
+		return &messages.EndChat{Origin: o, Payload: p}, err
+	},
+}
+
+// event hands one received event to the socket's session, or refuses it
+// there when its payload is malformed. Events the contract does not name
+// are ignored, as the Node server ignores them.
+func (s *Server) event(p *actor.PID, id, event string, payload any, ack messages.AckFunc) {
+	decode, ok := decoders[event]
+	if !ok {
+		s.log.Debug("unknown event ignored", "socket", id, "event", event)
+		return
+	}
+	s.met.Received(event)
+	msg, err := decode(payload, messages.Origin{From: id, Ack: ack, At: time.Now()}, &s.limits)
+	if err != nil {
+		s.refuse(p, id, event, err, ack)
+		return
+	}
+	s.sys.Send(p, msg)
 }
 
 // refuse answers a malformed event through the socket's session, so the

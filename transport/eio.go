@@ -1,0 +1,372 @@
+package transport
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/switchboard/switchboard/messages"
+	"github.com/switchboard/switchboard/transport/ws"
+)
+
+// The common case, a fresh websocket from socket.io-client 4 (Engine.IO 4,
+// Socket.IO 5, namespace "/"), is served here over transport/ws: one
+// small struct per socket and no goroutine of its own. Long-polling,
+// upgrades from it, and Engine.IO 3 clients go to the Socket.IO library.
+
+const (
+	connectTimeout = 45 * time.Second // Socket.IO's default for CONNECT
+	maxAttachments = 10               // binary attachments in one event
+)
+
+// closeReason is why a socket ended, in Socket.IO's words.
+type closeReason string
+
+func (r closeReason) Error() string { return string(r) }
+
+const (
+	reasonServer      closeReason = "server namespace disconnect"
+	reasonClient      closeReason = "client namespace disconnect"
+	reasonTransport   closeReason = "transport close"
+	reasonPingTimeout closeReason = "ping timeout"
+	reasonParse       closeReason = "parse error"
+	reasonNoConnect   closeReason = "connect timeout"
+	reasonShutdown    closeReason = "server shutting down"
+)
+
+// nativeWebSocket tells whether r is served by transport/ws.
+func nativeWebSocket(r *http.Request) bool {
+	q := r.URL.Query()
+	return q.Get("EIO") == "4" && q.Get("transport") == "websocket" && q.Get("sid") == "" && ws.IsUpgrade(r)
+}
+
+// serveNative upgrades r and serves it as one Socket.IO connection.
+func (s *Server) serveNative(w http.ResponseWriter, r *http.Request) {
+	addr, token := s.clientAddr(r), bearer(r)
+	_, err := s.wss.Upgrade(w, r, func(c *ws.Conn) ws.Handler {
+		e := &eioSocket{srv: s, c: c, addr: addr, bearer: token, opened: time.Now()}
+		e.mu.Lock()
+		e.timer = time.AfterFunc(s.cfg.PingInterval, e.beat)
+		e.mu.Unlock()
+		_ = c.WriteText("0", s.openPacket(newID()))
+		return e
+	})
+	if err != nil {
+		s.log.Debug("websocket upgrade failed", "remote", addr, "err", err)
+	}
+}
+
+// openPacket is Engine.IO's handshake for a websocket-only connection.
+func (s *Server) openPacket(sid string) []byte {
+	return fmt.Appendf(nil, `{"sid":"%s","upgrades":[],"pingInterval":%d,"pingTimeout":%d,"maxPayload":%d}`,
+		sid, s.cfg.PingInterval.Milliseconds(), s.cfg.PingTimeout.Milliseconds(), s.wssMaxPayload)
+}
+
+// newID is a random id of 20 URL-safe characters, as Socket.IO's.
+func newID() string {
+	var b [15]byte
+	_, _ = rand.Read(b[:])
+	return base64.RawURLEncoding.EncodeToString(b[:])
+}
+
+// eioSocket is one Socket.IO socket on its own Engine.IO connection. It is
+// the session actor's Conn; the poller calls Message, the session Write.
+type eioSocket struct {
+	srv    *Server
+	c      *ws.Conn
+	addr   string
+	bearer string
+	opened time.Time
+
+	id     string                    // set at CONNECT, read after pid
+	pid    atomic.Pointer[actor.PID] // the session, once connected
+	closed atomic.Bool
+	binary *binaryEvent // an event waiting for its attachments (poller only)
+
+	mu          sync.Mutex // heartbeat
+	timer       *time.Timer
+	awaitingPon bool
+}
+
+// ID is the Socket.IO socket id.
+func (e *eioSocket) ID() string { return e.id }
+
+// Write queues a frame; a socket that has stopped reading past the
+// pending-bytes limit is disconnected instead.
+func (e *eioSocket) Write(f *messages.Frame) {
+	if err := e.c.WriteText("4", f.Packet); errors.Is(err, ws.ErrSlow) {
+		e.Close(fmt.Sprintf("slow consumer: %d bytes unsent", e.c.Pending()))
+	}
+}
+
+// Close disconnects the socket as Socket.IO's disconnect(true) does: a
+// DISCONNECT packet, then the connection closes.
+func (e *eioSocket) Close(reason string) {
+	e.shut(reasonServer, reason)
+}
+
+func (e *eioSocket) shut(why closeReason, logReason string) {
+	if e.closed.Swap(true) {
+		return
+	}
+	if logReason != "" {
+		e.srv.log.Info("closing socket", "socket", e.id, "reason", logReason)
+	}
+	if why == reasonServer || why == reasonShutdown {
+		_ = e.c.WriteText("41", nil)
+	}
+	e.c.Close(ws.CloseNormal, why)
+}
+
+// beat is the heartbeat: a ping every interval, and the end of a socket
+// whose pong does not come within the timeout.
+func (e *eioSocket) beat() {
+	e.mu.Lock()
+	late := e.awaitingPon
+	if !late {
+		e.awaitingPon = true
+		e.timer.Reset(e.srv.cfg.PingTimeout)
+	}
+	e.mu.Unlock()
+	switch {
+	case late:
+		e.shut(reasonPingTimeout, "")
+	case e.pid.Load() == nil && time.Since(e.opened) > connectTimeout:
+		e.shut(reasonNoConnect, "")
+	default:
+		_ = e.c.WriteText("2", nil)
+	}
+}
+
+func (e *eioSocket) pong() {
+	e.mu.Lock()
+	if e.awaitingPon {
+		e.awaitingPon = false
+		e.timer.Reset(e.srv.cfg.PingInterval)
+	}
+	e.mu.Unlock()
+}
+
+// Message handles one Engine.IO packet.
+func (e *eioSocket) Message(_ *ws.Conn, text bool, data []byte) {
+	if !text {
+		e.attachment(data)
+		return
+	}
+	if len(data) == 0 {
+		e.shut(reasonParse, "empty packet")
+		return
+	}
+	switch data[0] {
+	case '4':
+		e.packet(data[1:])
+	case '3':
+		e.pong()
+	case '2': // a client's ping (probe): answer it
+		_ = e.c.WriteText("3", data[1:])
+	case '1':
+		e.shut(reasonTransport, "")
+	case '5', '6': // upgrade, noop: nothing to do on a websocket
+	default:
+		e.shut(reasonParse, "unknown Engine.IO packet")
+	}
+}
+
+// packet handles one Socket.IO packet: type, [namespace,] [ack id,] data.
+func (e *eioSocket) packet(p []byte) {
+	if len(p) == 0 {
+		e.shut(reasonParse, "empty Socket.IO packet")
+		return
+	}
+	typ, rest := p[0], p[1:]
+	attachments := 0
+	if typ == '5' || typ == '6' {
+		i := bytes.IndexByte(rest, '-')
+		n, err := strconv.Atoi(string(rest[:max(i, 0)]))
+		if i < 1 || err != nil || n < 1 || n > maxAttachments {
+			e.shut(reasonParse, "bad attachment count")
+			return
+		}
+		attachments, rest = n, rest[i+1:]
+	}
+	nsp := "/"
+	if len(rest) > 0 && rest[0] == '/' {
+		i := bytes.IndexByte(rest, ',')
+		if i < 0 {
+			i = len(rest)
+		}
+		nsp = string(rest[:i])
+		rest = rest[min(i+1, len(rest)):]
+	}
+	switch typ {
+	case '0':
+		e.connect(nsp, rest)
+	case '1':
+		if nsp == "/" {
+			e.shut(reasonClient, "")
+		}
+	case '2', '5':
+		if nsp != "/" || e.pid.Load() == nil {
+			return // not connected to that namespace: dropped, as Socket.IO does
+		}
+		ackID := -1
+		i := 0
+		for i < len(rest) && rest[i] >= '0' && rest[i] <= '9' && i < 10 {
+			i++
+		}
+		if i > 0 {
+			ackID, _ = strconv.Atoi(string(rest[:i]))
+		}
+		if typ == '5' {
+			e.binary = &binaryEvent{ack: ackID, json: bytes.Clone(rest[i:]), want: attachments}
+			return
+		}
+		e.dispatch(rest[i:], ackID, nil)
+	case '3', '6': // acknowledgements: Switchboard asks for none
+	default:
+		e.shut(reasonParse, "unknown Socket.IO packet")
+	}
+}
+
+// connect answers a CONNECT: the socket gets its id and its session.
+func (e *eioSocket) connect(nsp string, auth []byte) {
+	if nsp != "/" {
+		_ = e.c.WriteText("44", fmt.Appendf(nil, `%s,{"message":"Invalid namespace"}`, nsp))
+		return
+	}
+	if e.pid.Load() != nil {
+		return
+	}
+	var a struct {
+		Token string `json:"token"`
+	}
+	if len(bytes.TrimSpace(auth)) > 0 {
+		if err := json.Unmarshal(auth, &a); err != nil {
+			e.shut(reasonParse, "CONNECT auth is not a JSON object")
+			return
+		}
+	}
+	if a.Token == "" {
+		a.Token = e.bearer
+	}
+	e.id = newID()
+	pid, err := e.srv.open(e, e.id, e.addr, a.Token, "websocket")
+	if err != nil {
+		_ = e.c.WriteText("44", []byte(`{"message":"server unavailable"}`))
+		return
+	}
+	e.pid.Store(pid)
+	_ = e.c.WriteText("40", fmt.Appendf(nil, `{"sid":"%s"}`, e.id))
+}
+
+// dispatch decodes an event's arguments and hands it to the session.
+func (e *eioSocket) dispatch(data []byte, ackID int, attachments [][]byte) {
+	var args []any
+	if err := json.Unmarshal(data, &args); err != nil || len(args) == 0 {
+		e.shut(reasonParse, "event is not a JSON array")
+		return
+	}
+	event, ok := args[0].(string)
+	if !ok {
+		e.shut(reasonParse, "event name is not a string")
+		return
+	}
+	var payload any
+	if len(args) > 1 {
+		payload = args[1]
+		if attachments != nil {
+			payload = fillPlaceholders(payload, attachments)
+		}
+	}
+	var ack messages.AckFunc
+	if ackID >= 0 {
+		prefix := "43" + strconv.Itoa(ackID)
+		ack = func(r *messages.AckReply) {
+			b, err := json.Marshal([1]*messages.AckReply{r})
+			if err == nil {
+				_ = e.c.WriteText(prefix, b)
+			}
+		}
+	}
+	e.srv.event(e.pid.Load(), e.id, event, payload, ack)
+}
+
+// binaryEvent is an event whose binary attachments are still arriving.
+type binaryEvent struct {
+	ack   int
+	json  []byte
+	want  int
+	parts [][]byte
+}
+
+func (e *eioSocket) attachment(data []byte) {
+	b := e.binary
+	if b == nil {
+		e.shut(reasonParse, "binary frame without an event")
+		return
+	}
+	b.parts = append(b.parts, bytes.Clone(data))
+	if len(b.parts) == b.want {
+		e.binary = nil
+		e.dispatch(b.json, b.ack, b.parts)
+	}
+}
+
+// fillPlaceholders puts binary attachments where the event's JSON has
+// {"_placeholder":true,"num":n}.
+func fillPlaceholders(v any, parts [][]byte) any {
+	switch t := v.(type) {
+	case map[string]any:
+		if ph, _ := t["_placeholder"].(bool); ph {
+			if n, ok := t["num"].(float64); ok && n >= 0 && int(n) < len(parts) {
+				return parts[int(n)]
+			}
+			return nil
+		}
+		for k, x := range t {
+			t[k] = fillPlaceholders(x, parts)
+		}
+	case []any:
+		for i, x := range t {
+			t[i] = fillPlaceholders(x, parts)
+		}
+	}
+	return v
+}
+
+// Closed is the end of the connection, for whatever reason.
+func (e *eioSocket) Closed(_ *ws.Conn, err error) {
+	e.closed.Store(true)
+	e.mu.Lock()
+	e.timer.Stop()
+	e.mu.Unlock()
+	pid := e.pid.Load()
+	if pid == nil {
+		return
+	}
+	var reason closeReason
+	if !errors.As(err, &reason) {
+		reason = "transport error"
+		if ws.IsPeerClose(err) {
+			reason = reasonTransport
+		}
+	}
+	e.srv.gone(pid, e.id, e.addr, string(reason))
+}
+
+// gone tells the actors that a socket has disconnected.
+func (s *Server) gone(pid *actor.PID, id, addr, reason string) {
+	s.log.Info("socket disconnected", "socket", id, "reason", reason)
+	s.sys.Disconnected(pid, reason)
+	s.sys.Closed(addr)
+	s.met.Disconnected()
+}
