@@ -5,6 +5,7 @@ package metrics
 
 import (
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -34,6 +35,20 @@ type Metrics struct {
 	ClusterDrops    prometheus.Counter   // cross-node messages dropped: Redis away or too slow
 	ClusterRedisUp  prometheus.Gauge
 	ClusterNodeSeen prometheus.Gauge
+
+	// Counters by event, resolved once: a label lookup hashes its values,
+	// and deliveries are counted tens of thousands of times a second.
+	inbound, delivered sync.Map // event -> prometheus.Counter
+}
+
+// counter is vec's counter for label, resolved once.
+func counter(cache *sync.Map, vec *prometheus.CounterVec, label string) prometheus.Counter {
+	if c, ok := cache.Load(label); ok {
+		return c.(prometheus.Counter)
+	}
+	c := vec.WithLabelValues(label)
+	cache.Store(label, c)
+	return c
 }
 
 // New registers the collectors, plus Go runtime and process metrics.
@@ -108,7 +123,7 @@ func (m *Metrics) Delivered(event string, at time.Time) {
 	if m == nil {
 		return
 	}
-	m.Deliveries.WithLabelValues(event).Inc()
+	counter(&m.delivered, m.Deliveries, event).Inc()
 	if !at.IsZero() {
 		m.Latency.Observe(time.Since(at).Seconds())
 	}
@@ -117,7 +132,7 @@ func (m *Metrics) Delivered(event string, at time.Time) {
 // Received records an event from a socket.
 func (m *Metrics) Received(event string) {
 	if m != nil {
-		m.Inbound.WithLabelValues(event).Inc()
+		counter(&m.inbound, m.Inbound, event).Inc()
 	}
 }
 

@@ -14,7 +14,7 @@ func TestContract(t *testing.T) {
 			for _, tc := range contractCases {
 				t.Run(tc.name, func(t *testing.T) {
 					// A server per case: no socket of one case lingers into the next.
-					tc.run(t, startServer(t, nil), mode)
+					tc.run(t, startServer(t, modeConfig(mode)), mode)
 				})
 			}
 		})

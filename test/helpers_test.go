@@ -108,17 +108,29 @@ type client struct {
 }
 
 // transportModes are the ways a front end connects: websocket alone,
-// long-polling alone, polling upgraded to websocket, and websocket through
-// zishang520's Go Socket.IO client rather than our own client package.
+// long-polling alone, polling upgraded to websocket, websocket through
+// zishang520's Go Socket.IO client rather than our own client package, and
+// websocket served by the Socket.IO library instead of transport/ws
+// (SWITCHBOARD_WEBSOCKET=library).
 var transportModes = []struct {
 	name      string
 	transport sbclient.Transport
 	zishang   bool
+	library   bool
 }{
-	{"websocket", sbclient.WebSocket, false},
-	{"polling", sbclient.Polling, false},
-	{"upgrade", sbclient.Upgrade, false},
-	{"zishang520-websocket", sbclient.WebSocket, true},
+	{"websocket", sbclient.WebSocket, false, false},
+	{"polling", sbclient.Polling, false, false},
+	{"upgrade", sbclient.Upgrade, false, false},
+	{"zishang520-websocket", sbclient.WebSocket, true, false},
+	{"websocket-library", sbclient.WebSocket, false, true},
+}
+
+// modeConfig is the server configuration a transport mode needs.
+func modeConfig(mode int) func(*config.Config) {
+	if !transportModes[mode].library {
+		return nil
+	}
+	return func(c *config.Config) { c.WebSocketServer = "library" }
 }
 
 // dial connects a new client and waits until it is connected. zishang520's

@@ -258,9 +258,10 @@ func (c *Conn) finish(err error) {
 	}
 	putBuffer(c.out)
 	c.out = nil
+	p := c.p
 	c.mu.Unlock()
-	if c.p != nil {
-		c.p.remove(c)
+	if p != nil {
+		p.remove(c)
 	}
 	_ = c.nc.Close()
 	c.h.Closed(c, err)

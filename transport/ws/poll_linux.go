@@ -97,7 +97,9 @@ func (s *Server) register(c *Conn) error {
 	if err := c.rc.Control(func(f uintptr) { fd = int(f) }); err != nil {
 		return fmt.Errorf("websocket: %w", err)
 	}
+	c.mu.Lock() // the handler may already be writing from elsewhere
 	c.fd, c.p = fd, p
+	c.mu.Unlock()
 	p.mu.Lock()
 	p.conns[fd] = c
 	p.mu.Unlock()
@@ -106,7 +108,9 @@ func (s *Server) register(c *Conn) error {
 		p.mu.Lock()
 		delete(p.conns, fd)
 		p.mu.Unlock()
+		c.mu.Lock()
 		c.p = nil
+		c.mu.Unlock()
 		return fmt.Errorf("websocket: epoll add: %w", err)
 	}
 	return nil
