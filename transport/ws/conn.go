@@ -149,9 +149,10 @@ type Conn struct {
 	state atomic.Int32
 
 	mu      sync.Mutex
-	out     []byte // frames not yet written
-	queued  bool   // waiting for the poller's flusher
-	waiting bool   // waiting for the socket to be writable
+	out     []byte // frames, written up to off
+	off     int
+	queued  bool // waiting for the poller's flusher
+	waiting bool // waiting for the socket to be writable
 	linger  *time.Timer
 	why     error // why the server closed it
 }
@@ -163,7 +164,7 @@ func (c *Conn) RemoteAddr() net.Addr { return c.nc.RemoteAddr() }
 func (c *Conn) Pending() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return len(c.out)
+	return len(c.out) - c.off
 }
 
 // WriteText queues one text message, prefix followed by payload. It never
@@ -180,7 +181,7 @@ func (c *Conn) write(op byte, prefix string, payload []byte) error {
 		c.mu.Unlock()
 		return ErrClosed
 	}
-	if max := c.srv.opts.MaxPending; max > 0 && len(c.out)+n > max {
+	if max := c.srv.opts.MaxPending; max > 0 && len(c.out)-c.off+n > max {
 		c.mu.Unlock()
 		return ErrSlow
 	}
@@ -228,7 +229,7 @@ func (c *Conn) Close(code int, why error) {
 	c.out = appendHeader(c.out, opClose, 2)
 	c.out = binary.BigEndian.AppendUint16(c.out, uint16(code))
 	err := c.flushLocked()
-	if err == nil && len(c.out) > 0 {
+	if err == nil && len(c.out) > c.off {
 		err = ErrSlow // cannot even send the close frame: do not wait on it
 	}
 	if err == nil {
@@ -257,7 +258,7 @@ func (c *Conn) finish(err error) {
 		c.linger.Stop()
 	}
 	putBuffer(c.out)
-	c.out = nil
+	c.out, c.off = nil, 0
 	p := c.p
 	c.mu.Unlock()
 	if p != nil {
@@ -270,13 +271,13 @@ func (c *Conn) finish(err error) {
 // flushLocked writes what is queued without blocking; what the socket
 // does not take waits for it to drain. c.mu is held.
 func (c *Conn) flushLocked() error {
-	if len(c.out) == 0 {
+	if len(c.out) == c.off {
 		return nil
 	}
 	var n int
 	var werr error
 	err := c.rc.Write(func(fd uintptr) bool {
-		n, werr = syscall.Write(int(fd), c.out)
+		n, werr = syscall.Write(int(fd), c.out[c.off:])
 		return true
 	})
 	if err == nil && werr != nil && werr != syscall.EAGAIN && werr != syscall.EINTR {
@@ -285,19 +286,22 @@ func (c *Conn) flushLocked() error {
 	if err != nil {
 		return fmt.Errorf("websocket write: %w", err)
 	}
-	if n < 0 {
-		n = 0
-	}
-	if n == len(c.out) {
+	c.off += max(n, 0)
+	if c.off == len(c.out) {
 		putBuffer(c.out)
-		c.out = nil
+		c.out, c.off = nil, 0
 		if c.waiting {
 			c.waiting = false
 			return c.p.watch(c, false)
 		}
 		return nil
 	}
-	c.out = c.out[:copy(c.out, c.out[n:])]
+	if c.off > len(c.out)/2 {
+		// Reclaim the written half, rather than move the rest on every
+		// partial write of a large frame.
+		c.out = c.out[:copy(c.out, c.out[c.off:])]
+		c.off = 0
+	}
 	if !c.waiting && c.p != nil {
 		c.waiting = true
 		return c.p.watch(c, true)
