@@ -14,10 +14,18 @@ import (
 
 // An operator whose socket stops reading is disconnected once its unsent
 // bytes pass the limit; the other operator gets every message, in time.
+// Over the native websocket server and over the library's.
 func TestSlowConsumerIsDisconnected(t *testing.T) {
+	for _, server := range []string{"native", "library"} {
+		t.Run(server, func(t *testing.T) { slowConsumer(t, server) })
+	}
+}
+
+func slowConsumer(t *testing.T, server string) {
 	s := startServer(t, func(c *config.Config) {
 		c.MaxPendingBytes = 1 << 20
 		c.MessageRate, c.MessageBurst = 1000, 1000
+		c.WebSocketServer = server
 	})
 	// The stalled operator: a raw websocket that joins, then never reads.
 	u := strings.Replace(s.URL, "http", "ws", 1) + "/chat/?EIO=4&transport=websocket"
