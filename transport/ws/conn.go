@@ -124,6 +124,9 @@ func (s *Server) adopt(nc net.Conn, brw *bufio.ReadWriter, accept string, newHan
 		// Bytes the client sent right behind its handshake.
 		early, _ := brw.Reader.Peek(n)
 		c.consume(early)
+		if c.state.Load() == stateClosed {
+			return nil, ErrClosed // its descriptor is closed: never register it
+		}
 	}
 	if err := s.register(c); err != nil {
 		c.finish(err)

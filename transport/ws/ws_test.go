@@ -363,3 +363,47 @@ func (r *raw) read() (byte, []byte) {
 	}
 	return h[0] & 0x0f, p
 }
+
+// Bytes sent right behind the handshake, before the 101 arrives, are read
+// from the HTTP server's buffer; a violation there closes the connection
+// before it is ever watched.
+func TestFramesBehindTheHandshake(t *testing.T) {
+	srv, _, url := start(t, Options{})
+	hello := []byte{finBit | opText, 0x80 | 2, 1, 2, 3, 4, 'h' ^ 1, 'i' ^ 2}
+	for _, tc := range []struct {
+		name  string
+		frame []byte
+		want  string
+	}{{"masked text", hello, "echo:hi"}, {"unmasked", []byte{finBit | opText, 2, 'h', 'i'}, ""}} {
+		t.Run(tc.name, func(t *testing.T) {
+			nc, err := net.Dial("tcp", strings.TrimPrefix(url, "ws://"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer nc.Close()
+			req := "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+			if _, err := nc.Write(append([]byte(req), tc.frame...)); err != nil {
+				t.Fatal(err)
+			}
+			r := &raw{t: t, nc: nc, br: bufio.NewReader(nc)}
+			resp, err := http.ReadResponse(r.br, nil)
+			if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+				t.Fatalf("handshake: %v %v", resp, err)
+			}
+			op, p := r.read()
+			if tc.want != "" {
+				if op != opText || string(p) != tc.want {
+					t.Fatalf("got op %d %q, want %q", op, p, tc.want)
+				}
+				return
+			}
+			if op != opClose || int(binary.BigEndian.Uint16(p)) != CloseProtocol {
+				t.Fatalf("got op %d %v, want close 1002", op, p)
+			}
+			time.Sleep(50 * time.Millisecond)
+			if n := srv.Len(); n != 0 {
+				t.Fatalf("%d connections watched, want 0", n)
+			}
+		})
+	}
+}
