@@ -285,14 +285,20 @@ type raw struct {
 	br *bufio.Reader
 }
 
-func rawDial(t *testing.T, url string) *raw {
+func rawDial(t *testing.T, url string) *raw { return rawDialWith(t, url, nil) }
+
+// rawDialWith sends early right behind the handshake, in the same write.
+func rawDialWith(t *testing.T, url string, early []byte) *raw {
 	t.Helper()
 	nc, err := net.Dial("tcp", strings.TrimPrefix(url, "ws://"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = nc.Close() })
-	fmt.Fprintf(nc, "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+	req := "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+	if _, err := nc.Write(append([]byte(req), early...)); err != nil {
+		t.Fatal(err)
+	}
 	br := bufio.NewReader(nc)
 	resp, err := http.ReadResponse(br, nil)
 	if err != nil {
@@ -376,20 +382,7 @@ func TestFramesBehindTheHandshake(t *testing.T) {
 		want  string
 	}{{"masked text", hello, "echo:hi"}, {"unmasked", []byte{finBit | opText, 2, 'h', 'i'}, ""}} {
 		t.Run(tc.name, func(t *testing.T) {
-			nc, err := net.Dial("tcp", strings.TrimPrefix(url, "ws://"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer nc.Close()
-			req := "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-			if _, err := nc.Write(append([]byte(req), tc.frame...)); err != nil {
-				t.Fatal(err)
-			}
-			r := &raw{t: t, nc: nc, br: bufio.NewReader(nc)}
-			resp, err := http.ReadResponse(r.br, nil)
-			if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
-				t.Fatalf("handshake: %v %v", resp, err)
-			}
+			r := rawDialWith(t, url, tc.frame)
 			op, p := r.read()
 			if tc.want != "" {
 				if op != opText || string(p) != tc.want {
