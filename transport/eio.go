@@ -92,9 +92,9 @@ type eioSocket struct {
 	closed atomic.Bool
 	binary *binaryEvent // an event waiting for its attachments (poller only)
 
-	mu          sync.Mutex // heartbeat
-	timer       *time.Timer
-	awaitingPon bool
+	mu           sync.Mutex // heartbeat
+	timer        *time.Timer
+	awaitingPong bool
 }
 
 // ID is the Socket.IO socket id.
@@ -131,9 +131,9 @@ func (e *eioSocket) shut(why closeReason, logReason string) {
 // whose pong does not come within the timeout.
 func (e *eioSocket) beat() {
 	e.mu.Lock()
-	late := e.awaitingPon
+	late := e.awaitingPong
 	if !late {
-		e.awaitingPon = true
+		e.awaitingPong = true
 		e.timer.Reset(e.srv.cfg.PingTimeout)
 	}
 	e.mu.Unlock()
@@ -149,8 +149,8 @@ func (e *eioSocket) beat() {
 
 func (e *eioSocket) pong() {
 	e.mu.Lock()
-	if e.awaitingPon {
-		e.awaitingPon = false
+	if e.awaitingPong {
+		e.awaitingPong = false
 		e.timer.Reset(e.srv.cfg.PingInterval)
 	}
 	e.mu.Unlock()
