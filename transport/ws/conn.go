@@ -229,8 +229,7 @@ func (c *Conn) Close(code int, why error) {
 	if c.out == nil {
 		c.out = getBuffer(4)
 	}
-	c.out = appendHeader(c.out, opClose, 2)
-	c.out = binary.BigEndian.AppendUint16(c.out, uint16(code))
+	c.out = appendClose(c.out, code)
 	err := c.flushLocked()
 	if err == nil && len(c.out) > c.off {
 		err = ErrSlow // cannot even send the close frame: do not wait on it
@@ -512,12 +511,7 @@ func (c *Conn) closeReceived(payload []byte) {
 		}
 		c.mu.Lock()
 		if c.state.CompareAndSwap(stateOpen, stateClosing) {
-			if code == closeNoStatus {
-				c.out = appendHeader(c.out, opClose, 0)
-			} else {
-				c.out = appendHeader(c.out, opClose, 2)
-				c.out = binary.BigEndian.AppendUint16(c.out, uint16(code))
-			}
+			c.out = appendClose(c.out, code)
 			_ = c.flushLocked()
 		}
 		c.mu.Unlock()
@@ -554,6 +548,15 @@ func appendHeader(b []byte, op byte, n int) []byte {
 		b = append(b, finBit|op, 127)
 		return binary.BigEndian.AppendUint64(b, uint64(n))
 	}
+}
+
+// appendClose appends a close frame with code, or with no body for
+// closeNoStatus, which must not be sent on the wire.
+func appendClose(b []byte, code int) []byte {
+	if code == closeNoStatus {
+		return appendHeader(b, opClose, 0)
+	}
+	return binary.BigEndian.AppendUint16(appendHeader(b, opClose, 2), uint16(code))
 }
 
 // unmask XORs p with the 4-byte key, eight bytes at a time.
