@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -234,5 +235,33 @@ func TestSessionPanicClosesOnlyItsSocket(t *testing.T) {
 	s.Send(otherPID, &messages.ClientTyping{Origin: messages.Origin{From: "other"}, IsTyping: true})
 	if m := op.expect(t, "clientTyping"); m["from"] != "other" {
 		t.Fatalf("clientTyping %v", m)
+	}
+}
+
+// A stopped system leaves no goroutine behind: test processes and the
+// server's restarts start many.
+func TestStopEndsTheSystemsGoroutines(t *testing.T) {
+	cycle := func() {
+		s, err := Start(Options{Logger: quietLogger()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		participantUp(t, s, "op", operator("Ana"))
+		waitHealth(t, s, 0, 1)
+		if err := s.Stop(2 * time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cycle() // the first start also starts protoactor's process-wide goroutines
+	before := runtime.NumGoroutine()
+	for range 20 {
+		cycle()
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := runtime.NumGoroutine(); n > before {
+		t.Fatalf("%d goroutines after 20 starts and stops, %d before", n, before)
 	}
 }

@@ -16,15 +16,24 @@ const throughput = 300
 // mailbox still runs one message at a time.
 var sessionDispatcher = actor.NewSynchronizedDispatcher(throughput)
 
-// dedicated runs one actor's mailbox on a goroutine of its own, which
-// lives as long as the process: for the router, which is always busy.
-type dedicated struct{ work chan func() }
+// dedicated runs one actor's mailbox on a goroutine of its own, for the
+// router, which is always busy. stop ends the goroutine with the system;
+// a turn scheduled after that is dropped, as the actor is gone.
+type dedicated struct {
+	work chan func()
+	stop chan struct{}
+}
 
 func newDedicated() *dedicated {
-	d := &dedicated{work: make(chan func(), 4)}
+	d := &dedicated{work: make(chan func(), 4), stop: make(chan struct{})}
 	go func() {
-		for fn := range d.work {
-			fn()
+		for {
+			select {
+			case fn := <-d.work:
+				fn()
+			case <-d.stop:
+				return
+			}
 		}
 	}()
 	return d
@@ -32,6 +41,14 @@ func newDedicated() *dedicated {
 
 // Schedule is called once per idle-to-busy turn of the mailbox, so the
 // channel never holds more than one.
-func (d *dedicated) Schedule(fn func()) { d.work <- fn }
+func (d *dedicated) Schedule(fn func()) {
+	select {
+	case d.work <- fn:
+	case <-d.stop:
+	}
+}
 
 func (d *dedicated) Throughput() int { return throughput }
+
+// close ends the goroutine; call it once, when the system has shut down.
+func (d *dedicated) close() { close(d.stop) }

@@ -45,6 +45,8 @@ type System struct {
 	gate   *actor.PID
 	ask    time.Duration
 	log    *slog.Logger
+	// routerLoop is the router's goroutine, ended by Stop.
+	routerLoop *dedicated
 }
 
 // Start spawns the hub and the router.
@@ -80,11 +82,12 @@ func Start(o Options) (*System, error) {
 		}
 	}
 	routerLog := o.Logger.With("component", "router")
+	routerLoop := newDedicated()
 	routerProps := actor.PropsFromProducer(func() actor.Actor {
 		// Every incarnation gets the same presence: only one runs at a time.
 		return &router{pr: pr, cl: cv, log: routerLog, now: o.Now, ids: ids, met: o.Metrics}
 	}, actor.WithReceiverMiddleware(o.RouterMiddleware...), actor.WithMailbox(actor.Unbounded(metrics.MailboxStats{M: o.Metrics})),
-		actor.WithDispatcher(newDedicated()))
+		actor.WithDispatcher(routerLoop))
 
 	sessionLog := o.Logger.With("component", "session")
 	policy := o.Policy
@@ -97,19 +100,25 @@ func Start(o Options) (*System, error) {
 	hubProps := actor.PropsFromProducer(func() actor.Actor {
 		return &hub{routerProps: routerProps, sessionProps: sessionProps, clusterProps: clusterProps}
 	}, actor.WithSupervisor(&supervisor{log: o.Logger.With("component", "supervisor"), max: 10, window: 10 * time.Second}))
+	// A start that fails leaves nothing running.
+	fail := func(err error) (*System, error) {
+		sys.Shutdown()
+		routerLoop.close()
+		return nil, fmt.Errorf("start actors: %w", err)
+	}
 	hubPID, err := sys.Root.SpawnNamed(hubProps, "hub")
 	if err != nil {
-		return nil, fmt.Errorf("start actors: %w", err)
+		return fail(err)
 	}
 	gateLimits := o.Gate
 	gatePID, err := sys.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return &gate{limits: gateLimits} }), "gate")
 	if err != nil {
-		return nil, fmt.Errorf("start actors: gate: %w", err)
+		return fail(fmt.Errorf("gate: %w", err))
 	}
-	s := &System{sys: sys, hub: hubPID, gate: gatePID, ask: o.AskTimeout, log: o.Logger}
+	s := &System{sys: sys, hub: hubPID, gate: gatePID, ask: o.AskTimeout, log: o.Logger, routerLoop: routerLoop}
 	res, err := sys.Root.RequestFuture(hubPID, &routerPIDQuery{}, s.ask).Result()
 	if err != nil {
-		return nil, fmt.Errorf("start actors: router: %w", err)
+		return fail(fmt.Errorf("router: %w", err))
 	}
 	s.router = res.(*actor.PID)
 	return s, nil
@@ -203,6 +212,7 @@ func (s *System) Stop(timeout time.Duration) error {
 		err = errors.New("timed out")
 	}
 	s.sys.Shutdown()
+	s.routerLoop.close()
 	if err != nil {
 		return fmt.Errorf("stop actors: %w", err)
 	}
