@@ -2,13 +2,11 @@ package loadtest
 
 import (
 	"encoding/json"
-	"fmt"
 	"math/rand/v2"
 	"strconv"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
-	"github.com/switchboard/switchboard/client"
 )
 
 // Messages to an operator.
@@ -42,48 +40,38 @@ type (
 // and replies to the players whose slot falls to it (slot modulo the
 // number of operators), so each message gets at most one reply.
 type operator struct {
-	e        *env
+	link
 	idx      int
 	l        *operatorLedger
 	rng      *rand.Rand
-	t        client.Transport
-	attempt  int
-	c        *client.Client
 	joinSent int64
-	acked    bool // the server acknowledged this connection's join: it answers acks
-	counted  bool
-	sending  bool
-	stopped  bool
 }
 
 func newOperator(e *env, idx int) actor.Actor {
 	l := e.ops[idx]
-	return &operator{
-		e: e, idx: idx, l: l,
+	o := &operator{
+		link: link{
+			e: e, operator: true, label: "operator " + strconv.Itoa(idx), conn: &l.conn, failures: &l.failures,
+			t: e.mix.pick(unit(e.sc.Seed^0x0f0f, uint64(idx), 0)),
+		},
+		idx: idx, l: l,
 		rng: rand.New(rand.NewPCG(e.sc.Seed^0xa5a5, uint64(idx)<<24|uint64(l.failures))),
-		t:   e.mix.pick(unit(e.sc.Seed^0x0f0f, uint64(idx), 0)),
 	}
+	o.link.forget = o.drop
+	return o
 }
 
 func (o *operator) Receive(ctx actor.Context) {
+	if o.link.receive(ctx) {
+		return
+	}
 	switch m := ctx.Message().(type) {
-	case *actor.Started:
-		o.e.startDialing(ctx, o.l.failures)
 	case *dialNow:
 		o.dial(ctx)
 	case *dialed:
 		o.connected(ctx, m)
 	case *joinAcked:
-		if m.attempt != o.attempt {
-			return
-		}
-		if m.refused != "" {
-			o.l.failures++
-			panic(joinRefused("operator "+strconv.Itoa(o.idx), m.refused))
-		}
-		o.l.failures = 0
-		o.acked = true
-		if o.markReady() {
+		if o.joinAcked(m) && o.markReady() {
 			o.e.m.Join.Record(o.e.clk.since(o.joinSent))
 		}
 	case *heard:
@@ -104,24 +92,6 @@ func (o *operator) Receive(ctx actor.Context) {
 			o.e.m.Replies.Add(-1)
 		}
 		o.e.m.Error("refused operatorMessage: " + m.code)
-	case *stopSending:
-		o.stopped, o.sending = true, false
-		if ctx.Sender() != nil {
-			ctx.Respond(m)
-		}
-	case *closed:
-		if m.attempt != o.attempt || o.c == nil {
-			return
-		}
-		o.drop()
-		o.l.failures++
-		panic(&failure{kind: "disconnected (" + string(o.t) + "): " + m.reason, err: fmt.Errorf("operator %d: %s", o.idx, m.reason)})
-	case *actor.Restarting:
-		o.drop()
-		o.l.conn.next()
-	case *actor.Stopping:
-		o.drop()
-		o.l.conn.stop()
 	}
 }
 
@@ -131,11 +101,9 @@ func (o *operator) name() string { return "lt-operator-" + strconv.Itoa(o.idx) }
 func (o *operator) operatorID() int { return 900000 + o.idx }
 
 func (o *operator) dial(ctx actor.Context) {
-	if o.stopped {
+	if !o.next() {
 		return
 	}
-	o.attempt = o.l.conn.next()
-	o.c, o.sending, o.acked = nil, false, false
 	auth, err := o.e.tokens.auth(map[string]any{"sub": o.name(), "role": "operator", "name": o.name(), "operatorId": o.operatorID()}, true)
 	if err != nil {
 		panic(&failure{kind: "token", err: err})
@@ -144,30 +112,11 @@ func (o *operator) dial(ctx actor.Context) {
 }
 
 func (o *operator) connected(ctx actor.Context, m *dialed) {
-	if m.attempt != o.attempt {
+	if !o.accept(m) {
 		return
 	}
-	if m.err != nil {
-		o.l.failures++
-		panic(&failure{kind: "connect: " + errKind(m.err), err: m.err})
-	}
-	select {
-	case <-m.c.Done():
-		o.l.failures++
-		panic(&failure{kind: "disconnected while joining", err: fmt.Errorf("operator %d", o.idx)})
-	default:
-	}
-	o.c = m.c
-	o.e.m.dialed(true, m.took)
-	o.counted = true
-	o.e.m.connected(true, 1)
 	o.joinSent = o.e.clk.now()
-	if err := m.c.EmitAck("join", join{Role: "operator", Name: o.name(), OperatorID: o.operatorID()}, o.e.ackHandler(ctx.Self(), o.attempt)); err != nil {
-		o.drop()
-		o.l.failures++
-		panic(&failure{kind: "write join: " + errKind(err), err: err})
-	}
-	o.sending = !o.stopped
+	o.join(ctx, join{Role: "operator", Name: o.name(), OperatorID: o.operatorID()})
 	o.e.sched.after(o.e.sc.Settle, ctx.Self(), &settled{attempt: o.attempt})
 }
 
@@ -235,12 +184,7 @@ func (o *operator) drop() {
 		o.e.ready.set(o.idx, false)
 		o.e.m.OperatorsReady.Add(-1)
 	}
-	if o.counted {
-		o.e.m.connected(true, -1)
-		o.counted = false
-	}
-	o.c = nil
-	o.sending = false
+	o.release()
 }
 
 // onEvent runs on the connection's reader goroutine.

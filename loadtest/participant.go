@@ -73,6 +73,125 @@ type failure struct {
 
 func (f *failure) Error() string { return f.kind + ": " + f.err.Error() }
 
+// link is the connection side that players and operators share: the
+// current attempt and its client, with what the ledger keeps across the
+// actor's restarts (the attempt holder, the failures that pace the
+// backoff). Each actor embeds one and keeps its own role's state beside it.
+type link struct {
+	e        *env
+	operator bool
+	label    string // "player 3", "operator 2"
+	conn     *conn
+	failures *int
+	forget   func() // the actor's own drop of the connection
+	t        client.Transport
+	attempt  int
+	c        *client.Client
+	acked    bool // the server acknowledged this connection's join: it answers acks
+	counted  bool // in the connected gauge
+	sending  bool
+	stopped  bool // the load is over: no new messages, no reconnects
+}
+
+// receive handles the messages that both kinds of participant treat
+// alike, and reports whether m was one of them.
+func (k *link) receive(ctx actor.Context) bool {
+	switch m := ctx.Message().(type) {
+	case *actor.Started:
+		k.e.startDialing(ctx, *k.failures)
+	case *stopSending:
+		k.stopped, k.sending = true, false
+		if ctx.Sender() != nil {
+			ctx.Respond(m)
+		}
+	case *closed:
+		if m.attempt != k.attempt || k.c == nil {
+			return true // an old connection, or one that *dialed will report
+		}
+		k.forget()
+		*k.failures++
+		panic(&failure{kind: "disconnected (" + string(k.t) + "): " + m.reason, err: fmt.Errorf("%s: %s", k.label, m.reason)})
+	case *actor.Restarting:
+		k.forget()
+		k.conn.next()
+	case *actor.Stopping:
+		k.forget()
+		k.conn.stop()
+	default:
+		return false
+	}
+	return true
+}
+
+// next starts a new connection attempt; false once the load is over.
+func (k *link) next() bool {
+	if k.stopped {
+		return false
+	}
+	k.attempt = k.conn.next()
+	k.c, k.sending, k.acked = nil, false, false
+	return true
+}
+
+// accept takes the outcome of a dial and counts the connection; false if
+// it is an old attempt's. A failed dial panics, for the supervisor to
+// restart the actor.
+func (k *link) accept(m *dialed) bool {
+	if m.attempt != k.attempt {
+		return false
+	}
+	if m.err != nil {
+		*k.failures++
+		panic(&failure{kind: "connect: " + errKind(m.err), err: m.err})
+	}
+	select {
+	case <-m.c.Done(): // closed before this message arrived; its *closed was ignored
+		*k.failures++
+		panic(&failure{kind: "disconnected while joining", err: errors.New(k.label)})
+	default:
+	}
+	k.c = m.c
+	k.e.m.dialed(k.operator, m.took)
+	k.counted = true
+	k.e.m.connected(k.operator, 1)
+	return true
+}
+
+// join writes the join, asking for an ack; then the participant may send.
+func (k *link) join(ctx actor.Context, payload join) {
+	if err := k.c.EmitAck("join", payload, k.e.ackHandler(ctx.Self(), k.attempt)); err != nil {
+		k.forget()
+		*k.failures++
+		panic(&failure{kind: "write join: " + errKind(err), err: err})
+	}
+	k.sending = !k.stopped
+}
+
+// joinAcked takes the server's answer to the join; false if it is an old
+// attempt's. A refusal panics.
+func (k *link) joinAcked(m *joinAcked) bool {
+	if m.attempt != k.attempt {
+		return false
+	}
+	if m.refused != "" {
+		*k.failures++
+		panic(joinRefused(k.label, m.refused))
+	}
+	*k.failures = 0
+	k.acked = true
+	return true
+}
+
+// release forgets the connection: what every actor's drop does.
+func (k *link) release() {
+	if k.counted {
+		k.e.m.connected(k.operator, -1)
+		k.counted = false
+	}
+	k.c = nil
+	k.sending = false
+}
+
 // startDialing begins a participant's (re)start: at once the first time,
 // after a growing backoff once it has failed.
 func (e *env) startDialing(ctx actor.Context, failures int) {

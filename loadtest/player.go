@@ -2,13 +2,11 @@ package loadtest
 
 import (
 	"encoding/json"
-	"fmt"
 	"math/rand/v2"
 	"strconv"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
-	"github.com/switchboard/switchboard/client"
 )
 
 // Messages to a player.
@@ -39,50 +37,42 @@ type (
 // fills. A failed connection panics to the supervisor, which restarts the
 // actor; the slot's ledger and connection holder outlive the restart.
 type player struct {
-	e        *env
+	link
 	slot     int
 	l        *playerLedger
 	rng      *rand.Rand
-	t        client.Transport
-	attempt  int
-	c        *client.Client
 	who      *identity
-	genStart int  // the first seq of this connection
-	acked    bool // the server acknowledged this connection's join: it answers acks
-	counted  bool // in PlayersConnected
-	sending  bool
-	stopped  bool // the load is over: no new messages, no reconnects
+	genStart int // the first seq of this connection
 	leaveBy  time.Time
 }
 
 func newPlayer(e *env, slot int) actor.Actor {
 	l := e.players[slot]
-	return &player{
-		e: e, slot: slot, l: l,
+	p := &player{
+		link: link{
+			e: e, label: "player " + strconv.Itoa(slot), conn: &l.conn, failures: &l.failures,
+			t: e.mix.pick(unit(e.sc.Seed^0x5bd1e995, uint64(slot), 0)),
+		},
+		slot: slot, l: l,
 		rng: rand.New(rand.NewPCG(e.sc.Seed, uint64(slot)<<24|uint64(l.failures))),
-		t:   e.mix.pick(unit(e.sc.Seed^0x5bd1e995, uint64(slot), 0)),
 	}
+	p.link.forget = p.release
+	return p
 }
 
 func (p *player) Receive(ctx actor.Context) {
+	if p.link.receive(ctx) {
+		return
+	}
 	switch m := ctx.Message().(type) {
-	case *actor.Started:
-		p.e.startDialing(ctx, p.l.failures)
 	case *dialNow:
 		p.dial(ctx)
 	case *dialed:
 		p.connected(ctx, m)
 	case *joinAcked:
-		if m.attempt != p.attempt {
-			return
+		if p.joinAcked(m) {
+			p.e.confirmJoin(p.who)
 		}
-		if m.refused != "" {
-			p.l.failures++
-			panic(joinRefused("player "+strconv.Itoa(p.slot), m.refused))
-		}
-		p.l.failures = 0
-		p.acked = true
-		p.e.confirmJoin(p.who)
 	case *tick:
 		if m.attempt != p.attempt || !p.sending {
 			return
@@ -140,40 +130,25 @@ func (p *player) Receive(ctx actor.Context) {
 		if m.attempt != p.attempt || p.stopped {
 			return
 		}
-		p.drop()
+		p.release()
 		p.attempt = p.l.conn.next()
 		p.e.m.Departures.Add(1)
 		ctx.Send(ctx.Self(), &dialNow{}) // a new player arrives in the slot
-	case *stopSending:
-		p.stopped, p.sending = true, false
-		if ctx.Sender() != nil {
-			ctx.Respond(m)
-		}
-	case *closed:
-		if m.attempt != p.attempt || p.c == nil {
-			return // an old connection, or one that *dialed will report
-		}
-		p.drop()
-		p.l.failures++
-		panic(&failure{kind: "disconnected (" + string(p.t) + "): " + m.reason, err: fmt.Errorf("player %d: %s", p.slot, m.reason)})
-	case *actor.Restarting:
-		p.drop()
-		p.l.conn.next()
-	case *actor.Stopping:
-		p.drop()
-		p.l.conn.stop()
 	}
 }
 
+// name is this connection's player: each arrival in the slot is a new one.
+func (p *player) name() string {
+	return "lt-player-" + strconv.Itoa(p.slot) + "-" + strconv.Itoa(p.genStart)
+}
+
 func (p *player) dial(ctx actor.Context) {
-	if p.stopped {
+	if !p.next() {
 		return
 	}
-	p.attempt = p.l.conn.next()
-	p.c, p.sending, p.acked = nil, false, false
 	p.genStart = len(p.l.expected)
 	p.who = &identity{slot: p.slot}
-	name := "lt-player-" + strconv.Itoa(p.slot) + "-" + strconv.Itoa(p.genStart)
+	name := p.name()
 	auth, err := p.e.tokens.auth(map[string]any{"sub": name, "role": "client", "name": name, "username": name}, false)
 	if err != nil {
 		panic(&failure{kind: "token", err: err})
@@ -182,33 +157,12 @@ func (p *player) dial(ctx actor.Context) {
 }
 
 func (p *player) connected(ctx actor.Context, m *dialed) {
-	if m.attempt != p.attempt {
+	if !p.accept(m) {
 		return
 	}
-	if m.err != nil {
-		p.l.failures++
-		panic(&failure{kind: "connect: " + errKind(m.err), err: m.err})
-	}
-	select {
-	case <-m.c.Done(): // closed before this message arrived; its *closed was ignored
-		p.l.failures++
-		panic(&failure{kind: "disconnected while joining", err: fmt.Errorf("player %d", p.slot)})
-	default:
-	}
-	p.c = m.c
-	p.e.m.dialed(false, m.took)
-	p.counted = true
-	p.e.m.connected(false, 1)
-
 	p.e.reg.add(m.c.ID(), p.who)
 	p.who.joinSent.Store(p.e.clk.now())
-	name := "lt-player-" + strconv.Itoa(p.slot) + "-" + strconv.Itoa(p.genStart)
-	if err := m.c.EmitAck("join", join{Role: "client", Name: name, Username: name}, p.e.ackHandler(ctx.Self(), p.attempt)); err != nil {
-		p.drop()
-		p.l.failures++
-		panic(&failure{kind: "write join: " + errKind(err), err: err})
-	}
-	p.sending = !p.stopped
+	p.join(ctx, join{Role: "client", Name: p.name(), Username: p.name()})
 	if p.e.sc.Rate > 0 {
 		p.e.sched.after(p.gap(), ctx.Self(), &tick{attempt: p.attempt})
 	}
@@ -292,15 +246,6 @@ func (e *env) confirmJoin(who *identity) {
 		e.m.Join.Record(e.clk.since(who.joinSent.Load()))
 		e.m.PlayersJoined.Add(1)
 	}
-}
-
-func (p *player) drop() {
-	if p.counted {
-		p.e.m.connected(false, -1)
-		p.counted = false
-	}
-	p.c = nil
-	p.sending = false
 }
 
 // onEvent runs on the connection's reader goroutine: it times and checks
