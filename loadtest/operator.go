@@ -197,18 +197,9 @@ func (o *operator) onEvent(self *actor.PID, attempt int) func(string, json.RawMe
 		}
 		switch name {
 		case "incomingMessage":
-			var in struct {
-				From    string `json:"from"`
-				Type    string `json:"type"`
-				Message string `json:"message"`
-				Name    string `json:"name"`
-			}
+			var in received
 			_ = json.Unmarshal(raw, &in)
-			text := in.Message
-			if in.Type == "image" {
-				text = in.Name
-			}
-			mk, ok := parseMarker(text)
+			mk, ok := in.marker()
 			if !ok || mk.reply {
 				e.m.Error("incomingMessage without a load-test marker")
 				return
