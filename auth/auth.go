@@ -36,6 +36,10 @@ type Config struct {
 	ClientSecret string
 	// Leeway tolerates clock skew on exp and nbf.
 	Leeway time.Duration
+	// AllowNoExp accepts tokens without an exp claim. Off, the default, a
+	// token must say when it expires: one that does not is valid for as
+	// long as its key is, leaked or not.
+	AllowNoExp bool
 }
 
 // Verifier checks tokens. It is immutable after New and safe to share.
@@ -48,6 +52,10 @@ type Verifier struct {
 
 // ErrNoToken is returned for an empty token.
 var ErrNoToken = errors.New("no token")
+
+// ErrNoExp is returned for a token without an exp claim, unless
+// Config.AllowNoExp.
+var ErrNoExp = errors.New("token has no exp claim")
 
 // New loads the configured keys.
 func New(cfg Config) (*Verifier, error) {
@@ -119,6 +127,9 @@ func (v *Verifier) Verify(token string) (*messages.Identity, error) {
 		var c claims
 		_, err := v.operator.ParseWithClaims(token, &c, v.operatorKey)
 		if err == nil && c.Role != "client" {
+			if err := v.expires(&c); err != nil {
+				return nil, err
+			}
 			return operatorIdentity(&c)
 		}
 		opErr = err
@@ -126,6 +137,9 @@ func (v *Verifier) Verify(token string) (*messages.Identity, error) {
 	if v.client != nil {
 		var c claims
 		if _, err := v.client.ParseWithClaims(token, &c, func(*jwt.Token) (any, error) { return []byte(v.cfg.ClientSecret), nil }); err == nil {
+			if err := v.expires(&c); err != nil {
+				return nil, err
+			}
 			id := &messages.Identity{Role: messages.RoleClient}
 			if c.Username != "" {
 				id.Username = messages.S(c.Username)
@@ -145,6 +159,15 @@ func (v *Verifier) Verify(token string) (*messages.Identity, error) {
 		opErr = errors.New("no verification is configured")
 	}
 	return nil, fmt.Errorf("invalid token: %w", opErr)
+}
+
+// expires refuses a verified token without exp (the parser checks exp only
+// when it is present).
+func (v *Verifier) expires(c *claims) error {
+	if c.ExpiresAt == nil && !v.cfg.AllowNoExp {
+		return fmt.Errorf("invalid token: %w", ErrNoExp)
+	}
+	return nil
 }
 
 func operatorIdentity(c *claims) (*messages.Identity, error) {

@@ -61,6 +61,12 @@ type Config struct {
 	// PingTimeout before a silent peer is dropped (SWITCHBOARD_PING_TIMEOUT,
 	// default 20s as Socket.IO).
 	PingTimeout time.Duration
+	// HTTPIdleTimeout closes a keep-alive connection with no request in
+	// flight after this long (SWITCHBOARD_HTTP_IDLE_TIMEOUT, default 60s).
+	// Websockets and pending long-polls are not idle. Longer spares a
+	// browser a reconnect; each idle connection holds a descriptor, a
+	// goroutine and about 16 KB of buffers and stack until then.
+	HTTPIdleTimeout time.Duration
 	// ShutdownTimeout bounds a graceful stop (SWITCHBOARD_SHUTDOWN_TIMEOUT,
 	// default 10s).
 	ShutdownTimeout time.Duration
@@ -79,6 +85,11 @@ type Config struct {
 	// (SWITCHBOARD_JWT_ISSUER, SWITCHBOARD_JWT_AUDIENCE).
 	JWTIssuer   string
 	JWTAudience string
+	// JWTAllowNoExp accepts operator and player tokens without an exp claim
+	// (SWITCHBOARD_JWT_ALLOW_NO_EXP, default false). Such a token is valid
+	// forever: one that leaks (a log line, a browser's storage) opens every
+	// conversation until the key itself is rotated.
+	JWTAllowNoExp bool
 	// InsecureOperators lets production start without operator
 	// authentication (SWITCHBOARD_INSECURE_OPERATORS, default false): then
 	// anyone who joins as operator reads every conversation.
@@ -188,6 +199,7 @@ var settings = []setting{
 	{"max_field_chars", "SWITCHBOARD_MAX_FIELD_CHARS", "max-field-chars", "255", "longest name, username, phone or id"},
 	{"ping_interval", "SWITCHBOARD_PING_INTERVAL", "ping-interval", "25s", "heartbeat interval"},
 	{"ping_timeout", "SWITCHBOARD_PING_TIMEOUT", "ping-timeout", "20s", "heartbeat timeout"},
+	{"http_idle_timeout", "SWITCHBOARD_HTTP_IDLE_TIMEOUT", "http-idle-timeout", "60s", "close keep-alive connections idle this long"},
 	{"shutdown_timeout", "SWITCHBOARD_SHUTDOWN_TIMEOUT", "shutdown-timeout", "10s", "graceful shutdown deadline"},
 	{"allow_eio3", "SWITCHBOARD_ALLOW_EIO3", "allow-eio3", "true", "accept socket.io-client 2.x (Engine.IO 3)"},
 	{"jwt_secret", "SWITCHBOARD_JWT_SECRET", "jwt-secret", "", "HS256 secret for operator tokens"},
@@ -195,6 +207,7 @@ var settings = []setting{
 	{"jwt_jwks_file", "SWITCHBOARD_JWT_JWKS_FILE", "jwt-jwks-file", "", "JWKS file for RS256/ES256 operator tokens"},
 	{"jwt_issuer", "SWITCHBOARD_JWT_ISSUER", "jwt-issuer", "", "required iss of operator tokens"},
 	{"jwt_audience", "SWITCHBOARD_JWT_AUDIENCE", "jwt-audience", "", "required aud of operator tokens"},
+	{"jwt_allow_no_exp", "SWITCHBOARD_JWT_ALLOW_NO_EXP", "jwt-allow-no-exp", "false", "accept tokens without exp (they never expire)"},
 	{"insecure_operators", "SWITCHBOARD_INSECURE_OPERATORS", "insecure-operators", "false", "allow production without operator authentication"},
 	{"client_secret", "SWITCHBOARD_CLIENT_SECRET", "client-secret", "", "HS256 secret for player identity tokens"},
 	{"client_token_required", "SWITCHBOARD_CLIENT_TOKEN_REQUIRED", "client-token-required", "false", "refuse players without a verified token"},
@@ -348,6 +361,8 @@ func apply(c *Config, key, val string) error {
 		c.PingInterval, err = durationIn(val, 100*time.Millisecond, 10*time.Minute)
 	case "ping_timeout":
 		c.PingTimeout, err = durationIn(val, 100*time.Millisecond, 10*time.Minute)
+	case "http_idle_timeout":
+		c.HTTPIdleTimeout, err = durationIn(val, 100*time.Millisecond, time.Hour)
 	case "shutdown_timeout":
 		c.ShutdownTimeout, err = durationIn(val, 0, 10*time.Minute)
 	case "allow_eio3":
@@ -362,6 +377,8 @@ func apply(c *Config, key, val string) error {
 		c.JWTIssuer = val
 	case "jwt_audience":
 		c.JWTAudience = val
+	case "jwt_allow_no_exp":
+		c.JWTAllowNoExp, err = boolean(val)
 	case "insecure_operators":
 		c.InsecureOperators, err = boolean(val)
 	case "client_secret":

@@ -69,6 +69,11 @@ func TestBadValuesNameTheSetting(t *testing.T) {
 		{nil, []string{"SWITCHBOARD_MAX_IMAGE_BYTES", "-1"}, "SWITCHBOARD_MAX_IMAGE_BYTES"},
 		{nil, []string{"SWITCHBOARD_PING_INTERVAL", "soon"}, "SWITCHBOARD_PING_INTERVAL"},
 		{nil, []string{"SWITCHBOARD_ALLOW_EIO3", "maybe"}, "SWITCHBOARD_ALLOW_EIO3"},
+		{nil, []string{"SWITCHBOARD_JWT_ALLOW_NO_EXP", "sometimes"}, "SWITCHBOARD_JWT_ALLOW_NO_EXP"},
+		{nil, []string{"SWITCHBOARD_HTTP_IDLE_TIMEOUT", "0"}, "SWITCHBOARD_HTTP_IDLE_TIMEOUT"},
+		{nil, []string{"SWITCHBOARD_HTTP_IDLE_TIMEOUT", "forever"}, "SWITCHBOARD_HTTP_IDLE_TIMEOUT"},
+		{nil, []string{"SWITCHBOARD_HTTP_IDLE_TIMEOUT", "2h"}, "SWITCHBOARD_HTTP_IDLE_TIMEOUT"},
+		{[]string{"--http-idle-timeout", "-1s"}, nil, "--http-idle-timeout"},
 		{[]string{"--port", "x"}, nil, "--port"},
 		{nil, []string{"SWITCHBOARD_JWT_SECRET", "short"}, "SWITCHBOARD_JWT_SECRET"},
 		{nil, []string{"SWITCHBOARD_JWT_PUBLIC_KEY_FILE", "/nonexistent.pem"}, "SWITCHBOARD_JWT_PUBLIC_KEY_FILE"},
@@ -137,5 +142,18 @@ func TestClusterSettings(t *testing.T) {
 		if err == nil || !strings.HasPrefix(err.Error(), bad[0]+"=") || strings.Contains(err.Error(), "secret") || strings.Contains(err.Error(), "\n") {
 			t.Fatalf("%v: %v", bad, err)
 		}
+	}
+}
+
+// Tokens must expire and idle connections must close unless told
+// otherwise; both can be set.
+func TestTokenExpiryAndIdleTimeout(t *testing.T) {
+	c, err := Load(nil, env())
+	if err != nil || c.JWTAllowNoExp || c.HTTPIdleTimeout != 60*time.Second {
+		t.Fatalf("defaults: allow no exp %v, idle %s, %v", c.JWTAllowNoExp, c.HTTPIdleTimeout, err)
+	}
+	c, err = Load([]string{"--http-idle-timeout", "300ms"}, env("SWITCHBOARD_JWT_ALLOW_NO_EXP", "true"))
+	if err != nil || !c.JWTAllowNoExp || c.HTTPIdleTimeout != 300*time.Millisecond {
+		t.Fatalf("set: allow no exp %v, idle %s, %v", c.JWTAllowNoExp, c.HTTPIdleTimeout, err)
 	}
 }

@@ -36,6 +36,7 @@ func New(cfg *config.Config, log *slog.Logger, extra ...func(*actors.Options)) (
 		Audience:              cfg.JWTAudience,
 		ClientSecret:          cfg.ClientSecret,
 		Leeway:                30 * time.Second,
+		AllowNoExp:            cfg.JWTAllowNoExp,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("auth: %w", err)
