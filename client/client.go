@@ -2,7 +2,9 @@
 // long-polling, and polling upgraded to websocket. The Go test suites and
 // the load tool use it: it costs one goroutine and a few KB per
 // connection, and its polling sends while a long-poll is pending, as
-// browsers do.
+// browsers do. With Options.Reconnect it also does what socket.io-client
+// 4.6+ does after a network blip: it reconnects by itself and asks the
+// server to recover its session (reconnect.go).
 package client
 
 import (
@@ -11,7 +13,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -45,49 +46,102 @@ type Options struct {
 	// OnEvent receives every event, on the client's reader goroutine; the
 	// payload is the raw JSON of the first argument. Nil: use Events().
 	OnEvent func(name string, payload json.RawMessage)
-	// OnClose is called once when the connection ends, with the reason.
+	// OnClose is called once when the connection ends for good, with the
+	// reason; with Reconnect, a transport that drops does not end it.
 	OnClose func(reason string)
 	// HTTPClient is used for polling; default a client with no timeout.
 	HTTPClient *http.Client
 	// Dialer is used for websocket; default websocket.DefaultDialer.
 	Dialer *websocket.Dialer
+
+	// Reconnect: when the transport closes without a Socket.IO DISCONNECT
+	// from the server (a network blip, a server restarting), reconnect
+	// over the same transport, as socket.io-client does, and ask the server
+	// to recover the socket (its pid and the last offset seen go in the
+	// CONNECT). Emits made while disconnected are buffered and sent once
+	// connected again. Off by default: the test suites want to see drops.
+	Reconnect bool
+	// ReconnectDelay is the first wait before a reconnection attempt,
+	// doubled for each failed one up to ReconnectDelayMax, each ±50 % at
+	// random so a crowd dropped at once does not come back at once.
+	// Default 1 s and 5 s, socket.io-client's.
+	ReconnectDelay, ReconnectDelayMax time.Duration
+	// ReconnectAttempts before giving up (OnClose then says why); 0 never
+	// gives up, as socket.io-client.
+	ReconnectAttempts int
+	// ConnectTimeout bounds one reconnection attempt's handshake; default
+	// 20 s, socket.io-client's `timeout`.
+	ConnectTimeout time.Duration
+	// OnReconnect reports each reconnection on the reader goroutine, once
+	// the server has answered the CONNECT and before anything buffered is
+	// sent: recovered says the server restored the socket (same ID, still
+	// joined, the missed events delivered just before); otherwise it is a
+	// fresh socket, with a new ID, that must join again. took runs from
+	// the drop to the server's CONNECT.
+	OnReconnect func(recovered bool, took time.Duration)
+	// Rejoin, if set, is emitted first on a fresh socket after a
+	// reconnection that the server could not recover, before what was
+	// buffered: what a widget does on 'connect'. (socket.io-client sends
+	// its buffer before 'connect' listeners run, so a widget's buffered
+	// messages would reach the server before its join.)
+	Rejoin *Emission
+}
+
+// Emission is one event to emit, with an optional acknowledgement.
+type Emission struct {
+	Event   string
+	Payload any
+	Ack     func(json.RawMessage)
 }
 
 // Event is one received event.
 type Event struct {
-	Name    string
+	Name string
+	// Payload is the first argument, the offset aside.
 	Payload json.RawMessage
+	// Offset is the server's offset of this event when connection-state
+	// recovery is on (the last argument, a string); "" for volatile events.
+	Offset string
 	// Ack is set when the event was an acknowledgement (name is "").
 	AckID int
 }
 
-// Client is one Socket.IO connection to the main namespace.
+// Client is one Socket.IO connection to the main namespace, over one
+// Engine.IO session at a time (several in its life with Reconnect).
 type Client struct {
 	opts   Options
 	base   *url.URL
-	sid    string // Engine.IO session
-	id     string // Socket.IO socket id
 	events chan Event
 
-	mu     sync.Mutex // guards ws writes, transport switch, acks
-	postMu sync.Mutex // Engine.IO allows one POST at a time per session
-	ws     *websocket.Conn
-	ackSeq int
-	acks   map[int]func(json.RawMessage)
+	// sendMu orders the socket's packets: emits, and on a reconnection the
+	// rejoin and the buffer, which must go before any later emit.
+	sendMu sync.Mutex
+	mu     sync.Mutex // guards the fields below and websocket writes
+	cur    *session   // the current Engine.IO session
+	id     string     // Socket.IO socket id
+	pid    string     // private id, for recovery; "" when the server does not recover
+	offset string     // the last event's offset
+	// connected: the namespace is connected, emits go out; otherwise they
+	// are buffered until a reconnection completes.
+	connected bool
+	buffered  [][]byte
+	recovered bool
+	ackSeq    int
+	acks      map[int]func(json.RawMessage)
 
-	closeOnce sync.Once
-	done      chan struct{}
-	ctx       context.Context // cancelled on shutdown: ends a pending poll
-	cancel    context.CancelFunc
-	reason    string
-	upgraded  chan struct{}
-	upgrading atomic.Bool   // a websocket probe is under way: polling may end
-	polling   chan struct{} // closed when the poll loop has ended
+	reconnecting atomic.Bool // one reconnection loop at a time
+	closeOnce    sync.Once
+	done         chan struct{}
+	ctx          context.Context // cancelled on shutdown: ends every session
+	cancel       context.CancelFunc
+	reason       string
 }
 
 // ErrRefused is returned when the server refuses the namespace connection
 // (a CONNECT_ERROR packet), with the server's message.
 var ErrRefused = errors.New("connection refused")
+
+var errClosed = errors.New("closed")
 
 // Dial connects to baseURL (http or https) and waits for the Socket.IO
 // handshake to complete.
@@ -104,52 +158,68 @@ func Dial(ctx context.Context, baseURL string, o Options) (*Client, error) {
 	if o.Dialer == nil {
 		o.Dialer = websocket.DefaultDialer
 	}
+	if o.ReconnectDelay <= 0 {
+		o.ReconnectDelay = time.Second
+	}
+	if o.ReconnectDelayMax < o.ReconnectDelay {
+		o.ReconnectDelayMax = max(5*time.Second, o.ReconnectDelay)
+	}
+	if o.ConnectTimeout <= 0 {
+		o.ConnectTimeout = 20 * time.Second
+	}
+	switch o.Transport {
+	case WebSocket, Polling, Upgrade:
+	default:
+		return nil, fmt.Errorf("dial: unknown transport %q", o.Transport)
+	}
 	u, err := url.Parse(baseURL)
 	if err != nil {
 		return nil, fmt.Errorf("dial: %w", err)
 	}
 	u.Path = strings.TrimRight(o.Path, "/") + "/"
-	c := &Client{opts: o, base: u, done: make(chan struct{}), acks: map[int]func(json.RawMessage){}, upgraded: make(chan struct{}), polling: make(chan struct{})}
+	c := &Client{opts: o, base: u, done: make(chan struct{}), acks: map[int]func(json.RawMessage){}}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	if o.OnEvent == nil {
 		c.events = make(chan Event, 4096)
 	}
-	connected := make(chan error, 1)
-	switch o.Transport {
-	case WebSocket:
-		err = c.dialWebSocket(ctx, connected)
-	case Polling, Upgrade:
-		err = c.dialPolling(ctx, connected)
-	default:
-		err = fmt.Errorf("unknown transport %q", o.Transport)
-	}
-	if err != nil {
+	if _, err := c.open(ctx, time.Time{}, false); err != nil {
 		c.shutdown("dial failed")
 		return nil, fmt.Errorf("dial %s: %w", o.Transport, err)
-	}
-	select {
-	case err := <-connected:
-		if err != nil {
-			c.Close()
-			return nil, fmt.Errorf("dial %s: %w", o.Transport, err)
-		}
-	case <-ctx.Done():
-		c.Close()
-		return nil, fmt.Errorf("dial %s: %w", o.Transport, ctx.Err())
-	case <-c.done:
-		return nil, fmt.Errorf("dial %s: closed: %s", o.Transport, c.reason)
-	}
-	if o.Transport == Upgrade {
-		if err := c.upgrade(ctx); err != nil {
-			c.Close()
-			return nil, fmt.Errorf("upgrade: %w", err)
-		}
 	}
 	return c, nil
 }
 
-// ID is the Socket.IO socket id that the server assigned.
-func (c *Client) ID() string { return c.id }
+// ID is the Socket.IO socket id that the server assigned; it changes when
+// a reconnection is not recovered.
+func (c *Client) ID() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.id
+}
+
+// Recovered reports whether the last reconnection was recovered by the
+// server (false before any).
+func (c *Client) Recovered() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.recovered
+}
+
+// Offset is the offset of the last event received ("" if none yet, or the
+// server does not recover sessions).
+func (c *Client) Offset() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.offset
+}
+
+// Connected reports whether the namespace is connected now (false while a
+// reconnection is under way).
+func (c *Client) Connected() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.connected
+}
 
 // Events is the stream of received events when Options.OnEvent is nil.
 func (c *Client) Events() <-chan Event { return c.events }
@@ -161,39 +231,48 @@ func (c *Client) Done() <-chan struct{} { return c.done }
 func (c *Client) Upgraded() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.ws != nil
+	return c.cur != nil && c.cur.ws != nil
 }
 
 // Emit sends an event with one JSON payload.
 func (c *Client) Emit(event string, payload any) error {
-	return c.emit(event, payload, -1)
+	p, err := c.packet(event, payload, nil)
+	if err != nil {
+		return err
+	}
+	return c.send(p)
 }
 
 // EmitAck sends an event and calls ack with the first argument of the
 // server's acknowledgement.
 func (c *Client) EmitAck(event string, payload any, ack func(json.RawMessage)) error {
-	c.mu.Lock()
-	c.ackSeq++
-	id := c.ackSeq
-	c.acks[id] = ack
-	c.mu.Unlock()
-	return c.emit(event, payload, id)
+	p, err := c.packet(event, payload, ack)
+	if err != nil {
+		return err
+	}
+	return c.send(p)
 }
 
-func (c *Client) emit(event string, payload any, ackID int) error {
+// packet encodes an EVENT, registering its ack if it has one.
+func (c *Client) packet(event string, payload any, ack func(json.RawMessage)) ([]byte, error) {
 	var b bytes.Buffer
 	b.WriteString("42")
-	if ackID >= 0 {
-		fmt.Fprint(&b, ackID)
+	if ack != nil {
+		c.mu.Lock()
+		c.ackSeq++
+		id := c.ackSeq
+		c.acks[id] = ack
+		c.mu.Unlock()
+		fmt.Fprint(&b, id)
 	}
 	args := []any{event}
 	if payload != nil {
 		args = append(args, payload)
 	}
 	if err := json.NewEncoder(&b).Encode(args); err != nil {
-		return fmt.Errorf("emit %s: %w", event, err)
+		return nil, fmt.Errorf("emit %s: %w", event, err)
 	}
-	return c.send(bytes.TrimRight(b.Bytes(), "\n"))
+	return bytes.TrimRight(b.Bytes(), "\n"), nil
 }
 
 // SendRaw sends one Engine.IO packet as it is, for tests of malformed input.
@@ -201,14 +280,23 @@ func (c *Client) SendRaw(packet string) error { return c.send([]byte(packet)) }
 
 // Close disconnects from the namespace and closes the connection.
 func (c *Client) Close() {
-	_ = c.send([]byte("41"))
-	if !c.Upgraded() {
-		_ = c.send([]byte("1")) // Engine.IO close: ends the pending long-poll
+	c.sendMu.Lock()
+	c.mu.Lock()
+	s, connected := c.cur, c.connected
+	upgraded := s != nil && s.ws != nil
+	c.mu.Unlock()
+	if s != nil && connected {
+		_ = s.write([]byte("41"))
+		if !upgraded {
+			_ = s.write([]byte("1")) // Engine.IO close: ends the pending long-poll
+		}
 	}
+	c.sendMu.Unlock()
 	c.shutdown("client close")
 }
 
-// Kill drops the connection without a goodbye, as a crashed browser does.
+// Kill drops the connection without a goodbye, as a crashed browser does;
+// it never reconnects.
 func (c *Client) Kill() { c.shutdown("killed") }
 
 func (c *Client) shutdown(reason string) {
@@ -216,8 +304,10 @@ func (c *Client) shutdown(reason string) {
 		c.reason = reason
 		c.cancel()
 		c.mu.Lock()
-		if c.ws != nil {
-			_ = c.ws.Close()
+		c.connected = false
+		c.buffered = nil
+		if c.cur != nil && c.cur.ws != nil {
+			_ = c.cur.ws.Close()
 		}
 		c.mu.Unlock()
 		close(c.done)
@@ -227,75 +317,78 @@ func (c *Client) shutdown(reason string) {
 	})
 }
 
-func (c *Client) send(p []byte) error {
+func (c *Client) closed() bool {
 	select {
 	case <-c.done:
-		return errors.New("closed")
+		return true
 	default:
-	}
-	c.mu.Lock()
-	ws := c.ws
-	if ws != nil {
-		err := ws.WriteMessage(websocket.TextMessage, p)
-		c.mu.Unlock()
-		return err
-	}
-	c.mu.Unlock()
-	return c.post(p)
-}
-
-// handle processes one Engine.IO packet; it reports false when the
-// connection must end.
-func (c *Client) handle(p []byte, connected chan<- error) bool {
-	if len(p) == 0 {
-		return true
-	}
-	switch p[0] {
-	case '2': // ping
-		if string(p) == "2probe" {
-			return true
-		}
-		_ = c.send([]byte("3"))
-	case '1': // close
-		c.shutdown("transport close")
 		return false
-	case '4': // message: a Socket.IO packet
-		return c.handleSocketIO(p[1:], connected)
 	}
-	return true
 }
 
-func (c *Client) handleSocketIO(p []byte, connected chan<- error) bool {
+// send writes one Socket.IO packet of the application's, or buffers it
+// while a reconnection is under way.
+func (c *Client) send(p []byte) error {
+	c.sendMu.Lock()
+	defer c.sendMu.Unlock()
+	c.mu.Lock()
+	if c.closed() {
+		c.mu.Unlock()
+		return errClosed
+	}
+	if !c.connected {
+		c.buffered = append(c.buffered, p)
+		c.mu.Unlock()
+		return nil
+	}
+	s := c.cur
+	c.mu.Unlock()
+	err := s.write(p)
+	if errors.Is(err, errUnsent) && c.opts.Reconnect {
+		// The websocket broke before the frame was out: the reconnection
+		// that follows sends it, as socket.io-client's buffer does.
+		c.mu.Lock()
+		if !c.closed() {
+			c.buffered = append(c.buffered, p)
+			err = nil
+		}
+		c.mu.Unlock()
+	}
+	return err
+}
+
+// handleSocketIO processes one Socket.IO packet of session s; it reports
+// false when the session's reader must stop.
+func (c *Client) handleSocketIO(s *session, p []byte) bool {
 	if len(p) == 0 {
 		return true
 	}
 	switch p[0] {
-	case '0': // CONNECT {sid}
+	case '0': // CONNECT {sid, pid?}
 		var h struct {
 			Sid string `json:"sid"`
+			Pid string `json:"pid"`
 		}
 		if err := json.Unmarshal(p[1:], &h); err != nil || h.Sid == "" {
-			connected <- fmt.Errorf("bad CONNECT %q", p)
+			s.connectedWith(fmt.Errorf("bad CONNECT %q", p))
 			return false
 		}
-		c.id = h.Sid
-		connected <- nil
+		c.onConnect(s, h.Sid, h.Pid)
 	case '4': // CONNECT_ERROR {message}
 		var e struct {
 			Message string `json:"message"`
 		}
 		_ = json.Unmarshal(p[1:], &e)
-		connected <- fmt.Errorf("%w: %s", ErrRefused, e.Message)
+		s.connectedWith(fmt.Errorf("%w: %s", ErrRefused, e.Message))
 		return false
-	case '1': // DISCONNECT
+	case '1': // DISCONNECT: "io server disconnect", never reconnected
 		c.shutdown("io server disconnect")
 		return false
 	case '2': // EVENT
-		name, payload, err := splitEvent(p[1:])
-		if err == nil {
-			c.deliver(Event{Name: name, Payload: payload})
+		if ev, err := c.parseEvent(p[1:]); err == nil {
+			c.deliver(ev)
 		}
-	case '3': // ACK
+	case '3': // ACK: volatile, it never carries an offset
 		i := 1
 		for i < len(p) && p[i] >= '0' && p[i] <= '9' {
 			i++
@@ -319,6 +412,67 @@ func (c *Client) handleSocketIO(p []byte, connected chan<- error) bool {
 	return true
 }
 
+// onConnect takes the server's CONNECT. On a reconnection it reports the
+// outcome, rejoins a fresh socket, and sends what was buffered, all before
+// any later emit (they wait on sendMu).
+func (c *Client) onConnect(s *session, sid, pid string) {
+	c.mu.Lock()
+	recovered := s.reconnect && pid != "" && pid == c.pid
+	if s.reconnect && !recovered {
+		c.offset = "" // the old socket's offsets mean nothing to the new one
+	}
+	c.id, c.pid = sid, pid
+	if s.reconnect {
+		c.recovered = recovered
+	}
+	c.mu.Unlock()
+	s.established.Store(true)
+	if !s.reconnect {
+		c.mu.Lock()
+		c.connected = !s.ended.Load()
+		c.mu.Unlock()
+		s.connectedWith(nil)
+		return
+	}
+	if fn := c.opts.OnReconnect; fn != nil {
+		fn(recovered, time.Since(s.since))
+	}
+	c.flush(s, !recovered)
+	s.connectedWith(nil)
+}
+
+// flush sends, on a reconnected session, the rejoin (for a fresh socket)
+// and then the buffer, and lets emits through again.
+func (c *Client) flush(s *session, fresh bool) {
+	c.sendMu.Lock()
+	defer c.sendMu.Unlock()
+	var out [][]byte
+	if fresh && c.opts.Rejoin != nil {
+		r := c.opts.Rejoin
+		if p, err := c.packet(r.Event, r.Payload, r.Ack); err == nil {
+			out = append(out, p)
+		}
+	}
+	c.mu.Lock()
+	out = append(out, c.buffered...)
+	c.buffered = nil
+	c.mu.Unlock()
+	for i, p := range out {
+		if err := s.write(p); err != nil {
+			// The new session broke already: keep the rest for the next.
+			c.mu.Lock()
+			if !c.closed() {
+				c.buffered = append(out[i:len(out):len(out)], c.buffered...)
+			}
+			c.mu.Unlock()
+			return
+		}
+	}
+	c.mu.Lock()
+	c.connected = c.cur == s && !s.ended.Load() && !c.closed()
+	c.mu.Unlock()
+}
+
 func (c *Client) deliver(ev Event) {
 	if c.opts.OnEvent != nil {
 		c.opts.OnEvent(ev.Name, ev.Payload)
@@ -330,210 +484,54 @@ func (c *Client) deliver(ev Event) {
 	}
 }
 
-// splitEvent reads `["name", payload?]`.
-func splitEvent(b []byte) (string, json.RawMessage, error) {
+// parseEvent reads `["name", payload?, offset?]`. As socket.io-client
+// does, once the server has given a pid, an event whose last argument is a
+// string carries its offset there; it is recorded before the event is
+// delivered, on the reader goroutine, so the offset sent on a reconnection
+// is always that of the last event delivered.
+func (c *Client) parseEvent(b []byte) (Event, error) {
 	var args []json.RawMessage
 	if err := json.Unmarshal(b, &args); err != nil || len(args) == 0 {
-		return "", nil, fmt.Errorf("bad event %q", b)
+		return Event{}, fmt.Errorf("bad event %q", b)
 	}
-	var name string
-	if err := json.Unmarshal(args[0], &name); err != nil {
-		return "", nil, err
+	var ev Event
+	if err := json.Unmarshal(args[0], &ev.Name); err != nil {
+		return Event{}, fmt.Errorf("bad event name %q: %w", args[0], err)
 	}
-	if len(args) > 1 {
-		return name, args[1], nil
+	rest := args[1:]
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if n := len(rest); c.pid != "" && n > 0 && len(rest[n-1]) > 0 && rest[n-1][0] == '"' {
+		if json.Unmarshal(rest[n-1], &ev.Offset) == nil {
+			c.offset = ev.Offset
+			rest = rest[:n-1]
+		}
 	}
-	return name, nil, nil
+	if len(rest) > 0 {
+		ev.Payload = rest[0]
+	}
+	return ev, nil
 }
 
+// connectPacket is the CONNECT: the auth, plus on a reconnection the pid
+// and the last offset, for the server to recover the socket.
 func (c *Client) connectPacket() []byte {
-	if c.opts.Auth == nil {
+	c.mu.Lock()
+	pid, offset := c.pid, c.offset
+	c.mu.Unlock()
+	if c.opts.Auth == nil && pid == "" {
 		return []byte("40")
 	}
-	b, _ := json.Marshal(c.opts.Auth)
+	auth := make(map[string]any, len(c.opts.Auth)+2)
+	for k, v := range c.opts.Auth {
+		auth[k] = v
+	}
+	if pid != "" {
+		auth["pid"] = pid
+		if offset != "" {
+			auth["offset"] = offset
+		}
+	}
+	b, _ := json.Marshal(auth)
 	return append([]byte("40"), b...)
-}
-
-func (c *Client) query(transport string) url.Values {
-	q := url.Values{"EIO": {"4"}, "transport": {transport}}
-	if c.sid != "" {
-		q.Set("sid", c.sid)
-	}
-	return q
-}
-
-// --- websocket ---
-
-func (c *Client) dialWebSocket(ctx context.Context, connected chan error) error {
-	u := *c.base
-	u.Scheme = strings.Replace(u.Scheme, "http", "ws", 1)
-	u.RawQuery = c.query("websocket").Encode()
-	ws, res, err := c.opts.Dialer.DialContext(ctx, u.String(), c.opts.Header)
-	if err != nil {
-		if res != nil {
-			body, _ := io.ReadAll(io.LimitReader(res.Body, 512))
-			return fmt.Errorf("%w: %d %s", err, res.StatusCode, body)
-		}
-		return err
-	}
-	_, open, err := ws.ReadMessage()
-	if err != nil || len(open) == 0 || open[0] != '0' {
-		ws.Close()
-		return fmt.Errorf("bad open packet %q: %v", open, err)
-	}
-	c.mu.Lock()
-	c.ws = ws
-	c.mu.Unlock()
-	if err := c.send(c.connectPacket()); err != nil {
-		return err
-	}
-	go c.readWebSocket(ws, connected)
-	return nil
-}
-
-func (c *Client) readWebSocket(ws *websocket.Conn, connected chan error) {
-	for {
-		_, p, err := ws.ReadMessage()
-		if err != nil {
-			c.shutdown("transport close")
-			return
-		}
-		if !c.handle(p, connected) {
-			return
-		}
-	}
-}
-
-// --- polling ---
-
-func (c *Client) dialPolling(ctx context.Context, connected chan error) error {
-	body, err := c.get(ctx)
-	if err != nil {
-		return err
-	}
-	if len(body) == 0 || body[0] != '0' {
-		return fmt.Errorf("bad open packet %q", body)
-	}
-	var open struct {
-		Sid string `json:"sid"`
-	}
-	if err := json.Unmarshal(body[1:], &open); err != nil {
-		return fmt.Errorf("bad open packet %q: %w", body, err)
-	}
-	c.sid = open.Sid
-	if err := c.post(c.connectPacket()); err != nil {
-		return err
-	}
-	go c.pollLoop(connected)
-	return nil
-}
-
-func (c *Client) pollLoop(connected chan error) {
-	defer close(c.polling)
-	for {
-		select {
-		case <-c.done:
-			return
-		default:
-		}
-		body, err := c.get(c.ctx)
-		if err != nil {
-			if !c.upgrading.Load() {
-				c.shutdown("transport error")
-			}
-			return
-		}
-		for _, p := range bytes.Split(body, []byte{0x1e}) {
-			if len(p) == 1 && p[0] == '6' { // noop: the upgrade completed
-				return
-			}
-			if !c.handle(p, connected) {
-				return
-			}
-		}
-	}
-}
-
-func (c *Client) get(ctx context.Context) ([]byte, error) {
-	u := *c.base
-	u.RawQuery = c.query("polling").Encode()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
-	if err != nil {
-		return nil, err
-	}
-	return c.do(req)
-}
-
-func (c *Client) post(p []byte) error {
-	c.postMu.Lock()
-	defer c.postMu.Unlock()
-	u := *c.base
-	u.RawQuery = c.query("polling").Encode()
-	req, err := http.NewRequest(http.MethodPost, u.String(), bytes.NewReader(p))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "text/plain;charset=UTF-8")
-	_, err = c.do(req)
-	return err
-}
-
-func (c *Client) do(req *http.Request) ([]byte, error) {
-	for k, v := range c.opts.Header {
-		req.Header[k] = v
-	}
-	res, err := c.opts.HTTPClient.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer res.Body.Close()
-	body, err := io.ReadAll(res.Body)
-	if err != nil {
-		return nil, err
-	}
-	if res.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("%s: %d %s", req.Method, res.StatusCode, bytes.TrimSpace(body))
-	}
-	return body, nil
-}
-
-// upgrade probes a websocket for the polling session and switches to it.
-func (c *Client) upgrade(ctx context.Context) error {
-	u := *c.base
-	u.Scheme = strings.Replace(u.Scheme, "http", "ws", 1)
-	u.RawQuery = c.query("websocket").Encode()
-	ws, _, err := c.opts.Dialer.DialContext(ctx, u.String(), c.opts.Header)
-	if err != nil {
-		return err
-	}
-	if err := ws.WriteMessage(websocket.TextMessage, []byte("2probe")); err != nil {
-		ws.Close()
-		return err
-	}
-	_ = ws.SetReadDeadline(time.Now().Add(5 * time.Second))
-	_, p, err := ws.ReadMessage()
-	if err != nil || string(p) != "3probe" {
-		ws.Close()
-		return fmt.Errorf("probe answered %q: %v", p, err)
-	}
-	_ = ws.SetReadDeadline(time.Time{})
-	// As browsers do: let the pending long-poll finish (the server answers
-	// it with a noop) before switching, so no packet is read twice or lost.
-	c.upgrading.Store(true)
-	select {
-	case <-c.polling:
-	case <-time.After(5 * time.Second):
-		ws.Close()
-		return errors.New("polling did not pause")
-	}
-	c.mu.Lock()
-	err = ws.WriteMessage(websocket.TextMessage, []byte("5"))
-	c.ws = ws
-	c.mu.Unlock()
-	if err != nil {
-		return err
-	}
-	close(c.upgraded)
-	go c.readWebSocket(ws, make(chan error, 1))
-	return nil
 }
