@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -33,6 +34,8 @@ func (c *fakeConn) ID() string              { return c.id }
 func (c *fakeConn) Write(f *messages.Frame) { c.frames <- f }
 func (c *fakeConn) Close(reason string)     { c.mu.Lock(); c.closed = reason; c.mu.Unlock() }
 func (c *fakeConn) closedWith() string      { c.mu.Lock(); defer c.mu.Unlock(); return c.closed }
+func (c *fakeConn) Confirmed() uint64       { return 0 }
+func (c *fakeConn) Abandon()                { c.Close("abandoned") }
 
 // expect returns the next frame, which must be event.
 func (c *fakeConn) expect(t *testing.T, event string) map[string]any {
@@ -85,15 +88,15 @@ func startSystem(t *testing.T, o Options) *System {
 }
 
 // participantUp connects a fake socket and joins it.
-func participantUp(t *testing.T, s *System, id string, p messages.JoinPayload) (*fakeConn, *actor.PID) {
+func participantUp(t *testing.T, s *System, id string, p messages.JoinPayload) (*fakeConn, *Session) {
 	t.Helper()
 	c := newFakeConn(id)
-	pid, err := s.Connect(c, nil, nil)
+	sess, err := s.Connect(c, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.Send(pid, &messages.Join{Origin: messages.Origin{From: id, At: time.Now()}, Payload: p})
-	return c, pid
+	sess.Event(&messages.Join{Origin: messages.Origin{From: id, At: time.Now()}, Payload: p})
+	return c, sess
 }
 
 func operator(name string) messages.JoinPayload {
@@ -130,7 +133,7 @@ func TestRouterPresenceAndFanOut(t *testing.T) {
 			t.Fatalf("newChat %v", m)
 		}
 	}
-	s.Send(clPID, &messages.ClientMessage{Origin: messages.Origin{From: "cl"}, Payload: messages.ClientMessagePayload{Content: messages.Content{Type: messages.KindText, Message: messages.S("hi")}}})
+	clPID.Event(&messages.ClientMessage{Origin: messages.Origin{From: "cl"}, Payload: messages.ClientMessagePayload{Content: messages.Content{Type: messages.KindText, Message: messages.S("hi")}}})
 	for _, op := range []*fakeConn{op1, op2} {
 		if m := op.expect(t, "incomingMessage"); m["from"] != "cl" || m["message"] != "hi" {
 			t.Fatalf("incomingMessage %v", m)
@@ -139,7 +142,7 @@ func TestRouterPresenceAndFanOut(t *testing.T) {
 	cl.expectNothing(t)
 
 	// A client leaving is a disconnect for every operator, and presence forgets it.
-	s.Disconnected(clPID, "transport close")
+	clPID.Disconnected(cl, "transport close", false)
 	for _, op := range []*fakeConn{op1, op2} {
 		if m := op.expect(t, "chatEnded"); m["clientId"] != "cl" || m["reason"] != "disconnect" {
 			t.Fatalf("chatEnded %v", m)
@@ -170,9 +173,11 @@ func TestRouterOrdersTheOperatorsListByJoin(t *testing.T) {
 // A panic inside the router restarts it with every participant still known.
 func TestRouterPanicKeepsPresence(t *testing.T) {
 	boom := &struct{ messages.HealthQuery }{} // a message type only this test sends
+	var fired atomic.Int32
 	panicky := func(next actor.ReceiverFunc) actor.ReceiverFunc {
 		return func(c actor.ReceiverContext, env *actor.MessageEnvelope) {
 			if env.Message == any(boom) {
+				fired.Add(1)
 				panic("injected router failure")
 			}
 			next(c, env)
@@ -185,19 +190,22 @@ func TestRouterPanicKeepsPresence(t *testing.T) {
 	waitHealth(t, s, 1, 1)
 
 	for range 3 {
-		s.Send(s.Router(), boom)
+		s.Root().Send(s.Router(), boom)
 	}
 	waitHealth(t, s, 1, 1)
+	if n := fired.Load(); n != 3 {
+		t.Fatalf("%d injected panics fired, want 3: the test proved nothing", n)
+	}
 	st, err := s.Stats(context.Background())
 	if err != nil || len(st.Clients) != 1 || st.Clients[0].SocketID != "cl" || st.Operators[0].SocketID != "op" {
 		t.Fatalf("stats after restarts: %+v %v", st, err)
 	}
 	// Routing still works, and the watch on sessions survived the restart.
-	s.Send(clPID, &messages.ClientMessage{Origin: messages.Origin{From: "cl"}, Payload: messages.ClientMessagePayload{Content: messages.Content{Type: messages.KindText, Message: messages.S("after")}}})
+	clPID.Event(&messages.ClientMessage{Origin: messages.Origin{From: "cl"}, Payload: messages.ClientMessagePayload{Content: messages.Content{Type: messages.KindText, Message: messages.S("after")}}})
 	if m := op.expect(t, "incomingMessage"); m["message"] != "after" {
 		t.Fatalf("incomingMessage %v", m)
 	}
-	s.Disconnected(clPID, "gone")
+	clPID.Disconnected(cl, "gone", false)
 	op.expect(t, "chatEnded")
 	waitHealth(t, s, 0, 1)
 	_ = cl
@@ -221,7 +229,7 @@ func TestSessionPanicClosesOnlyItsSocket(t *testing.T) {
 	op.expect(t, "newChat")
 	op.expect(t, "newChat")
 
-	s.Send(victimPID, &messages.ClientTyping{Origin: messages.Origin{From: "victim"}, IsTyping: true})
+	victimPID.Event(&messages.ClientTyping{Origin: messages.Origin{From: "victim"}, IsTyping: true})
 	if m := op.expect(t, "chatEnded"); m["clientId"] != "victim" || m["reason"] != "disconnect" {
 		t.Fatalf("chatEnded %v", m)
 	}
@@ -232,7 +240,7 @@ func TestSessionPanicClosesOnlyItsSocket(t *testing.T) {
 	if other.closedWith() != "" {
 		t.Fatalf("other socket closed: %q", other.closedWith())
 	}
-	s.Send(otherPID, &messages.ClientTyping{Origin: messages.Origin{From: "other"}, IsTyping: true})
+	otherPID.Event(&messages.ClientTyping{Origin: messages.Origin{From: "other"}, IsTyping: true})
 	if m := op.expect(t, "clientTyping"); m["from"] != "other" {
 		t.Fatalf("clientTyping %v", m)
 	}

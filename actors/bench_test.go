@@ -18,6 +18,8 @@ type countConn struct {
 func (c *countConn) ID() string            { return c.id }
 func (c *countConn) Write(*messages.Frame) { c.n.Add(1) }
 func (c *countConn) Close(string)          {}
+func (c *countConn) Confirmed() uint64     { return 0 }
+func (c *countConn) Abandon()              {}
 
 // BenchmarkRouterFanOut measures one client message through a session, the
 // router and out to every operator's session, waiting for every delivery.
@@ -31,12 +33,12 @@ func BenchmarkRouterFanOut(b *testing.B) {
 			defer func() { _ = s.Stop(5 * time.Second) }()
 			var delivered atomic.Int64
 			for i := range ops {
-				pid, _ := s.Connect(&countConn{id: fmt.Sprint("op", i), n: &delivered}, nil, nil)
-				s.Send(pid, &messages.Join{Origin: messages.Origin{From: fmt.Sprint("op", i)}, Payload: messages.JoinPayload{Role: messages.RoleOperator}})
+				sess, _ := s.Connect(&countConn{id: fmt.Sprint("op", i), n: &delivered}, nil, nil)
+				sess.Event(&messages.Join{Origin: messages.Origin{From: fmt.Sprint("op", i)}, Payload: messages.JoinPayload{Role: messages.RoleOperator}})
 			}
 			var sink atomic.Int64
 			cl, _ := s.Connect(&countConn{id: "cl", n: &sink}, nil, nil)
-			s.Send(cl, &messages.Join{Origin: messages.Origin{From: "cl"}, Payload: messages.JoinPayload{Role: messages.RoleClient, Name: messages.S("Bob")}})
+			cl.Event(&messages.Join{Origin: messages.Origin{From: "cl"}, Payload: messages.JoinPayload{Role: messages.RoleClient, Name: messages.S("Bob")}})
 			for delivered.Load() < int64(ops) { // the newChat of the client
 				time.Sleep(time.Millisecond)
 			}
@@ -45,7 +47,7 @@ func BenchmarkRouterFanOut(b *testing.B) {
 			b.ReportAllocs()
 			b.ResetTimer()
 			for range b.N {
-				s.Send(cl, &messages.ClientMessage{Origin: messages.Origin{From: "cl", At: time.Now()}, Payload: payload})
+				cl.Event(&messages.ClientMessage{Origin: messages.Origin{From: "cl", At: time.Now()}, Payload: payload})
 			}
 			want := int64(b.N * ops)
 			for delivered.Load() < want {

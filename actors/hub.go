@@ -1,6 +1,8 @@
 package actors
 
 import (
+	"crypto/rand"
+	"encoding/base64"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -10,11 +12,25 @@ import (
 	"github.com/switchboard/switchboard/messages"
 )
 
-// spawnSession asks the hub for a new session actor; it responds with its PID.
+// spawnSession asks the hub for a new session actor; it responds with a
+// *spawned.
 type spawnSession struct {
 	conn     Conn
 	identity *messages.Identity
 	authErr  error
+}
+
+type spawned struct {
+	pid       *actor.PID
+	privateID string
+}
+
+// resumeSession asks the hub for the session a private id names; the hub
+// forwards it there (the session responds with *resumed), or responds
+// itself when there is none.
+type resumeSession struct {
+	privateID string
+	resume
 }
 
 // routerPIDQuery asks the hub for the router's PID.
@@ -25,10 +41,15 @@ type routerPIDQuery struct{}
 // failing router is restarted and keeps its presence.
 type hub struct {
 	routerProps  *actor.Props
-	sessionProps func(req *spawnSession, router *actor.PID) *actor.Props
+	sessionProps func(req *spawnSession, privateID string, router *actor.PID) *actor.Props
 	router       *actor.PID
 	// clusterProps is nil on a node without a cluster.
 	clusterProps func(router *actor.PID) *actor.Props
+	// recovery is on when sessions get private ids; recoverable finds a
+	// session by its private id, byPID the other way, for its end.
+	recovery    bool
+	recoverable map[string]*actor.PID
+	byPID       map[string]string
 }
 
 func (h *hub) Receive(ctx actor.Context) {
@@ -49,7 +70,29 @@ func (h *hub) Receive(ctx actor.Context) {
 			ctx.Send(pid, &clusterAttached{pid: bridge})
 		}
 	case *spawnSession:
-		ctx.Respond(ctx.SpawnPrefix(h.sessionProps(m, h.router), "session"))
+		privateID := ""
+		if h.recovery {
+			privateID = newPrivateID()
+		}
+		pid := ctx.SpawnPrefix(h.sessionProps(m, privateID, h.router), "session")
+		if privateID != "" {
+			if h.recoverable == nil {
+				h.recoverable, h.byPID = map[string]*actor.PID{}, map[string]string{}
+			}
+			h.recoverable[privateID], h.byPID[pid.Id] = pid, privateID
+		}
+		ctx.Respond(&spawned{pid: pid, privateID: privateID})
+	case *resumeSession:
+		if pid := h.recoverable[m.privateID]; pid != nil {
+			ctx.RequestWithCustomSender(pid, &m.resume, ctx.Sender())
+			return
+		}
+		ctx.Respond(&resumed{why: "no such session (ended, or on another node)"})
+	case *actor.Terminated:
+		if id, ok := h.byPID[m.Who.Id]; ok {
+			delete(h.byPID, m.Who.Id)
+			delete(h.recoverable, id)
+		}
 	case *routerPIDQuery:
 		ctx.Respond(h.router)
 	}
@@ -89,4 +132,12 @@ func singleton(child *actor.PID) string {
 		}
 	}
 	return ""
+}
+
+// newPrivateID is a socket's secret for recovery: 120 random bits, as
+// unguessable as the session it opens must be.
+func newPrivateID() string {
+	var b [15]byte
+	_, _ = rand.Read(b[:])
+	return base64.RawURLEncoding.EncodeToString(b[:])
 }

@@ -17,6 +17,26 @@ type Policy struct {
 	// socket. Zero disables it.
 	AbuseLimit  int
 	AbuseWindow time.Duration
+	// Recovery is connection-state recovery; a zero Window turns it off.
+	Recovery Recovery
+	// HoldBeforeJoin is how many events a socket may send before its join
+	// and have applied after it (a reconnecting client flushes its send
+	// buffer before its connect handler joins); HoldFor is how long they
+	// wait for the join before the router refuses them. 0: none held.
+	HoldBeforeJoin int
+	HoldFor        time.Duration
+}
+
+// Recovery bounds connection-state recovery.
+type Recovery struct {
+	// Window is how long a participant whose transport dropped without a
+	// goodbye stays joined (away) and recoverable.
+	Window time.Duration
+	// MaxFrames and MaxBytes bound each session's log of frames that its
+	// client may not have read; past them the oldest go, and a client whose
+	// offset is older starts a fresh session.
+	MaxFrames int
+	MaxBytes  int
 }
 
 // Rate is a token bucket's sustained rate (events per second) and burst.

@@ -24,6 +24,9 @@ type participant struct {
 	// verified is set when a token proved the operator's id and name: they
 	// then win over what its messages claim.
 	verified bool
+	// away is set while the participant's transport is down within the
+	// recovery window: it stays joined, and its session keeps its frames.
+	away bool
 	// seq orders participants by first join, as the Node server's Map does.
 	seq uint64
 }
@@ -42,6 +45,8 @@ type presence struct {
 	clients   map[string]*participant
 	operators map[string]*participant
 	seq       uint64
+	// away counts participants whose transport is down (participant.away).
+	away int
 }
 
 func newPresence() *presence {
@@ -78,6 +83,9 @@ func (pr *presence) removeSession(pid *actor.PID) *participant {
 	}
 	delete(pr.bySession, pid.Id)
 	delete(pr.byID, p.id)
+	if p.away {
+		pr.away--
+	}
 	pr.removeFromRole(p)
 	return p
 }

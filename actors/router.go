@@ -24,6 +24,11 @@ type router struct {
 	now func() time.Time
 	ids *idSource
 	met *metrics.Metrics
+	// offsets numbers the frames a recovering socket may need replayed;
+	// nil when recovery is off (frames then carry no offset, as the
+	// guide's server sends them).
+	offsets *idSource
+	queue   *offlineQueue
 }
 
 // clusterView is what the router knows of the cluster. Like presence it
@@ -35,8 +40,23 @@ type clusterView struct {
 	state  ClusterState
 }
 
-// endedByOperator is the same for every client, so it is encoded once.
-var endedByOperator = messages.MustFrame(messages.EventChatEnded, &messages.ChatEnded{Message: messages.EndedByOperatorText})
+// endedByOperator is what a client hears when an operator ends its chat.
+var endedByOperator = &messages.ChatEnded{Message: messages.EndedByOperatorText}
+
+// frame encodes one outgoing event, with the next offset unless it is
+// volatile or recovery is off. Every recipient gets the same frame.
+func (r *router) frame(event string, payload any, at time.Time) *messages.Frame {
+	offset := ""
+	if r.offsets != nil && !messages.Volatile(event) {
+		offset = r.offsets.next()
+	}
+	f, err := messages.EncodeFrameOffset(event, payload, offset)
+	if err != nil {
+		panic(err) // every payload type here encodes
+	}
+	f.At = at
+	return f
+}
 
 func (r *router) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
@@ -50,7 +70,7 @@ func (r *router) Receive(ctx actor.Context) {
 		if r.sender(ctx, &m.Origin, messages.RoleClient, "clientTyping") == nil {
 			return
 		}
-		r.toOperators(ctx, messages.MustFrameAt(messages.EventClientTyping, &messages.ClientTypingOut{From: m.From, IsTyping: m.IsTyping}, m.At), "")
+		r.toOperators(ctx, r.frame(messages.EventClientTyping, &messages.ClientTypingOut{From: m.From, IsTyping: m.IsTyping}, m.At), "")
 		r.accept(ctx, &m.Origin, "")
 	case *messages.OperatorTyping:
 		if r.sender(ctx, &m.Origin, messages.RoleOperator, "operatorTyping") == nil {
@@ -60,12 +80,16 @@ func (r *router) Receive(ctx actor.Context) {
 		if c == nil {
 			return
 		}
-		r.toClient(ctx, c, messages.MustFrameAt(messages.EventOperatorTyping, &messages.OperatorTypingOut{IsTyping: m.Payload.IsTyping}, m.At))
+		r.toClient(ctx, c, r.frame(messages.EventOperatorTyping, &messages.OperatorTypingOut{IsTyping: m.Payload.IsTyping}, m.At))
 		r.accept(ctx, &m.Origin, "")
 	case *messages.EndChat:
 		r.endChat(ctx, m)
 	case *actor.Terminated:
 		r.leave(ctx, m.Who)
+	case *messages.Away:
+		r.away(ctx, m.Session, true)
+	case *messages.Back:
+		r.away(ctx, m.Session, false)
 	case *messages.HealthQuery:
 		ctx.Respond(r.health())
 	case *messages.StatsQuery:
@@ -136,13 +160,19 @@ func (r *router) refuse(ctx actor.Context, o *messages.Origin, event, code, reas
 
 // accept answers an event's acknowledgement, if its sender asked for one.
 func (r *router) accept(ctx actor.Context, o *messages.Origin, ts string) {
+	r.acceptKept(ctx, o, ts, false, false)
+}
+
+// acceptKept is accept for a message kept for later: queued for an
+// operator, or held for an away player.
+func (r *router) acceptKept(ctx actor.Context, o *messages.Origin, ts string, queued, away bool) {
 	if o.Ack == nil || o.Session == nil {
 		return
 	}
 	if ts == "" {
 		ts = messages.ISOTime(r.now())
 	}
-	ctx.Send(o.Session, &messages.Accepted{Ack: o.Ack, ID: r.ids.next(), Timestamp: ts})
+	ctx.Send(o.Session, &messages.Accepted{Ack: o.Ack, ID: r.ids.next(), Timestamp: ts, Queued: queued, Away: away})
 }
 
 func (r *router) join(ctx actor.Context, m *messages.Join) {
@@ -185,20 +215,22 @@ func (r *router) join(ctx actor.Context, m *messages.Join) {
 	case messages.RoleClient:
 		// Operators of other nodes hear of the join from the bridge's
 		// presence event: each node encodes its own newChat.
-		r.toLocalOperators(ctx, newChatFrame(p), "")
+		r.toLocalOperators(ctx, r.newChatFrame(p), "")
 		r.log.Info("client joined", "socket", p.id, "name", p.displayName().V, "verified", m.Verified != nil, "operators", len(r.pr.operators))
 	case messages.RoleOperator:
 		clients := r.allClients()
 		for _, c := range clients {
-			ctx.Send(p.session, &messages.Deliver{Frame: newChatFrame(c)})
+			ctx.Send(p.session, &messages.Deliver{Frame: r.newChatFrame(c)})
 		}
 		r.log.Info("operator joined", "socket", p.id, "operatorId", p.operatorID.String(), "name", p.name.V, "verified", m.Verified != nil, "clients", len(clients))
+		// Right after its newChat list, what players said while nobody was there.
+		r.flushQueue(ctx)
 	}
 	r.accept(ctx, &m.Origin, "")
 }
 
-func newChatFrame(c *participant) *messages.Frame {
-	return messages.MustFrame(messages.EventNewChat, &messages.NewChat{ClientID: c.id, Username: c.displayName(), Phone: c.phone})
+func (r *router) newChatFrame(c *participant) *messages.Frame {
+	return r.frame(messages.EventNewChat, &messages.NewChat{ClientID: c.id, Username: c.displayName(), Phone: c.phone}, time.Time{})
 }
 
 func (r *router) clientMessage(ctx actor.Context, m *messages.ClientMessage) {
@@ -209,12 +241,16 @@ func (r *router) clientMessage(ctx actor.Context, m *messages.ClientMessage) {
 	if ts == "" {
 		ts = messages.ISOTime(r.now())
 	}
-	f := messages.MustFrameAt(messages.EventIncomingMessage, &messages.IncomingMessage{
+	f := r.frame(messages.EventIncomingMessage, &messages.IncomingMessage{
 		From:      m.From,
 		Content:   m.Payload.Content,
 		Size:      m.Payload.Size,
 		Timestamp: ts,
 	}, m.At)
+	if r.queue.enabled() && r.operatorsOnline() == 0 {
+		r.enqueue(ctx, m, f, ts)
+		return
+	}
 	r.toOperators(ctx, f, "")
 	r.accept(ctx, &m.Origin, ts)
 	if r.log.Enabled(context.Background(), slog.LevelDebug) {
@@ -235,19 +271,20 @@ func (r *router) operatorMessage(ctx actor.Context, m *messages.OperatorMessage)
 		m.Payload.OperatorID, m.Payload.OperatorName = op.operatorID, op.name
 	}
 	ts := messages.ISOTime(r.now())
-	r.toClient(ctx, c, messages.MustFrameAt(messages.EventOperatorMessage, &messages.OperatorMessageOut{
+	r.toClient(ctx, c, r.frame(messages.EventOperatorMessage, &messages.OperatorMessageOut{
 		Content:      m.Payload.Content,
 		OperatorName: m.Payload.OperatorName,
 		Timestamp:    ts,
 	}, m.At))
-	r.toOperators(ctx, messages.MustFrameAt(messages.EventOperatorBroadcast, &messages.OperatorBroadcast{
+	r.toOperators(ctx, r.frame(messages.EventOperatorBroadcast, &messages.OperatorBroadcast{
 		ClientID:     c.id,
 		OperatorID:   m.Payload.OperatorID,
 		OperatorName: m.Payload.OperatorName,
 		Content:      m.Payload.Content,
 		Timestamp:    ts,
 	}, m.At), m.From)
-	r.accept(ctx, &m.Origin, ts)
+	// An away player's session keeps the message for its return.
+	r.acceptKept(ctx, &m.Origin, ts, false, c.away)
 }
 
 func (r *router) endChat(ctx actor.Context, m *messages.EndChat) {
@@ -266,10 +303,10 @@ func (r *router) endChat(ctx actor.Context, m *messages.EndChat) {
 	}
 	// As on the Node server, operators hear of the end even when the client
 	// is already gone, so that every CRM closes the conversation.
-	r.toOperators(ctx, messages.MustFrame(messages.EventChatEnded, &messages.ChatEnded{ClientID: clientID}), "")
+	r.toOperators(ctx, r.frame(messages.EventChatEnded, &messages.ChatEnded{ClientID: clientID}, time.Time{}), "")
 	if p.role == messages.RoleOperator {
 		if c := r.client(clientID); c != nil {
-			r.toClient(ctx, c, endedByOperator)
+			r.toClient(ctx, c, r.frame(messages.EventChatEnded, endedByOperator, time.Time{}))
 		}
 	}
 	r.accept(ctx, &m.Origin, "")
@@ -287,13 +324,93 @@ func (r *router) leave(ctx actor.Context, session *actor.PID) {
 	}
 	if p.role == messages.RoleClient {
 		// As for newChat, other nodes encode chatEnded from the presence event.
-		r.toLocalOperators(ctx, disconnectedFrame(p.id), "")
+		r.toLocalOperators(ctx, r.disconnectedFrame(p.id), "")
+		if n := r.queue.drop(p.id); n > 0 {
+			r.met.Queue("abandoned", n, -n)
+			r.log.Warn("player left with messages no operator saw", "socket", p.id, "messages", n)
+		}
 	}
 	r.log.Info("participant left", "socket", p.id, "role", p.role.String(), "connectedFor", time.Since(p.connectedAt).Round(time.Millisecond).String())
 }
 
-func disconnectedFrame(clientID string) *messages.Frame {
-	return messages.MustFrame(messages.EventChatEnded, &messages.ChatEnded{ClientID: clientID, Reason: messages.ReasonDisconnect})
+func (r *router) disconnectedFrame(clientID string) *messages.Frame {
+	return r.frame(messages.EventChatEnded, &messages.ChatEnded{ClientID: clientID, Reason: messages.ReasonDisconnect}, time.Time{})
+}
+
+// away records that a participant's transport dropped (or came back)
+// within the recovery window; operators hear of a player's.
+func (r *router) away(ctx actor.Context, session *actor.PID, away bool) {
+	p := r.pr.bySession[session.Id]
+	if p == nil || p.away == away {
+		return
+	}
+	p.away = away
+	if away {
+		r.pr.away++
+	} else {
+		r.pr.away--
+	}
+	switch {
+	case p.role == messages.RoleClient:
+		event := messages.EventChatBack
+		if away {
+			event = messages.EventChatAway
+		}
+		r.toOperators(ctx, r.frame(event, &messages.ChatPresence{ClientID: p.id}, time.Time{}), "")
+	case !away:
+		// An operator back online: what waited for one is its to read.
+		r.flushQueue(ctx)
+	}
+}
+
+// operatorsOnline counts operators who would read a message now: joined
+// and not away, on any node.
+func (r *router) operatorsOnline() int {
+	n := 0
+	for _, op := range r.pr.operators {
+		if !op.away {
+			n++
+		}
+	}
+	if r.cl != nil {
+		n += len(r.cl.remote.operators)
+	}
+	return n
+}
+
+// enqueue keeps a player's message until an operator is online, or
+// refuses it with queue_full: nothing is dropped silently.
+func (r *router) enqueue(ctx actor.Context, m *messages.ClientMessage, f *messages.Frame, ts string) {
+	now := r.now()
+	if n := r.queue.expire(now); n > 0 {
+		r.met.Queue("expired", n, -n)
+		r.log.Warn("queued messages expired unread", "messages", n, "maxAge", r.queue.lim.MaxAge.String())
+	}
+	if why := r.queue.add(m.From, f, now); why != "" {
+		r.met.Queue("refused", 1, 0)
+		r.refuse(ctx, &m.Origin, "clientMessage", messages.CodeQueueFull, why)
+		return
+	}
+	r.met.Queue("queued", 1, 1)
+	r.acceptKept(ctx, &m.Origin, ts, true, false)
+}
+
+// flushQueue hands every waiting message, in order, to the operators
+// online now; the queue is then empty, so later operators get no replay.
+func (r *router) flushQueue(ctx actor.Context) {
+	if r.queue.len() == 0 || r.operatorsOnline() == 0 {
+		return
+	}
+	if n := r.queue.expire(r.now()); n > 0 {
+		r.met.Queue("expired", n, -n)
+		r.log.Warn("queued messages expired unread", "messages", n, "maxAge", r.queue.lim.MaxAge.String())
+	}
+	frames := r.queue.take()
+	for _, f := range frames {
+		r.toOperators(ctx, f, "")
+	}
+	r.met.Queue("delivered", len(frames), -len(frames))
+	r.log.Info("queued messages delivered", "messages", len(frames), "operators", r.operatorsOnline())
 }
 
 // toOperators hands one frame to every joined operator except the socket
@@ -342,7 +459,7 @@ func (r *router) allClients() []*participant {
 }
 
 func (r *router) health() *messages.Health {
-	h := &messages.Health{Clients: len(r.pr.clients), Operators: len(r.pr.operators)}
+	h := &messages.Health{Clients: len(r.pr.clients), Operators: len(r.pr.operators), Away: r.pr.away}
 	if r.cl != nil {
 		redis := "ok"
 		if !r.cl.state.Up {
@@ -416,7 +533,9 @@ func (r *router) remoteJoined(ctx actor.Context, m *RemoteJoined) {
 	p := m.Member.participant()
 	r.cl.remote.upsert(p)
 	if p.role == messages.RoleClient {
-		r.toLocalOperators(ctx, newChatFrame(p), "")
+		r.toLocalOperators(ctx, r.newChatFrame(p), "")
+	} else {
+		r.flushQueue(ctx)
 	}
 	if r.log.Enabled(context.Background(), slog.LevelDebug) {
 		r.log.Debug("remote participant joined", "socket", p.id, "role", p.role.String(), "peer", p.node)
@@ -429,7 +548,7 @@ func (r *router) remoteLeft(ctx actor.Context, m *RemoteLeft) {
 	}
 	p := r.cl.remote.remove(m.ID)
 	if p != nil && p.role == messages.RoleClient {
-		r.toLocalOperators(ctx, disconnectedFrame(p.id), "")
+		r.toLocalOperators(ctx, r.disconnectedFrame(p.id), "")
 	}
 }
 
@@ -442,7 +561,7 @@ func (r *router) nodeGone(ctx actor.Context, m *NodeGone) {
 	for _, p := range gone {
 		if p.role == messages.RoleClient {
 			clients++
-			r.toLocalOperators(ctx, disconnectedFrame(p.id), "")
+			r.toLocalOperators(ctx, r.disconnectedFrame(p.id), "")
 		}
 	}
 	level := slog.LevelWarn
@@ -461,6 +580,13 @@ type idSource struct {
 
 func newIDSource(now time.Time) *idSource {
 	return &idSource{prefix: strconv.FormatInt(now.UnixMilli(), 36) + "-"}
+}
+
+// newOffsetSource numbers frames for recovery. A session's log may mix
+// frames of several nodes (cross-node deliveries) and of several process
+// starts, so the prefix adds random bits to the start time.
+func newOffsetSource(now time.Time) *idSource {
+	return &idSource{prefix: strconv.FormatInt(now.UnixMilli(), 36) + newPrivateID()[:4] + "-"}
 }
 
 func (s *idSource) next() string {

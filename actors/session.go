@@ -9,50 +9,92 @@ import (
 	"github.com/switchboard/switchboard/metrics"
 )
 
-// session is one socket's actor. It enforces the socket's limits and
+// session is one participant's actor. It enforces its socket's limits and
 // identity, forwards its events to the router in the order they arrived,
 // answers refusals and acknowledgements, and writes the router's frames to
-// the socket. When it stops, for whatever reason, its socket is closed, and
-// the router, which watches it, removes it from presence.
+// the socket.
+//
+// With connection-state recovery it outlives its transport: when the
+// transport drops without a goodbye the session is away for the recovery
+// window, keeps what the router sends it, and a reconnecting socket that
+// names its private id and last offset takes its place and gets exactly
+// what it missed. When it stops, for whatever reason, its socket is
+// closed, and the router, which watches it, removes it from presence.
 type session struct {
-	conn     Conn
-	router   *actor.PID
-	log      *slog.Logger
-	policy   *Policy
-	met      *metrics.Metrics
-	identity *messages.Identity // from a verified handshake token, or nil
-	authErr  error              // why a presented token was refused
-	messages bucket
-	typing   bucket
-	abuse    strikes
-	closed   string // why the socket went away, once it has
+	conn      Conn // nil while away
+	id        string
+	privateID string // "" when recovery is off
+	router    *actor.PID
+	log       *slog.Logger
+	policy    *Policy
+	met       *metrics.Metrics
+	identity  *messages.Identity // from a verified handshake token, or nil
+	authErr   error              // why a presented token was refused
+	messages  bucket
+	typing    bucket
+	abuse     strikes
+	closed    string // why the session is ending, once it is
+
+	// Recovery (nil log when off).
+	replay *replayLog
+	writes uint64 // frames written to the current conn
+	away   bool
+	epoch  int // counts transports, so a stale timer changes nothing
+
+	// Events a fresh socket sent before its join (a client flushes its
+	// send buffer on reconnect before its connect handler joins): applied
+	// after the join instead of refused.
+	joined bool
+	held   []messages.RouterMessage
 }
 
-func newSession(conn Conn, router *actor.PID, log *slog.Logger, p *Policy, met *metrics.Metrics, id *messages.Identity, authErr error) *session {
+// Messages a session sends itself from timers.
+type (
+	awayExpired  struct{ epoch int }
+	holdExpired  struct{}
+	socketClosed struct {
+		conn        Conn
+		reason      string
+		recoverable bool
+	}
+	// resume asks a session to take a reconnecting socket; it responds
+	// with *resumed.
+	resume struct {
+		conn      Conn
+		offset    string
+		hasOffset bool
+		identity  *messages.Identity
+		authErr   error
+	}
+	resumed struct {
+		ok     bool
+		pid    *actor.PID
+		id     string
+		missed int
+		why    string
+	}
+)
+
+func newSession(conn Conn, privateID string, router *actor.PID, log *slog.Logger, p *Policy, met *metrics.Metrics, id *messages.Identity, authErr error) *session {
 	now := time.Now()
-	return &session{
-		conn: conn, router: router, log: log, policy: p, met: met, identity: id, authErr: authErr,
+	s := &session{
+		conn: conn, id: conn.ID(), privateID: privateID, router: router, log: log, policy: p, met: met, identity: id, authErr: authErr,
 		messages: newBucket(p.Messages, now),
 		typing:   newBucket(p.Typing, now),
 		abuse:    strikes{limit: p.AbuseLimit, win: p.AbuseWindow},
 	}
+	if privateID != "" {
+		s.replay = newReplayLog(p.Recovery.MaxFrames, p.Recovery.MaxBytes)
+	}
+	return s
 }
 
 func (s *session) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
 	case *messages.Deliver:
-		s.conn.Write(m.Frame)
-		s.met.Delivered(m.Frame.Event, m.Frame.At)
+		s.deliver(ctx, m.Frame)
 	case *messages.Join:
-		m.Session = ctx.Self()
-		if code, reason := s.admit(m); code != "" {
-			s.refused(ctx, &messages.Refused{Event: "join", Code: code, Reason: reason, Ack: m.Ack})
-			return
-		}
-		if s.limited(ctx, &m.Origin, "join", &s.messages) {
-			return
-		}
-		ctx.Send(s.router, m)
+		s.join(ctx, m)
 	case *messages.ClientTyping:
 		s.forward(ctx, m, "clientTyping", &s.typing)
 	case *messages.OperatorTyping:
@@ -63,19 +105,74 @@ func (s *session) Receive(ctx actor.Context) {
 		s.forward(ctx, m, "operatorMessage", &s.messages)
 	case *messages.EndChat:
 		s.forward(ctx, m, "endChat", &s.messages)
+	case *messages.Unknown:
+		s.unknown(ctx, m)
 	case *messages.Refused:
 		s.refused(ctx, m)
 	case *messages.Accepted:
-		m.Ack(&messages.AckReply{OK: true, ID: m.ID, Timestamp: m.Timestamp})
-	case *messages.SocketClosed:
-		s.closed = m.Reason
-		ctx.Stop(ctx.Self())
+		m.Ack(&messages.AckReply{OK: true, ID: m.ID, Timestamp: m.Timestamp, Queued: m.Queued, Away: m.Away})
+	case *socketClosed:
+		s.socketClosed(ctx, m)
+	case *resume:
+		ctx.Respond(s.resume(ctx, m))
+	case *awayExpired:
+		if s.away && m.epoch == s.epoch {
+			s.met.Expired()
+			s.end(ctx, "recovery window ended")
+		}
+	case *holdExpired:
+		s.releaseHeld(ctx)
 	case *actor.Stopped:
-		if s.closed == "" {
+		if s.conn != nil && s.closed == "" {
 			// Stopped by a failure, by abuse or by shutdown: the socket must
 			// not linger without an actor behind it.
 			s.conn.Close("session stopped")
 		}
+	}
+}
+
+// deliver writes a router frame, keeping it for recovery when it has an
+// offset.
+func (s *session) deliver(ctx actor.Context, f *messages.Frame) {
+	if s.replay == nil || f.Offset == "" {
+		if s.conn != nil {
+			s.write(f)
+			s.met.Delivered(f.Event, f.At)
+		}
+		return
+	}
+	if s.away {
+		if !s.replay.add(f, 0) {
+			// The client can no longer be brought up to date: it would come
+			// back as a fresh session, so end this one now.
+			s.end(ctx, "recovery log full while away")
+		}
+		return
+	}
+	s.replay.confirm(s.conn.Confirmed())
+	s.write(f)
+	s.replay.add(f, s.writes)
+	s.met.Delivered(f.Event, f.At)
+}
+
+func (s *session) write(f *messages.Frame) {
+	s.writes++
+	s.conn.Write(f)
+}
+
+func (s *session) join(ctx actor.Context, m *messages.Join) {
+	m.Session = ctx.Self()
+	if code, reason := s.admit(m); code != "" {
+		s.refused(ctx, &messages.Refused{Event: "join", Code: code, Reason: reason, Ack: m.Ack})
+		return
+	}
+	if s.limited(ctx, &m.Origin, "join", &s.messages) {
+		return
+	}
+	ctx.Send(s.router, m)
+	if !s.joined {
+		s.joined = true
+		s.releaseHeld(ctx)
 	}
 }
 
@@ -102,14 +199,67 @@ func (s *session) admit(m *messages.Join) (code, reason string) {
 	return "", ""
 }
 
-// forward passes an event to the router if the socket's bucket allows it.
+// forward passes an event to the router if the socket's bucket allows it;
+// before the socket's join it is held, within bounds.
 func (s *session) forward(ctx actor.Context, m messages.RouterMessage, event string, b *bucket) {
 	o := m.Src()
 	o.Session = ctx.Self()
+	if !s.joined && s.policy.HoldBeforeJoin > 0 {
+		if len(s.held) < s.policy.HoldBeforeJoin {
+			if len(s.held) == 0 {
+				self, sys := ctx.Self(), ctx.ActorSystem()
+				time.AfterFunc(s.policy.HoldFor, func() { sys.Root.Send(self, &holdExpired{}) })
+			}
+			s.held = append(s.held, m)
+			return
+		}
+		// Past the bound the event goes on, and the router refuses it.
+	}
 	if s.limited(ctx, o, event, b) {
 		return
 	}
 	ctx.Send(s.router, m)
+}
+
+// releaseHeld hands the held events to the router in order: after the
+// join, or when no join came in time (then the router refuses them).
+func (s *session) releaseHeld(ctx actor.Context) {
+	held := s.held
+	s.held = nil
+	for _, m := range held {
+		b := &s.messages
+		switch m.(type) {
+		case *messages.ClientTyping, *messages.OperatorTyping:
+			b = &s.typing
+		}
+		if !s.limited(ctx, m.Src(), eventName(m), b) {
+			ctx.Send(s.router, m)
+		}
+	}
+}
+
+func eventName(m messages.RouterMessage) string {
+	switch m.(type) {
+	case *messages.ClientTyping:
+		return "clientTyping"
+	case *messages.OperatorTyping:
+		return "operatorTyping"
+	case *messages.ClientMessage:
+		return "clientMessage"
+	case *messages.OperatorMessage:
+		return "operatorMessage"
+	case *messages.EndChat:
+		return "endChat"
+	}
+	return "join"
+}
+
+// unknown counts an event the contract does not name against the socket's
+// message rate: it delivers nothing, but is not free to send either.
+func (s *session) unknown(ctx actor.Context, m *messages.Unknown) {
+	if !s.messages.take(time.Now()) {
+		s.refused(ctx, &messages.Refused{Event: m.Event, Code: messages.CodeRateLimited, Reason: "too many events; slow down", Ack: m.Ack})
+	}
 }
 
 // limited refuses an event over the socket's rate.
@@ -125,15 +275,102 @@ func (s *session) limited(ctx actor.Context, o *messages.Origin, event string, b
 // sending refused events.
 func (s *session) refused(ctx actor.Context, m *messages.Refused) {
 	s.met.Refused(m.Event, m.Code)
+	if s.conn == nil {
+		return // away: an answer to a lost transport is lost with it
+	}
 	if m.Ack != nil {
 		m.Ack(&messages.AckReply{OK: false, Error: &messages.AckError{Code: m.Code, Message: m.Reason}})
 	} else {
-		s.conn.Write(messages.MustFrame(messages.EventChatError, &messages.ChatError{Code: m.Code, Message: m.Reason, Event: m.Event}))
+		s.write(messages.MustFrame(messages.EventChatError, &messages.ChatError{Code: m.Code, Message: m.Reason, Event: m.Event}))
 	}
 	if s.abuse.add(time.Now()) && s.closed == "" {
-		s.log.Warn("disconnecting abusive socket", "socket", s.conn.ID(), "refusals", len(s.abuse.times), "window", s.policy.AbuseWindow.String(), "last", m.Code)
+		s.log.Warn("disconnecting abusive socket", "socket", s.id, "refusals", len(s.abuse.times), "window", s.policy.AbuseWindow.String(), "last", m.Code)
 		s.closed = "abuse"
 		s.conn.Close("too many refused events")
 		ctx.Stop(ctx.Self())
 	}
+}
+
+// socketClosed is the end of a transport: the end of the session, or,
+// when the transport dropped without a goodbye and recovery is on, the
+// start of the recovery window.
+func (s *session) socketClosed(ctx actor.Context, m *socketClosed) {
+	if m.conn != s.conn {
+		return // a transport that a recovered socket took over from
+	}
+	if !m.recoverable || s.replay == nil || !s.joined {
+		s.closed = m.reason
+		s.conn = nil
+		ctx.Stop(ctx.Self())
+		return
+	}
+	s.conn = nil
+	s.away = true
+	s.epoch++
+	epoch, self, sys := s.epoch, ctx.Self(), ctx.ActorSystem()
+	time.AfterFunc(s.policy.Recovery.Window, func() { sys.Root.Send(self, &awayExpired{epoch: epoch}) })
+	ctx.Send(s.router, &messages.Away{Session: self})
+	s.met.Away()
+	s.log.Info("participant away; recoverable", "socket", s.id, "reason", m.reason, "window", s.policy.Recovery.Window.String())
+}
+
+// end stops the session for good; the router sees it leave.
+func (s *session) end(ctx actor.Context, why string) {
+	if s.closed != "" {
+		return
+	}
+	s.closed = why
+	if s.conn != nil {
+		s.conn.Close(why)
+	}
+	s.log.Info("session ended", "socket", s.id, "reason", why)
+	ctx.Stop(ctx.Self())
+}
+
+// resume lets a reconnecting socket take this session's place, when its
+// token proves the same identity and every frame after its offset is
+// known. Then the missed frames are written to it, in order, before the
+// transport answers CONNECT.
+func (s *session) resume(ctx actor.Context, m *resume) *resumed {
+	if s.closed != "" || s.replay == nil {
+		return &resumed{why: "session ended"}
+	}
+	if m.authErr != nil || !sameIdentity(s.identity, m.identity) {
+		return &resumed{why: "token does not prove the same identity"}
+	}
+	missed, ok := s.replay.after(m.offset, m.hasOffset)
+	if !ok {
+		// The client would miss something: it starts afresh, and this
+		// session's chat ends now rather than at the window's end.
+		s.end(ctx, "recovery impossible: frames after the offset are gone")
+		return &resumed{why: "frames after the offset are gone"}
+	}
+	if old := s.conn; old != nil {
+		// A half-open transport the client has already given up on: it goes
+		// quietly, and its late close changes nothing (socket.io #4880).
+		old.Abandon()
+	}
+	s.conn, s.writes = m.conn, 0
+	for i := range missed {
+		s.write(missed[i].frame)
+		missed[i].seq = s.writes
+	}
+	s.epoch++
+	wasAway := s.away
+	s.away = false
+	if wasAway {
+		ctx.Send(s.router, &messages.Back{Session: ctx.Self()})
+	}
+	s.met.Recovered()
+	s.log.Info("socket recovered", "socket", s.id, "missed", len(missed), "wasAway", wasAway)
+	return &resumed{ok: true, pid: ctx.Self(), id: s.id, missed: len(missed)}
+}
+
+// sameIdentity tells whether a token presented on recovery proves what the
+// first one did: none then, none now; or the same role and subject.
+func sameIdentity(a, b *messages.Identity) bool {
+	if a == nil || b == nil {
+		return a == nil && b == nil
+	}
+	return a.Role == b.Role && a.OperatorID == b.OperatorID && a.Username == b.Username
 }

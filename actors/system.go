@@ -33,6 +33,8 @@ type Options struct {
 	// Cluster joins this node to others through Redis; the zero value is
 	// one node in process.
 	Cluster ClusterOptions
+	// Queue bounds the offline queue; the zero value turns it off.
+	Queue QueueLimits
 }
 
 // System is the running actor system: a hub supervising the router and
@@ -66,6 +68,11 @@ func Start(o Options) (*System, error) {
 
 	pr := newPresence()
 	ids := newIDSource(o.Now())
+	queue := newOfflineQueue(o.Queue)
+	var offsets *idSource
+	if o.Policy.Recovery.Window > 0 {
+		offsets = newOffsetSource(o.Now())
+	}
 	var cv *clusterView
 	var clusterProps func(*actor.PID) *actor.Props
 	if o.Cluster.enabled() {
@@ -85,20 +92,21 @@ func Start(o Options) (*System, error) {
 	routerLoop := newDedicated()
 	routerProps := actor.PropsFromProducer(func() actor.Actor {
 		// Every incarnation gets the same presence: only one runs at a time.
-		return &router{pr: pr, cl: cv, log: routerLog, now: o.Now, ids: ids, met: o.Metrics}
+		return &router{pr: pr, cl: cv, log: routerLog, now: o.Now, ids: ids, met: o.Metrics, offsets: offsets, queue: queue}
 	}, actor.WithReceiverMiddleware(o.RouterMiddleware...), actor.WithMailbox(actor.Unbounded(metrics.MailboxStats{M: o.Metrics})),
 		actor.WithDispatcher(routerLoop))
 
 	sessionLog := o.Logger.With("component", "session")
 	policy := o.Policy
-	sessionProps := func(req *spawnSession, router *actor.PID) *actor.Props {
+	sessionProps := func(req *spawnSession, privateID string, router *actor.PID) *actor.Props {
 		return actor.PropsFromProducer(func() actor.Actor {
-			return newSession(req.conn, router, sessionLog, &policy, o.Metrics, req.identity, req.authErr)
+			return newSession(req.conn, privateID, router, sessionLog, &policy, o.Metrics, req.identity, req.authErr)
 		}, actor.WithReceiverMiddleware(o.SessionMiddleware...), actor.WithDispatcher(sessionDispatcher))
 	}
 
+	recovery := policy.Recovery.Window > 0
 	hubProps := actor.PropsFromProducer(func() actor.Actor {
-		return &hub{routerProps: routerProps, sessionProps: sessionProps, clusterProps: clusterProps}
+		return &hub{routerProps: routerProps, sessionProps: sessionProps, clusterProps: clusterProps, recovery: recovery}
 	}, actor.WithSupervisor(&supervisor{log: o.Logger.With("component", "supervisor"), max: 10, window: 10 * time.Second}))
 	// A start that fails leaves nothing running.
 	fail := func(err error) (*System, error) {
@@ -127,12 +135,40 @@ func Start(o Options) (*System, error) {
 // Connect spawns the session actor for a new socket. identity is what the
 // handshake's token proved (nil for none); authErr why a presented token
 // was refused, which the session answers when the socket joins.
-func (s *System) Connect(c Conn, identity *messages.Identity, authErr error) (*actor.PID, error) {
+func (s *System) Connect(c Conn, identity *messages.Identity, authErr error) (*Session, error) {
 	res, err := s.sys.Root.RequestFuture(s.hub, &spawnSession{conn: c, identity: identity, authErr: authErr}, s.ask).Result()
 	if err != nil {
 		return nil, fmt.Errorf("connect %s: %w", c.ID(), err)
 	}
-	return res.(*actor.PID), nil
+	sp := res.(*spawned)
+	return &Session{sys: s.sys, pid: sp.pid, id: c.ID(), privateID: sp.privateID}, nil
+}
+
+// ResumeRequest is what a reconnecting socket presents: its private id and the
+// offset of the last event it saw (HasOffset false: it saw none), with the
+// token of its new handshake, verified again.
+type ResumeRequest struct {
+	PrivateID string
+	Offset    string
+	HasOffset bool
+	Identity  *messages.Identity
+	AuthErr   error
+}
+
+// Resume gives a reconnecting socket its old session back: the same socket
+// id, with every event it missed already written to c. A nil Session (and
+// why) means it cannot, and the socket starts afresh with Connect.
+func (s *System) Resume(c Conn, r ResumeRequest) (*Session, string) {
+	req := &resumeSession{privateID: r.PrivateID, resume: resume{conn: c, offset: r.Offset, hasOffset: r.HasOffset, identity: r.Identity, authErr: r.AuthErr}}
+	res, err := s.sys.Root.RequestFuture(s.hub, req, s.ask).Result()
+	if err != nil {
+		return nil, "session did not answer: " + err.Error()
+	}
+	ans := res.(*resumed)
+	if !ans.ok {
+		return nil, ans.why
+	}
+	return &Session{sys: s.sys, pid: ans.pid, id: ans.id, privateID: r.PrivateID}, ""
 }
 
 // Admit asks whether addr may open a new connection; it returns why not, or
@@ -151,16 +187,6 @@ func (s *System) Opened(addr string) { s.sys.Root.Send(s.gate, &opened{addr: add
 // Closed is Opened's counterpart.
 func (s *System) Closed(addr string) { s.sys.Root.Send(s.gate, &closed{addr: addr}) }
 
-// Send delivers a message to a session (or any actor) without waiting.
-func (s *System) Send(to *actor.PID, msg any) {
-	s.sys.Root.Send(to, msg)
-}
-
-// Disconnected tells a session that its socket is gone. It is processed
-// after every event the socket sent before, so none is lost.
-func (s *System) Disconnected(session *actor.PID, reason string) {
-	s.sys.Root.Send(session, &messages.SocketClosed{Reason: reason})
-}
 
 // Health asks the router for its counts.
 func (s *System) Health(ctx context.Context) (*messages.Health, error) {

@@ -101,16 +101,33 @@ type Refused struct {
 	Ack    AckFunc
 }
 
-// Accepted tells a session that an event with an ack was accepted.
+// Accepted tells a session that an event with an ack was accepted. Queued
+// and Away say it was kept for later delivery (AckReply).
 type Accepted struct {
 	Ack       AckFunc
 	ID        string
 	Timestamp string
+	Queued    bool
+	Away      bool
 }
 
-// SocketClosed tells a session that its socket went away.
-type SocketClosed struct {
-	Reason string
+// Unknown is an event the contract does not name: it delivers nothing, but
+// counts against its socket's rate like any other.
+type Unknown struct {
+	Event string
+	Ack   AckFunc
+}
+
+// Away tells the router that a participant's transport dropped without a
+// goodbye: it stays joined, and its session keeps what it is sent, for the
+// recovery window.
+type Away struct {
+	Session *actor.PID
+}
+
+// Back tells the router that an away participant recovered.
+type Back struct {
+	Session *actor.PID
 }
 
 // Health is the router's answer to HealthQuery. Clients and Operators
@@ -118,6 +135,9 @@ type SocketClosed struct {
 type Health struct {
 	Clients   int
 	Operators int
+	// Away counts this node's participants whose transport dropped within
+	// the recovery window (included in Clients and Operators).
+	Away int
 	// Cluster is nil on a node without a cluster.
 	Cluster *ClusterHealth
 }

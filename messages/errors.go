@@ -12,6 +12,7 @@ const (
 	CodeUnknownTarget  = "unknown_target"
 	CodeRateLimited    = "rate_limited"
 	CodeUnauthorized   = "unauthorized"
+	CodeQueueFull      = "queue_full"
 )
 
 // PayloadError says why an inbound payload was refused, naming the field.

@@ -69,11 +69,23 @@ type ChatError struct {
 
 // AckReply is what an acknowledgement carries: {ok:true, id, timestamp}
 // for an accepted event, {ok:false, error:{code, message}} for a refused one.
+// Queued and Away are additive: set only when the message was accepted but
+// not yet delivered (no operator online; the player's transport is down
+// and the message waits for its return).
 type AckReply struct {
 	OK        bool      `json:"ok"`
 	ID        string    `json:"id,omitempty"`
 	Timestamp string    `json:"timestamp,omitempty"`
+	Queued    bool      `json:"queued,omitempty"`
+	Away      bool      `json:"away,omitempty"`
 	Error     *AckError `json:"error,omitempty"`
+}
+
+// ChatPresence tells operators that a client's transport dropped (chatAway)
+// or came back (chatBack) within the recovery window. Additive: CRMs that do
+// not know these events ignore them.
+type ChatPresence struct {
+	ClientID string `json:"clientId"`
 }
 
 // AckError says why an event was refused.
@@ -98,7 +110,20 @@ const (
 	EventOperatorTyping    = "operatorTyping"
 	EventChatEnded         = "chatEnded"
 	EventChatError         = "chatError"
+	EventChatAway          = "chatAway"
+	EventChatBack          = "chatBack"
 )
+
+// Volatile tells whether an event is never replayed to a recovering socket
+// and so carries no offset: a typing indicator or an error answer is stale
+// once the moment has passed.
+func Volatile(event string) bool {
+	switch event {
+	case EventClientTyping, EventOperatorTyping, EventChatError:
+		return true
+	}
+	return false
+}
 
 // Frame is one Socket.IO event packet, encoded once and written unchanged
 // to every socket that receives it. It is never modified after creation.
@@ -107,14 +132,25 @@ type Frame struct {
 	// At is when the event that caused this frame was received (zero for
 	// frames that no event caused): delivery latency is measured from it.
 	At time.Time
-	// Packet is the Socket.IO packet text: `2["event",{...}]`.
+	// Packet is the Socket.IO packet text: `2["event",{...}]`, or with
+	// connection-state recovery `2["event",{...},"offset"]`.
 	Packet []byte
+	// Offset is the frame's position id for recovery (empty: volatile, or
+	// recovery off). The same for every socket that receives the frame, as
+	// in Socket.IO, so the frame is still encoded once.
+	Offset string
 }
 
 // EncodeFrame encodes an event with one payload as a Socket.IO EVENT packet.
 // Strings are written as JavaScript's JSON.stringify writes them (no HTML
 // escaping), which every Socket.IO client decodes.
 func EncodeFrame(event string, payload any) (*Frame, error) {
+	return EncodeFrameOffset(event, payload, "")
+}
+
+// EncodeFrameOffset is EncodeFrame with the recovery offset as the last
+// argument, as socket.io-client 4.6+ reads it; offset "" adds none.
+func EncodeFrameOffset(event string, payload any, offset string) (*Frame, error) {
 	var buf bytes.Buffer
 	buf.Grow(64)
 	buf.WriteString(`2[`)
@@ -129,8 +165,14 @@ func EncodeFrame(event string, payload any) (*Frame, error) {
 		return nil, fmt.Errorf("encode %s: %w", event, err)
 	}
 	buf.Truncate(buf.Len() - 1)
+	if offset != "" {
+		// Offsets are made of URL-safe characters: no escaping needed.
+		buf.WriteString(`,"`)
+		buf.WriteString(offset)
+		buf.WriteByte('"')
+	}
 	buf.WriteByte(']')
-	return &Frame{Event: event, Packet: buf.Bytes()}, nil
+	return &Frame{Event: event, Packet: buf.Bytes(), Offset: offset}, nil
 }
 
 // MustFrameAt is MustFrame for a frame caused by an event received at `at`.

@@ -27,6 +27,12 @@ type Metrics struct {
 	MailboxDepth prometheus.Gauge
 	Latency      prometheus.Histogram
 
+	// Continuity: sessions that went away, recovered, and ended unrecovered;
+	// messages kept while no operator was online.
+	Recovery    *prometheus.CounterVec // outcome: away, recovered, fresh, expired
+	QueuedNow   prometheus.Gauge       // player messages waiting for an operator
+	QueueEvents *prometheus.CounterVec // what: queued, delivered, refused, expired, abandoned
+
 	// Cluster mode (REDIS_URL); they stay at zero on a single node.
 	NodeInfo        *prometheus.GaugeVec // node: always 1, names the node
 	ClusterOut      prometheus.Counter   // messages published to Redis
@@ -83,6 +89,15 @@ func New() *Metrics {
 			Help:    "Time from receiving an event to handing each of its deliveries to a socket.",
 			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1},
 		}),
+		Recovery: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "switchboard_recovery_total", Help: "Connection-state recovery by outcome: away (transport dropped, session kept), recovered, fresh (a reconnect that could not recover), expired (away past the window).",
+		}, []string{"outcome"}),
+		QueuedNow: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "switchboard_offline_queue_messages", Help: "Player messages waiting for an operator to join.",
+		}),
+		QueueEvents: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "switchboard_offline_queue_total", Help: "Offline queue: messages queued, delivered, refused (queue full), expired (past their age), abandoned (their player left).",
+		}, []string{"what"}),
 		NodeInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "switchboard_node_info", Help: "Always 1; the node label is this node's id.",
 		}, []string{"node"}),
@@ -107,6 +122,7 @@ func New() *Metrics {
 	}
 	for _, c := range []prometheus.Collector{m.NodeInfo, m.ClusterOut, m.ClusterIn, m.ClusterErrs, m.ClusterDrops, m.ClusterRedisUp, m.ClusterNodeSeen,
 		m.Connections, m.Joins, m.Inbound, m.Deliveries, m.Refusals, m.RateLimited, m.MailboxDepth, m.Latency,
+		m.Recovery, m.QueuedNow, m.QueueEvents,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})} {
 		f(c)
 	}
@@ -177,6 +193,33 @@ func (m *Metrics) Connected() {
 func (m *Metrics) Disconnected() {
 	if m != nil {
 		m.Connections.WithLabelValues("none").Dec()
+	}
+}
+
+// Away counts a session whose transport dropped and that waits to recover.
+func (m *Metrics) Away() { m.recovery("away") }
+
+// Recovered counts a socket that got its session back.
+func (m *Metrics) Recovered() { m.recovery("recovered") }
+
+// Fresh counts a reconnect that asked to recover and could not.
+func (m *Metrics) Fresh() { m.recovery("fresh") }
+
+// Expired counts an away session whose window ended.
+func (m *Metrics) Expired() { m.recovery("expired") }
+
+func (m *Metrics) recovery(outcome string) {
+	if m != nil {
+		m.Recovery.WithLabelValues(outcome).Inc()
+	}
+}
+
+// Queue counts n offline-queue events of one kind and moves the gauge by
+// delta.
+func (m *Metrics) Queue(what string, n int, delta int) {
+	if m != nil {
+		m.QueueEvents.WithLabelValues(what).Add(float64(n))
+		m.QueuedNow.Add(float64(delta))
 	}
 }
 

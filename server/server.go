@@ -27,6 +27,14 @@ type Node struct {
 
 // New starts the actors and builds the transport from cfg. extra adjusts
 // the actor options (tests inject failures through it).
+// holdBeforeJoin events, sent within holdFor before a socket's join, are
+// applied after it: a widget's send buffer after a reconnect is a few
+// messages and a typing indicator.
+const (
+	holdBeforeJoin = 32
+	holdFor        = 10 * time.Second
+)
+
 func New(cfg *config.Config, log *slog.Logger, extra ...func(*actors.Options)) (*Node, error) {
 	verifier, err := auth.New(auth.Config{
 		OperatorSecret:        cfg.JWTSecret,
@@ -58,11 +66,28 @@ func New(cfg *config.Config, log *slog.Logger, extra ...func(*actors.Options)) (
 			Typing:              actors.Rate{PerSecond: cfg.TypingRate, Burst: cfg.TypingBurst},
 			AbuseLimit:          cfg.AbuseLimit,
 			AbuseWindow:         10 * time.Second,
+			Recovery: actors.Recovery{
+				Window:    cfg.RecoveryWindow,
+				MaxFrames: cfg.RecoveryMaxFrames,
+				MaxBytes:  cfg.RecoveryMaxBytes,
+			},
+		},
+		Queue: actors.QueueLimits{
+			PerChat:      cfg.QueueMaxPerChat,
+			PerChatBytes: cfg.QueueMaxChatBytes,
+			Total:        cfg.QueueMaxTotal,
+			TotalBytes:   cfg.QueueMaxBytes,
+			MaxAge:       cfg.QueueMaxAge,
 		},
 		Gate: actors.GateLimits{
 			MaxConnections: cfg.IPMaxConnections,
 			Handshakes:     actors.Rate{PerSecond: cfg.IPHandshakeRate, Burst: cfg.IPHandshakeBurst},
 		},
+	}
+	if cfg.RecoveryWindow > 0 {
+		// A reconnecting client flushes what it sent while offline before
+		// its connect handler joins: those events wait for the join.
+		opts.Policy.HoldBeforeJoin, opts.Policy.HoldFor = holdBeforeJoin, holdFor
 	}
 	for _, f := range extra {
 		f(&opts)
