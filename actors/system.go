@@ -187,7 +187,6 @@ func (s *System) Opened(addr string) { s.sys.Root.Send(s.gate, &opened{addr: add
 // Closed is Opened's counterpart.
 func (s *System) Closed(addr string) { s.sys.Root.Send(s.gate, &closed{addr: addr}) }
 
-
 // Health asks the router for its counts.
 func (s *System) Health(ctx context.Context) (*messages.Health, error) {
 	res, err := s.request(ctx, &messages.HealthQuery{})
