@@ -111,6 +111,10 @@ func parseArgs(args []string, stderr io.Writer) (*Scenario, outputs, error) {
 	fs.Duration("settle", d.Settle, "when an operator counts as joined if the server does not acknowledge joins")
 	fs.Int("max-restarts", d.MaxRestarts, "failures within a minute before a participant is given up")
 	fs.Uint64("seed", d.Seed, "random seed: the same seed makes the same arrivals")
+	fs.Bool("reconnect", false, "participants reconnect by themselves after a transport drop, with session recovery (implied by --blip-rate and --storm)")
+	fs.Duration("reconnect-delay", d.ReconnectDelay, "first wait before a reconnection, doubling to 5s, ±50% (socket.io-client's default)")
+	fs.Float64("blip-rate", 0, "transport drops per second across all participants during the load (Poisson), no goodbye")
+	fs.String("storm", "", `players dropped at once: N@T after the load starts, e.g. "2000@10s" (comma-separated for several)`)
 	fs.Bool("insecure", false, "accept any TLS certificate (staging)")
 	fs.String("slo", "", `thresholds, e.g. "p99<50ms,loss=0"; missing one exits 99`)
 	fs.String("report", "", "write the result as JSON to this file")
@@ -174,6 +178,10 @@ func parseArgs(args []string, stderr io.Writer) (*Scenario, outputs, error) {
 		Settle:         v.GetDuration("settle"),
 		MaxRestarts:    v.GetInt("max-restarts"),
 		Seed:           v.GetUint64("seed"),
+		Reconnect:      v.GetBool("reconnect"),
+		ReconnectDelay: v.GetDuration("reconnect-delay"),
+		BlipRate:       v.GetFloat64("blip-rate"),
+		Storm:          v.GetString("storm"),
 		Insecure:       v.GetBool("insecure"),
 		SLO:            v.GetString("slo"),
 	}

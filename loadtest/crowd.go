@@ -3,6 +3,7 @@ package loadtest
 import (
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -22,7 +23,11 @@ type (
 // crowd is the parent of every participant; its supervisor restarts a
 // failed one. Stopping the crowd stops them all, and its stop completes
 // only once each has stopped.
-type crowd struct{ e *env }
+type crowd struct {
+	e            *env
+	players, ops []*actor.PID // a restarted participant keeps its PID
+	rng          *rand.Rand   // picks whom a drop hits
+}
 
 func (c *crowd) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
@@ -34,10 +39,17 @@ func (c *crowd) Receive(ctx actor.Context) {
 			} else {
 				props = actor.PropsFromProducer(func() actor.Actor { return newPlayer(c.e, i) })
 			}
-			ctx.Spawn(props)
+			pid := ctx.Spawn(props)
+			if m.operators {
+				c.ops = append(c.ops, pid)
+			} else {
+				c.players = append(c.players, pid)
+			}
 		}
 	case *members:
 		ctx.Respond(ctx.Children())
+	case *drop:
+		c.dropSome(ctx, m)
 	}
 }
 

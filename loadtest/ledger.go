@@ -99,10 +99,12 @@ type playerLedger struct {
 	// expected[seq] is who had to receive message seq; nil if it was never
 	// sent (the write failed).
 	expected []*opSet
-	replies  bitset // seqs whose reply arrived
-	copies   int    // reply copies beyond the first
-	refused  int    // messages the server refused through their ack
-	failures int    // consecutive failed connections, for the backoff
+	sentAt   []int64 // unix ns of each seq's send
+	replies  bitset  // seqs whose reply arrived
+	copies   int     // reply copies beyond the first
+	refused  int     // messages the server refused through their ack
+	failures int     // consecutive failed connections, for the backoff
+	fresh    []gap   // reconnections that the server could not recover
 }
 
 // operatorLedger is one operator's record, across its connections.
@@ -113,6 +115,7 @@ type operatorLedger struct {
 	replied  []bitset // by player slot: the seqs replied to
 	refused  int      // replies the server refused through their ack
 	failures int
+	fresh    []gap       // reconnections that the server could not recover
 	ready    atomic.Bool // joined: the reader goroutine checks it before waking the actor
 }
 
@@ -159,6 +162,11 @@ type Accounts struct {
 	// their acknowledgement, a rate limit for instance: none was expected.
 	Refused   int64   `json:"refused"`
 	LossRatio float64 `json:"loss_ratio"`
+	// LostFresh is the part of Lost that fresh sessions explain: copies
+	// due to a socket while it was down, which the server could not
+	// recover (it gave the socket a new id), or replies to a message that
+	// a since-replaced socket sent. 0 when the server recovers every one.
+	LostFresh int64 `json:"lost_fresh"`
 }
 
 func (a *Accounts) add(b Accounts) {
@@ -170,6 +178,7 @@ func (a *Accounts) add(b Accounts) {
 	a.Misrouted += b.Misrouted
 	a.Unexpected += b.Unexpected
 	a.Refused += b.Refused
+	a.LostFresh += b.LostFresh
 	a.finish()
 }
 
@@ -191,8 +200,11 @@ func account(players []*playerLedger, ops []*operatorLedger, m *Metrics) (p2o, o
 			p2o.Sent++
 			set.members.each(func(op int) {
 				p2o.Expected++
-				if slot < len(ops[op].seen) && ops[op].seen[slot].has(seq) {
+				switch {
+				case slot < len(ops[op].seen) && ops[op].seen[slot].has(seq):
 					p2o.Delivered++
+				case len(ops[op].fresh) > 0 && seq < len(pl.sentAt) && inGap(ops[op].fresh, pl.sentAt[seq]):
+					p2o.LostFresh++
 				}
 			})
 		}
@@ -210,8 +222,12 @@ func account(players []*playerLedger, ops []*operatorLedger, m *Metrics) (p2o, o
 			replied.each(func(seq int) {
 				o2p.Sent++
 				o2p.Expected++
-				if players[slot].replies.has(seq) {
+				pl := players[slot]
+				switch {
+				case pl.replies.has(seq):
 					o2p.Delivered++
+				case len(pl.fresh) > 0 && seq < len(pl.sentAt) && sentBefore(pl.fresh, pl.sentAt[seq]):
+					o2p.LostFresh++
 				}
 			})
 		}

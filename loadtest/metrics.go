@@ -29,7 +29,12 @@ type Metrics struct {
 
 	Failures, GaveUp, Departures atomic.Int64
 
+	// Drops and reconnections (recovery.go).
+	Blips, Storms, StormDrops    atomic.Int64
+	Reconnects, Recovered, Fresh atomic.Int64
+
 	Connect, Join, P2O, O2P Histogram
+	Recovery                Histogram // drop to recovered CONNECT
 
 	errMu sync.Mutex
 	errs  map[string]int64

@@ -45,6 +45,8 @@ type operator struct {
 	l        *operatorLedger
 	rng      *rand.Rand
 	joinSent int64
+	// rejoining is the fresh gap that the rejoin's ack will end; -1 if none.
+	rejoining int
 }
 
 func newOperator(e *env, idx int) actor.Actor {
@@ -54,7 +56,7 @@ func newOperator(e *env, idx int) actor.Actor {
 			e: e, operator: true, label: "operator " + strconv.Itoa(idx), conn: &l.conn, failures: &l.failures,
 			t: e.mix.pick(unit(e.sc.Seed^0x0f0f, uint64(idx), 0)),
 		},
-		idx: idx, l: l,
+		idx: idx, l: l, rejoining: -1,
 		rng: rand.New(rand.NewPCG(e.sc.Seed^0xa5a5, uint64(idx)<<24|uint64(l.failures))),
 	}
 	o.link.forget = o.drop
@@ -71,8 +73,25 @@ func (o *operator) Receive(ctx actor.Context) {
 	case *dialed:
 		o.connected(ctx, m)
 	case *joinAcked:
-		if o.joinAcked(m) && o.markReady() {
+		if !o.joinAcked(m) {
+			return
+		}
+		if o.rejoining >= 0 { // a fresh socket's rejoin: its gap ends now
+			o.l.fresh[o.rejoining].to = o.e.clk.now()
+			o.rejoining = -1
+		}
+		if o.markReady() {
 			o.e.m.Join.Record(o.e.clk.since(o.joinSent))
+		}
+	case *reconnected:
+		// A fresh socket misses what is sent to it until it has joined
+		// again: the rejoin's ack ends the gap, or for servers without
+		// acks the settle time, as for a first join.
+		if m.attempt == o.attempt && !m.recovered {
+			o.l.fresh = append(o.l.fresh, gap{from: m.from, to: m.at + int64(o.e.sc.Settle)})
+			if o.acked {
+				o.rejoining = len(o.l.fresh) - 1
+			}
 		}
 	case *heard:
 		if m.attempt == o.attempt {
@@ -108,7 +127,12 @@ func (o *operator) dial(ctx actor.Context) {
 	if err != nil {
 		panic(&failure{kind: "token", err: err})
 	}
-	o.e.dial(ctx.Self(), true, &o.l.conn, o.attempt, o.t, auth, o.onEvent(ctx.Self(), o.attempt))
+	o.rejoining = -1
+	o.e.dial(ctx.Self(), true, &o.l.conn, o.attempt, o.t, auth, o.onEvent(ctx.Self(), o.attempt), &rejoin{
+		join:        join{Role: "operator", Name: o.name(), OperatorID: o.operatorID()},
+		ack:         o.e.ackHandler(ctx.Self(), o.attempt),
+		onReconnect: o.e.operatorReconnect(ctx.Self(), o.attempt),
+	})
 }
 
 func (o *operator) connected(ctx actor.Context, m *dialed) {

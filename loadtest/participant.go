@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -99,6 +100,8 @@ func (k *link) receive(ctx actor.Context) bool {
 	switch m := ctx.Message().(type) {
 	case *actor.Started:
 		k.e.startDialing(ctx, *k.failures)
+	case *blip:
+		k.blip(m)
 	case *stopSending:
 		k.stopped, k.sending = true, false
 		if ctx.Sender() != nil {
@@ -210,7 +213,8 @@ func joinRefused(who, code string) *failure {
 
 // dial connects in the background and reports to self with *dialed, so an
 // actor never blocks on the network while its mailbox fills.
-func (e *env) dial(self *actor.PID, operator bool, cn *conn, attempt int, t client.Transport, auth map[string]any, onEvent func(string, json.RawMessage)) {
+// With reconnections on, r says how the connection rejoins.
+func (e *env) dial(self *actor.PID, operator bool, cn *conn, attempt int, t client.Transport, auth map[string]any, onEvent func(string, json.RawMessage), r *rejoin) {
 	e.m.dialStarted(operator)
 	cn.pending.Add(1)
 	go func() {
@@ -218,7 +222,7 @@ func (e *env) dial(self *actor.PID, operator bool, cn *conn, attempt int, t clie
 		ctx, cancel := context.WithTimeout(context.Background(), e.sc.ConnectTimeout)
 		defer cancel()
 		start := time.Now()
-		c, err := client.Dial(ctx, e.sc.URL, client.Options{
+		o := client.Options{
 			Path:       e.sc.Path,
 			Transport:  t,
 			Auth:       auth,
@@ -226,7 +230,11 @@ func (e *env) dial(self *actor.PID, operator bool, cn *conn, attempt int, t clie
 			OnClose:    func(reason string) { e.root.Send(self, &closed{attempt: attempt, reason: reason}) },
 			HTTPClient: e.http,
 			Dialer:     e.dialer,
-		})
+		}
+		var cl atomic.Pointer[client.Client]
+		e.reconnectOptions(&o, r, &cl)
+		c, err := client.Dial(ctx, e.sc.URL, o)
+		cl.Store(c)
 		if err == nil && !cn.adopt(attempt, c) {
 			c.Close() // the participant moved on (stopped, restarted) while this dial ran
 			return

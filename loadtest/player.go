@@ -95,6 +95,12 @@ func (p *player) Receive(ctx actor.Context) {
 		}
 	case *replyIn:
 		p.reply(m)
+	case *reconnected:
+		// A fresh socket: replies to what the old one sent cannot come.
+		if m.attempt == p.attempt && !m.recovered {
+			p.l.fresh = append(p.l.fresh, gap{from: m.from, to: m.at})
+			p.who = m.who
+		}
 	case *refused:
 		// Refused (a rate limit, a validation): nobody is to receive it.
 		if set := p.l.expected[m.seq]; set != nil {
@@ -153,7 +159,11 @@ func (p *player) dial(ctx actor.Context) {
 	if err != nil {
 		panic(&failure{kind: "token", err: err})
 	}
-	p.e.dial(ctx.Self(), false, &p.l.conn, p.attempt, p.t, auth, p.onEvent(ctx.Self(), p.genStart))
+	p.e.dial(ctx.Self(), false, &p.l.conn, p.attempt, p.t, auth, p.onEvent(ctx.Self(), p.genStart), &rejoin{
+		join:        join{Role: "client", Name: name, Username: name},
+		ack:         p.e.ackHandler(ctx.Self(), p.attempt),
+		onReconnect: p.e.playerReconnect(ctx.Self(), p.attempt, p.who),
+	})
 }
 
 func (p *player) connected(ctx actor.Context, m *dialed) {
@@ -182,7 +192,9 @@ func (p *player) gap() time.Duration {
 func (p *player) send(ctx actor.Context) {
 	seq := len(p.l.expected)
 	set := p.e.ready.load()
-	mark := formatMarker(markPlayer, p.slot, seq, p.e.clk.now())
+	now := p.e.clk.now()
+	mark := formatMarker(markPlayer, p.slot, seq, now)
+	p.l.sentAt = append(p.l.sentAt, now)
 	var payload any
 	if p.e.sc.ImageShare > 0 && p.rng.Float64() < p.e.sc.ImageShare {
 		img := p.e.pay.image

@@ -18,13 +18,15 @@ type Result struct {
 	ElapsedS  float64   `json:"elapsed_s"`
 	// LoadS is the steady load, from the last player's arrival to the end:
 	// the window that the throughput averages cover.
-	LoadS       float64          `json:"load_s"`
-	Players     Population       `json:"players"`
-	Operators   Population       `json:"operators"`
-	Connections Connections      `json:"connections"`
-	Messages    Messages         `json:"messages"`
-	Latency     Latency          `json:"latency"`
-	Throughput  Throughput       `json:"throughput"`
+	LoadS       float64     `json:"load_s"`
+	Players     Population  `json:"players"`
+	Operators   Population  `json:"operators"`
+	Connections Connections `json:"connections"`
+	Messages    Messages    `json:"messages"`
+	Latency     Latency     `json:"latency"`
+	Throughput  Throughput  `json:"throughput"`
+	// Recovery is there when participants reconnect by themselves.
+	Recovery    *Recovery        `json:"recovery,omitempty"`
 	Errors      map[string]int64 `json:"errors"`
 	ErrorsTotal int64            `json:"errors_total"`
 	Thresholds  []Threshold      `json:"thresholds"`
@@ -118,6 +120,9 @@ func buildResult(sc *Scenario, e *env, players, operators int64, p2o, o2p Accoun
 		r.Throughput.PeakSentPerS = max(r.Throughput.PeakSentPerS, x.SentPerS)
 		r.Throughput.PeakDeliveries = max(r.Throughput.PeakDeliveries, x.DeliverPerS)
 	}
+	if sc.reconnects() {
+		r.Recovery = buildRecovery(m, p2o.LostFresh+o2p.LostFresh)
+	}
 	slo, _ := ParseSLO(sc.SLO) // validated before the run
 	r.Thresholds, r.Passed = slo.Evaluate(r)
 	return r
@@ -194,6 +199,20 @@ func (r *Result) WriteTable(w io.Writer) error {
 		},
 	} {
 		if err := section(rows...); err != nil {
+			return err
+		}
+	}
+	if rc := r.Recovery; rc != nil {
+		if err := section(
+			[]any{"recovery", "blips", "storms", "storm drops", "reconnects", "recovered", "fresh", "lost (fresh)"},
+			[]any{"", rc.Blips, rc.Storms, rc.StormDrops, rc.Reconnects, rc.Recovered, rc.Fresh, rc.LostFresh},
+		); err != nil {
+			return err
+		}
+		if err := section(
+			[]any{"recovery (ms)", "count", "p50", "p90", "p99", "p99.9", "max"},
+			lat("drop→recovered", rc.Time),
+		); err != nil {
 			return err
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -84,7 +85,7 @@ func Run(ctx context.Context, sc Scenario, o RunOptions) (*Result, error) {
 	for i := range e.ops {
 		e.ops[i] = &operatorLedger{conn: conn{pending: &pending}, seen: make([]bitset, sc.Players), replied: make([]bitset, sc.Players)}
 	}
-	crowdPID, err := sys.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return &crowd{e: e} },
+	crowdPID, err := sys.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return &crowd{e: e, rng: rand.New(rand.NewPCG(sc.Seed, 0xd209))} },
 		actor.WithSupervisor(&supervisor{m: m, max: sc.MaxRestarts, window: time.Minute})), "crowd")
 	if err != nil {
 		sys.Shutdown()
@@ -103,6 +104,9 @@ func Run(ctx context.Context, sc Scenario, o RunOptions) (*Result, error) {
 	r.ramp(ctx, false, sc.Players)
 	r.setPhase("load")
 	steady := window{from: time.Now(), sent: m.Sent.Load(), delivered: m.UniqueP2O.Load(), replies: m.Replies.Load()}
+	if sc.BlipRate > 0 || sc.Storm != "" {
+		go r.disrupt(ctx, steady.from.Add(sc.Duration))
+	}
 	select {
 	case <-ctx.Done():
 	case <-time.After(sc.Duration):
@@ -207,12 +211,15 @@ func (r *run) stopSending() {
 	}
 }
 
-// drain waits until every expected copy has arrived, or for at most d.
+// drain waits until every expected copy has arrived and every dropped
+// participant has reconnected (what it buffered meanwhile is expected
+// too), or for at most d.
 func (r *run) drain(d time.Duration) {
 	m := r.e.m
 	deadline := time.Now().Add(d)
 	for time.Now().Before(deadline) {
-		if m.UniqueP2O.Load() >= m.ExpectedP2O.Load() && m.UniqueO2P.Load() >= m.Replies.Load() {
+		if m.UniqueP2O.Load() >= m.ExpectedP2O.Load() && m.UniqueO2P.Load() >= m.Replies.Load() &&
+			m.Reconnects.Load() >= m.Blips.Load()+m.StormDrops.Load() {
 			return
 		}
 		time.Sleep(10 * time.Millisecond)

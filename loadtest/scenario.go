@@ -74,7 +74,23 @@ type Scenario struct {
 	// participant.
 	MaxRestarts int    `json:"max_restarts"`
 	Seed        uint64 `json:"seed"`
-	Insecure    bool   `json:"insecure_tls,omitempty"`
+
+	// Reconnect: participants reconnect by themselves after a transport
+	// drop, as socket.io-client does, asking the server to recover their
+	// socket; a fresh one joins again. Off, a drop is a failure and the
+	// supervisor restarts the participant. BlipRate and Storm imply it.
+	Reconnect bool `json:"reconnect"`
+	// ReconnectDelay is the first wait before a reconnection, doubling up
+	// to 5 s, ±50 %: socket.io-client's 1 s by default, which most of a
+	// recovery's time is.
+	ReconnectDelay time.Duration `json:"reconnect_delay"`
+	// BlipRate is transport drops per second across all participants, at
+	// random (Poisson) times during the load: no DISCONNECT, no goodbye.
+	BlipRate float64 `json:"blip_rate"`
+	// Storm drops N players at once at T after the load starts: "2000@10s",
+	// or several, comma-separated.
+	Storm    string `json:"storm,omitempty"`
+	Insecure bool   `json:"insecure_tls,omitempty"`
 
 	SLO string `json:"slo,omitempty"`
 }
@@ -102,6 +118,7 @@ func Defaults() Scenario {
 		Settle:         time.Second,
 		MaxRestarts:    5,
 		Seed:           1,
+		ReconnectDelay: time.Second,
 	}
 }
 
@@ -170,6 +187,21 @@ func (s *Scenario) Validate() error {
 	}
 	if s.MaxRestarts < 1 {
 		bad("max-restarts", "%d must be ≥ 1", s.MaxRestarts)
+	}
+	if s.BlipRate < 0 {
+		bad("blip-rate", "%v must be ≥ 0", s.BlipRate)
+	}
+	if s.ReconnectDelay <= 0 {
+		bad("reconnect-delay", "%v must be > 0", s.ReconnectDelay)
+	}
+	if storms, err := parseStorms(s.Storm); err != nil {
+		bad("storm", "%v", err)
+	} else {
+		for _, st := range storms {
+			if st.at >= s.Duration {
+				bad("storm", "%d@%v is not within --duration %v", st.n, st.at, s.Duration)
+			}
+		}
 	}
 	if _, err := parseMix(s.Transport); err != nil {
 		bad("transport", "%v", err)

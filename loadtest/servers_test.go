@@ -112,10 +112,16 @@ func startSwitchboardProcess(t testing.TB) string {
 // of the traffic: every DropEvery-th player message reaches no operator,
 // every DupEvery-th reaches each operator twice, every MisrouteEvery-th
 // reply goes to another player. Like the Node server, it acknowledges
-// nothing. It counts exactly what it spoiled.
+// nothing. It counts exactly what it spoiled. With Recovery it does
+// socket.io 4.6's connection-state recovery (pids, offsets, the replay of
+// what a socket missed while its transport was down); with NoRecover it
+// gives pids but answers every reconnection with a fresh socket.
 type faultyServer struct {
 	URL                                  string
 	DropEvery, DupEvery, MisrouteEvery   int
+	Recovery, NoRecover                  bool
+	byPid                                map[string]*fakeSocket
+	Recovered, Fresh                     int
 	mu                                   sync.Mutex
 	clients                              []*fakeSocket // joined players, in join order
 	operators                            []*fakeSocket
@@ -125,21 +131,33 @@ type faultyServer struct {
 }
 
 type fakeSocket struct {
-	id string
-	mu sync.Mutex
-	ws *websocket.Conn
+	id, pid string
+	mu      sync.Mutex
+	ws      *websocket.Conn // nil while its transport is down (recovery)
+	offsets bool            // events carry offsets
+	history [][]byte        // with offsets: every event, offset = index+1
 }
 
 func (s *fakeSocket) send(event string, payload any) {
-	b, _ := json.Marshal([]any{event, payload})
+	args := []any{event, payload}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	_ = s.ws.WriteMessage(websocket.TextMessage, append([]byte("42"), b...))
+	if s.offsets {
+		args = append(args, strconv.Itoa(len(s.history)+1))
+	}
+	b, _ := json.Marshal(args)
+	p := append([]byte("42"), b...)
+	if s.offsets {
+		s.history = append(s.history, p)
+	}
+	if s.ws != nil {
+		_ = s.ws.WriteMessage(websocket.TextMessage, p)
+	}
 }
 
 func startFaultyServer(t testing.TB, drop, dup, misroute int) *faultyServer {
 	t.Helper()
-	f := &faultyServer{DropEvery: drop, DupEvery: dup, MisrouteEvery: misroute}
+	f := &faultyServer{DropEvery: drop, DupEvery: dup, MisrouteEvery: misroute, byPid: map[string]*fakeSocket{}}
 	srv := httptest.NewServer(http.HandlerFunc(f.serve))
 	t.Cleanup(srv.Close)
 	f.URL = srv.URL
@@ -158,14 +176,13 @@ func (f *faultyServer) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer ws.Close()
-	f.mu.Lock()
-	f.nextID++
-	sock := &fakeSocket{id: "fake" + strconv.Itoa(f.nextID), ws: ws}
-	f.mu.Unlock()
-	sock.mu.Lock()
-	_ = ws.WriteMessage(websocket.TextMessage, []byte(`0{"sid":"e`+sock.id+`","upgrades":[],"pingInterval":25000,"pingTimeout":60000,"maxPayload":100000000}`))
-	sock.mu.Unlock()
-	defer f.leave(sock)
+	_ = ws.WriteMessage(websocket.TextMessage, []byte(`0{"sid":"e`+strconv.Itoa(int(time.Now().UnixNano()))+`","upgrades":[],"pingInterval":25000,"pingTimeout":60000,"maxPayload":100000000}`))
+	var sock *fakeSocket
+	defer func() {
+		if sock != nil {
+			f.down(sock, ws)
+		}
+	}()
 	for {
 		_, p, err := ws.ReadMessage()
 		if err != nil {
@@ -173,9 +190,9 @@ func (f *faultyServer) serve(w http.ResponseWriter, r *http.Request) {
 		}
 		switch {
 		case strings.HasPrefix(string(p), "40"):
-			sock.mu.Lock()
-			_ = ws.WriteMessage(websocket.TextMessage, []byte(`40{"sid":"`+sock.id+`"}`))
-			sock.mu.Unlock()
+			sock = f.connect(ws, p[2:])
+		case sock == nil:
+			return // an event before CONNECT
 		case strings.HasPrefix(string(p), "42"):
 			body := strings.TrimLeft(string(p[2:]), "0123456789") // an ack id: never answered
 			var args []json.RawMessage
@@ -188,6 +205,61 @@ func (f *faultyServer) serve(w http.ResponseWriter, r *http.Request) {
 			_ = json.Unmarshal(args[1], &payload)
 			f.event(sock, name, payload)
 		}
+	}
+}
+
+// connect answers a CONNECT: with recovery, a known pid whose socket is
+// down gets what it missed since its offset, then its own sid and pid.
+func (f *faultyServer) connect(ws *websocket.Conn, body []byte) *fakeSocket {
+	var auth struct {
+		Pid    string `json:"pid"`
+		Offset string `json:"offset"`
+	}
+	_ = json.Unmarshal(body, &auth)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if old := f.byPid[auth.Pid]; old != nil && f.Recovery {
+		old.mu.Lock()
+		from, err := strconv.Atoi(auth.Offset)
+		if auth.Offset == "" {
+			from, err = 0, nil
+		}
+		if old.ws == nil && err == nil && from <= len(old.history) {
+			old.ws = ws
+			for _, p := range old.history[from:] {
+				_ = ws.WriteMessage(websocket.TextMessage, p)
+			}
+			_ = ws.WriteMessage(websocket.TextMessage, []byte(`40{"sid":"`+old.id+`","pid":"`+old.pid+`"}`))
+			old.mu.Unlock()
+			f.Recovered++
+			return old
+		}
+		old.mu.Unlock()
+	}
+	if auth.Pid != "" {
+		f.Fresh++
+	}
+	f.nextID++
+	s := &fakeSocket{id: "fake" + strconv.Itoa(f.nextID), pid: "pid" + strconv.Itoa(f.nextID), ws: ws, offsets: f.Recovery || f.NoRecover}
+	answer := `40{"sid":"` + s.id + `"}`
+	if s.offsets {
+		f.byPid[s.pid] = s
+		answer = `40{"sid":"` + s.id + `","pid":"` + s.pid + `"}`
+	}
+	_ = ws.WriteMessage(websocket.TextMessage, []byte(answer))
+	return s
+}
+
+// down is a transport that closed under socket s: with recovery the
+// socket stays, joined, for its reconnection; otherwise it leaves.
+func (f *faultyServer) down(s *fakeSocket, ws *websocket.Conn) {
+	s.mu.Lock()
+	if s.ws == ws {
+		s.ws = nil
+	}
+	s.mu.Unlock()
+	if !f.Recovery {
+		f.leave(s)
 	}
 }
 
@@ -273,6 +345,13 @@ func (f *faultyServer) counts() (seen, dropped, duplicated, misrouted int) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.Seen, f.Dropped, f.Duplicated, f.Misrouted
+}
+
+// reconnections counts the CONNECTs with a pid: recovered, or fresh.
+func (f *faultyServer) reconnections() (recovered, fresh int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.Recovered, f.Fresh
 }
 
 func (f *faultyServer) String() string {

@@ -19,6 +19,8 @@ import (
 //	errors                        errors of any kind, counted
 //	connected                     participants connected at the end (count or %)
 //	throughput                    player messages per second over the load
+//	recovered, fresh              reconnections recovered or not (count, or % of reconnections)
+//	recovery.p99, recovery_p99, … drop to recovered CONNECT
 //
 // Latencies take a duration ("50ms", "1.5s"); a bare number is ms.
 type SLO []term
@@ -50,6 +52,9 @@ func ParseSLO(s string) (SLO, error) {
 		for _, op := range sloOps {
 			if i := strings.Index(raw, op); i > 0 {
 				t = term{expr: raw, metric: strings.ToLower(strings.TrimSpace(raw[:i])), op: op}
+				if q, ok := strings.CutPrefix(t.metric, "recovery_"); ok {
+					t.metric = "recovery." + q // recovery_p99 reads as recovery.p99
+				}
 				if err := t.parseValue(strings.TrimSpace(raw[i+len(op):])); err != nil {
 					return nil, fmt.Errorf("%q: %w", raw, err)
 				}
@@ -128,6 +133,10 @@ func metricValue(metric string, r *Result) (v metricReading, ok bool) {
 			s = r.Latency.Connect
 		case "join":
 			s = r.Latency.Join
+		case "recovery":
+			if r.Recovery != nil {
+				s = r.Recovery.Time
+			}
 		default:
 			return v, false
 		}
@@ -155,6 +164,19 @@ func metricValue(metric string, r *Result) (v metricReading, ok bool) {
 		return metricReading{value: float64(r.ErrorsTotal)}, true
 	case "connected":
 		return share(r.Players.Connected+r.Operators.Connected, int64(r.Players.Target+r.Operators.Target)), true
+	case "recovered", "fresh":
+		var rc Recovery
+		if r.Recovery != nil {
+			rc = *r.Recovery
+		}
+		if metric == "fresh" {
+			return share(rc.Fresh, rc.Reconnects), true
+		}
+		x := share(rc.Recovered, rc.Reconnects)
+		if rc.Reconnects == 0 {
+			x.share = 1 // nothing to recover: all of it was
+		}
+		return x, true
 	case "throughput", "rps":
 		return metricReading{value: r.Throughput.SentPerS, unit: "/s"}, true
 	}
