@@ -180,3 +180,44 @@ func TestBlipsWithFreshSessions(t *testing.T) {
 		t.Error("recovered=100% passed with every session fresh")
 	}
 }
+
+// Against a real Switchboard with connection-state recovery (on by
+// default): 200 players and 5 operators, a few blips a second and a storm
+// of 100 players at once; every drop is recovered and every message is
+// delivered exactly once.
+func TestSwitchboardRecoversBlipsAndStorm(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a 6 s run")
+	}
+	sc := Defaults()
+	sc.URL = startSwitchboard(t)
+	sc.Players, sc.Operators = 200, 5
+	sc.Rate = 0.5 // 100 messages/s, 500 deliveries/s
+	sc.Duration = 6 * time.Second
+	sc.Ramp = 1000
+	sc.ReplyChance, sc.ReplyThink = 0.2, 300*time.Millisecond // 4 replies/s per operator
+	sc.TypingShare, sc.TypingTime = 0.2, 100*time.Millisecond
+	sc.Settle = 300 * time.Millisecond
+	sc.Drain = 5 * time.Second
+	sc.BlipRate = 4
+	sc.Storm = "100@2s"
+	sc.ReconnectDelay = 200 * time.Millisecond
+	sc.SLO = "loss=0,duplicated=0,misrouted=0,recovered=100%,fresh=0,recovery_p99<5s"
+	res := runScenario(t, sc)
+	rc := res.Recovery
+	t.Logf("recovery %+v", *rc)
+	if !res.Passed {
+		var b bytes.Buffer
+		_ = res.WriteTable(&b)
+		t.Errorf("thresholds missed:\n%s", b.String())
+	}
+	if rc.Blips < 10 || rc.StormDrops < 90 || rc.Reconnects != rc.Blips+rc.StormDrops {
+		t.Errorf("%d blips and %d storm drops, %d reconnections: want about 24 and 100, each reconnected", rc.Blips, rc.StormDrops, rc.Reconnects)
+	}
+	if res.Messages.PlayerToOperator.Sent < 400 || res.Messages.OperatorToPlayer.Sent < 50 {
+		t.Errorf("too little traffic to judge: %+v", res.Messages)
+	}
+	if res.Connections.Failures != 0 {
+		t.Errorf("failures %d: %v", res.Connections.Failures, res.Errors)
+	}
+}
