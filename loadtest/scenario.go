@@ -188,6 +188,7 @@ func (s *Scenario) Validate() error {
 	if s.MaxRestarts < 1 {
 		bad("max-restarts", "%d must be ≥ 1", s.MaxRestarts)
 	}
+	s.Reconnect = s.reconnects() // blips and storms imply it: the report says so
 	if s.BlipRate < 0 {
 		bad("blip-rate", "%v must be ≥ 0", s.BlipRate)
 	}
