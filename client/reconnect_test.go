@@ -85,7 +85,8 @@ func TestRecoveryAfterDrop(t *testing.T) {
 			f.emit(id, "msg", 3, false)
 			f.emit(id, "typing", 0, true) // volatile and down: lost, as it should be
 			f.emit(id, "msg", 4, false)
-			waitFor(t, 3*time.Second, "the reconnection", func() bool { return len(j.list()) == 6 })
+			// OnReconnect runs before the buffer goes out; connected after.
+			waitFor(t, 3*time.Second, "the reconnection", func() bool { return len(j.list()) == 6 && c.Connected() })
 
 			want := []string{"msg 1", "typing 0", "msg 2", "msg 3", "msg 4", "reconnect recovered=true"}
 			if got := j.list(); !slices.Equal(got, want) {
