@@ -139,6 +139,14 @@ func (s *Server) Serve(ln net.Listener) error {
 		Handler:           s.handler,
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		// An idle keep-alive connection costs a goroutine and its buffers
+		// (about 10 KB); after an upgrade a client's polling connections
+		// stay idle for good. 5 s by default, as Node's http server
+		// (keepAliveTimeout). A websocket or a pending long-poll is not idle.
+		IdleTimeout: s.idleTimeout(),
+		// No ReadTimeout or WriteTimeout: a long-poll GET lasts up to a
+		// ping interval, and a body's reading is bounded by the engine.
+		MaxHeaderBytes: maxHeaderBytes,
 	}
 	err := s.httpSrv.Serve(ln)
 	if errors.Is(err, http.ErrServerClosed) {
