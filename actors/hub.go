@@ -71,7 +71,7 @@ func (h *hub) Receive(ctx actor.Context) {
 		}
 	case *spawnSession:
 		privateID := ""
-		if h.recovery {
+		if h.recovery && recoverable(m.conn) {
 			privateID = newPrivateID()
 		}
 		pid := ctx.SpawnPrefix(h.sessionProps(m, privateID, h.router), "session")
@@ -132,6 +132,13 @@ func singleton(child *actor.PID) string {
 		}
 	}
 	return ""
+}
+
+// recoverable tells whether a connection can carry recovery: one that says
+// it cannot (the Socket.IO library's) gets no private id and no log.
+func recoverable(c Conn) bool {
+	r, ok := c.(interface{ Recoverable() bool })
+	return !ok || r.Recoverable()
 }
 
 // newPrivateID is a socket's secret for recovery: 120 random bits, as

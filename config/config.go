@@ -62,10 +62,11 @@ type Config struct {
 	// default 20s as Socket.IO).
 	PingTimeout time.Duration
 	// HTTPIdleTimeout closes a keep-alive connection with no request in
-	// flight after this long (SWITCHBOARD_HTTP_IDLE_TIMEOUT, default 60s).
-	// Websockets and pending long-polls are not idle. Longer spares a
-	// browser a reconnect; each idle connection holds a descriptor, a
-	// goroutine and about 16 KB of buffers and stack until then.
+	// flight after this long (SWITCHBOARD_HTTP_IDLE_TIMEOUT, default 5s,
+	// as Node's keepAliveTimeout). Websockets and pending long-polls are
+	// not idle; after an upgrade a client's polling connections stay idle
+	// for good. Longer spares a browser a reconnect; each idle connection
+	// holds a descriptor, a goroutine and about 10 KB until then.
 	HTTPIdleTimeout time.Duration
 	// ShutdownTimeout bounds a graceful stop (SWITCHBOARD_SHUTDOWN_TIMEOUT,
 	// default 10s).
@@ -112,6 +113,40 @@ type Config struct {
 	// default 500µs; 0 writes each at once). Longer saves CPU under load and
 	// adds at most this much latency.
 	WriteCoalesce time.Duration
+
+	// RecoveryWindow is how long a participant whose transport dropped
+	// without a goodbye stays joined ("away") and may recover its socket,
+	// with the same id and every event it missed (SWITCHBOARD_RECOVERY_WINDOW,
+	// default 2m; 0 turns connection-state recovery off and keeps the
+	// guide's behaviour exactly). Operators see chatEnded only when it
+	// ends. Each away session holds its log (below) until then.
+	RecoveryWindow time.Duration
+	// RecoveryMaxFrames and RecoveryMaxBytes bound each socket's log of
+	// events its client may not have read yet (SWITCHBOARD_RECOVERY_MAX_FRAMES,
+	// default 10,000; SWITCHBOARD_RECOVERY_MAX_BYTES, default 8 MiB). A
+	// heartbeat answered confirms what came before it, so an idle socket's
+	// log is empty; past a bound a client that missed more starts afresh.
+	// The frames are shared with every other recipient: the cost is what
+	// the busiest operator received in a ping interval, at most this much.
+	RecoveryMaxFrames int
+	RecoveryMaxBytes  int
+
+	// QueueMaxPerChat and QueueMaxChatBytes bound one player's messages
+	// waiting while no operator is online (SWITCHBOARD_QUEUE_MAX_PER_CHAT,
+	// default 100; SWITCHBOARD_QUEUE_MAX_CHAT_BYTES, default 12 MiB: one
+	// largest image and the text around it). Past them the player is
+	// answered queue_full.
+	QueueMaxPerChat   int
+	QueueMaxChatBytes int
+	// QueueMaxTotal and QueueMaxBytes bound every player's waiting messages
+	// together (SWITCHBOARD_QUEUE_MAX_TOTAL, default 10,000, 0 turns the
+	// queue off and such messages are dropped as on the guide's server;
+	// SWITCHBOARD_QUEUE_MAX_BYTES, default 64 MiB, all held in memory).
+	QueueMaxTotal int
+	QueueMaxBytes int
+	// QueueMaxAge drops waiting messages older than this, with a log line
+	// and a counter (SWITCHBOARD_QUEUE_MAX_AGE, default 1h).
+	QueueMaxAge time.Duration
 
 	// WebSocketServer is who serves fresh websocket connections
 	// (SWITCHBOARD_WEBSOCKET, default "native"): "native" is Switchboard's
@@ -199,7 +234,7 @@ var settings = []setting{
 	{"max_field_chars", "SWITCHBOARD_MAX_FIELD_CHARS", "max-field-chars", "255", "longest name, username, phone or id"},
 	{"ping_interval", "SWITCHBOARD_PING_INTERVAL", "ping-interval", "25s", "heartbeat interval"},
 	{"ping_timeout", "SWITCHBOARD_PING_TIMEOUT", "ping-timeout", "20s", "heartbeat timeout"},
-	{"http_idle_timeout", "SWITCHBOARD_HTTP_IDLE_TIMEOUT", "http-idle-timeout", "60s", "close keep-alive connections idle this long"},
+	{"http_idle_timeout", "SWITCHBOARD_HTTP_IDLE_TIMEOUT", "http-idle-timeout", "5s", "close keep-alive connections idle this long"},
 	{"shutdown_timeout", "SWITCHBOARD_SHUTDOWN_TIMEOUT", "shutdown-timeout", "10s", "graceful shutdown deadline"},
 	{"allow_eio3", "SWITCHBOARD_ALLOW_EIO3", "allow-eio3", "true", "accept socket.io-client 2.x (Engine.IO 3)"},
 	{"jwt_secret", "SWITCHBOARD_JWT_SECRET", "jwt-secret", "", "HS256 secret for operator tokens"},
@@ -214,6 +249,14 @@ var settings = []setting{
 	{"max_pending_bytes", "SWITCHBOARD_MAX_PENDING_BYTES", "max-pending-bytes", "33554432", "unsent bytes that make a socket a slow consumer"},
 	{"write_coalesce", "SWITCHBOARD_WRITE_COALESCE", "write-coalesce", "500us", "how long websocket frames may wait to be written together (0: never)"},
 	{"websocket", "SWITCHBOARD_WEBSOCKET", "websocket", "native", "who serves new websockets: native (epoll, no goroutine per connection) or library"},
+	{"recovery_window", "SWITCHBOARD_RECOVERY_WINDOW", "recovery-window", "2m", "how long a dropped participant stays joined and may recover (0: off)"},
+	{"recovery_max_frames", "SWITCHBOARD_RECOVERY_MAX_FRAMES", "recovery-max-frames", "10000", "events kept per socket for recovery"},
+	{"recovery_max_bytes", "SWITCHBOARD_RECOVERY_MAX_BYTES", "recovery-max-bytes", "8388608", "bytes of events kept per socket for recovery"},
+	{"queue_max_per_chat", "SWITCHBOARD_QUEUE_MAX_PER_CHAT", "queue-max-per-chat", "100", "messages one player may have waiting for an operator"},
+	{"queue_max_chat_bytes", "SWITCHBOARD_QUEUE_MAX_CHAT_BYTES", "queue-max-chat-bytes", "12582912", "bytes one player may have waiting for an operator"},
+	{"queue_max_total", "SWITCHBOARD_QUEUE_MAX_TOTAL", "queue-max-total", "10000", "messages waiting for an operator, all players (0: no queue)"},
+	{"queue_max_bytes", "SWITCHBOARD_QUEUE_MAX_BYTES", "queue-max-bytes", "67108864", "bytes waiting for an operator, all players"},
+	{"queue_max_age", "SWITCHBOARD_QUEUE_MAX_AGE", "queue-max-age", "1h", "how long a message may wait for an operator"},
 	{"pprof", "SWITCHBOARD_PPROF", "pprof", "false", "serve /debug/pprof/ (profiling)"},
 	{"image_types", "SWITCHBOARD_IMAGE_TYPES", "image-types", "png,jpeg,gif,webp", "allowed image types"},
 	{"message_rate", "SWITCHBOARD_MESSAGE_RATE", "message-rate", "10", "messages per second per socket"},
@@ -394,6 +437,22 @@ func apply(c *Config, key, val string) error {
 			return errors.New("must be native or library")
 		}
 		c.WebSocketServer = val
+	case "recovery_window":
+		c.RecoveryWindow, err = durationIn(val, 0, 24*time.Hour)
+	case "recovery_max_frames":
+		c.RecoveryMaxFrames, err = intIn(val, 1, 10_000_000)
+	case "recovery_max_bytes":
+		c.RecoveryMaxBytes, err = intIn(val, 1024, 1<<31-1)
+	case "queue_max_per_chat":
+		c.QueueMaxPerChat, err = intIn(val, 1, 1_000_000)
+	case "queue_max_chat_bytes":
+		c.QueueMaxChatBytes, err = intIn(val, 1024, 1<<31-1)
+	case "queue_max_total":
+		c.QueueMaxTotal, err = intIn(val, 0, 10_000_000)
+	case "queue_max_bytes":
+		c.QueueMaxBytes, err = intIn(val, 1024, 1<<31-1)
+	case "queue_max_age":
+		c.QueueMaxAge, err = durationIn(val, time.Second, 7*24*time.Hour)
 	case "pprof":
 		c.Pprof, err = boolean(val)
 	case "image_types":

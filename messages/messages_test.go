@@ -137,3 +137,21 @@ func TestJSONStringsRoundTrip(t *testing.T) {
 		}
 	}
 }
+
+// A frame for a client that cannot recover loses exactly its offset.
+func TestPacketWithoutOffset(t *testing.T) {
+	plain := MustFrame(EventNewChat, &NewChat{ClientID: "a"})
+	with, err := EncodeFrameOffset(EventNewChat, &NewChat{ClientID: "a"}, "mx5-1f")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := string(with.Packet), `2["newChat",{"clientId":"a"},"mx5-1f"]`; got != want {
+		t.Fatalf("with offset: %s, want %s", got, want)
+	}
+	if got := string(with.PacketWithoutOffset()); got != string(plain.Packet) {
+		t.Fatalf("without offset: %s, want %s", got, plain.Packet)
+	}
+	if &plain.PacketWithoutOffset()[0] != &plain.Packet[0] {
+		t.Fatal("a frame without an offset was copied")
+	}
+}

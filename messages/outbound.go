@@ -175,6 +175,20 @@ func EncodeFrameOffset(event string, payload any, offset string) (*Frame, error)
 	return &Frame{Event: event, Packet: buf.Bytes(), Offset: offset}, nil
 }
 
+// PacketWithoutOffset is the packet as a client that cannot recover gets
+// it (Engine.IO 3 clients, the library's sockets): without the offset. It
+// allocates only when the frame has one.
+func (f *Frame) PacketWithoutOffset() []byte {
+	if f.Offset == "" {
+		return f.Packet
+	}
+	n := len(f.Packet) - len(f.Offset) - 4 // `,"` offset `"]`
+	out := make([]byte, n+1)
+	copy(out, f.Packet[:n])
+	out[n] = ']'
+	return out
+}
+
 // MustFrameAt is MustFrame for a frame caused by an event received at `at`.
 func MustFrameAt(event string, payload any, at time.Time) *Frame {
 	f := MustFrame(event, payload)

@@ -29,10 +29,11 @@ type Node struct {
 // the actor options (tests inject failures through it).
 // holdBeforeJoin events, sent within holdFor before a socket's join, are
 // applied after it: a widget's send buffer after a reconnect is a few
-// messages and a typing indicator.
+// messages and a typing indicator, and its join follows in the same tick.
+// A socket that never joins hears not_joined that much later.
 const (
 	holdBeforeJoin = 32
-	holdFor        = 10 * time.Second
+	holdFor        = time.Second
 )
 
 func New(cfg *config.Config, log *slog.Logger, extra ...func(*actors.Options)) (*Node, error) {
@@ -88,6 +89,10 @@ func New(cfg *config.Config, log *slog.Logger, extra ...func(*actors.Options)) (
 		// A reconnecting client flushes what it sent while offline before
 		// its connect handler joins: those events wait for the join.
 		opts.Policy.HoldBeforeJoin, opts.Policy.HoldFor = holdBeforeJoin, holdFor
+	} else {
+		// Continuity off keeps the guide's behaviour exactly: a message to
+		// no operator is dropped.
+		opts.Queue = actors.QueueLimits{}
 	}
 	for _, f := range extra {
 		f(&opts)

@@ -127,11 +127,17 @@ var transportModes = []struct {
 }
 
 // modeConfig is the server configuration a transport mode needs.
+// zishang520's client closes its engine before its DISCONNECT leaves, so a
+// deliberate disconnect looks like a dropped transport: its mode runs the
+// guide's contract exactly, without recovery.
 func modeConfig(mode int) func(*config.Config) {
-	if !transportModes[mode].library {
-		return nil
+	switch {
+	case transportModes[mode].library:
+		return func(c *config.Config) { c.WebSocketServer = "library" }
+	case transportModes[mode].zishang:
+		return func(c *config.Config) { c.RecoveryWindow = 0 }
 	}
-	return func(c *config.Config) { c.WebSocketServer = "library" }
+	return nil
 }
 
 // dial connects a new client and waits until it is connected. zishang520's

@@ -94,7 +94,14 @@ func (r *rawSocket) connect() string {
 	if !strings.HasPrefix(p, `40{"sid":"`) {
 		r.t.Fatalf("CONNECT answered %q", p)
 	}
-	return p[len(`40{"sid":"`) : len(p)-2]
+	var reply struct {
+		SID string `json:"sid"`
+		PID string `json:"pid"`
+	}
+	if err := json.Unmarshal([]byte(p[2:]), &reply); err != nil || reply.SID == "" {
+		r.t.Fatalf("CONNECT answered %q: %v", p, err)
+	}
+	return reply.SID
 }
 
 func TestNativeHandshakeNamespacesAndAcks(t *testing.T) {
@@ -194,6 +201,7 @@ func TestNativeBinaryAttachmentIsRefusedWithAnAnswer(t *testing.T) {
 func TestNativePingTimeoutEndsTheSocket(t *testing.T) {
 	s := startServer(t, func(c *config.Config) {
 		c.PingInterval, c.PingTimeout = 200*time.Millisecond, 200*time.Millisecond
+		c.RecoveryWindow = 500 * time.Millisecond
 	})
 	op := joinOperator(t, s, 0, "op", 1)
 	r := rawConnect(t, s)
@@ -208,6 +216,10 @@ func TestNativePingTimeoutEndsTheSocket(t *testing.T) {
 	}
 	if d := time.Since(start); d > 2*time.Second {
 		t.Fatalf("closed after %v, want about 400 ms", d)
+	}
+	// A silent peer may be on a train: away first, ended after the window.
+	if away := op.expect("chatAway"); away.Data["clientId"] == nil {
+		t.Fatalf("chatAway %s", away.Raw)
 	}
 	if ended := op.expect("chatEnded"); ended.Data["reason"] != "disconnect" {
 		t.Fatalf("chatEnded %s", ended.Raw)

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { setTimeout as delay } from 'node:timers/promises';
 import {
   HIGH_LIMITS, MODES, Scenario, assertAckOk, assertAckRefused, assertISO, connect, eio3Connect,
-  emitAck, expectChatError, expectEvent, expectNothing, signHS256, startServer, startUpgradeGate,
+  emitAck, expectChatError, expectEvent, expectNothing, signHS256, startServer, startUpgradeGate, RECOVERY,
 } from './helpers.mjs';
 
 const ENDED_BY_OPERATOR = 'El operador ha finalizado la conversación';
@@ -42,7 +42,9 @@ for (const [mode, transports] of Object.entries(MODES)) {
     before(async () => {
       // Bursts (the order and upgrade tests) must not meet the rate limits;
       // the limits themselves are tested on a server with the defaults.
-      server = await startServer({ env: HIGH_LIMITS });
+      // With recovery on, a short window: a transport closed for good ends
+      // its chat within the event timeout.
+      server = await startServer({ env: { ...HIGH_LIMITS, ...(RECOVERY ? { SWITCHBOARD_RECOVERY_WINDOW: '1s' } : {}) } });
     });
     after(async () => {
       await server?.stop();
@@ -471,9 +473,14 @@ for (const [mode, transports] of Object.entries(MODES)) {
       for (const op of [op1, op2]) {
         assert.deepEqual(await expectEvent(op, 'chatEnded'), { clientId: c1.sid, reason: 'disconnect' });
       }
-      // The transport closing (a page closed) counts as a disconnect too.
+      // The transport closing for good (a page closed) counts as a
+      // disconnect too; with recovery, once the window has passed.
+      c2.io.reconnection(false);
       c2.io.engine.close();
       for (const op of [op1, op2]) {
+        if (RECOVERY) {
+          assert.deepEqual(await expectEvent(op, 'chatAway'), { clientId: c2.sid });
+        }
         assert.deepEqual(await expectEvent(op, 'chatEnded'), { clientId: c2.sid, reason: 'disconnect' });
       }
       c2.rec.disconnects.length = 0; // closed by the test, not by the server
@@ -1040,12 +1047,13 @@ describe('HTTP, CORS, mixed and legacy clients, the process', () => {
     assert.equal(body.service, 'switchboard');
   });
 
-  test('CORS (default "*"): handshake, preflight and HTTP endpoints allow any origin with credentials', async () => {
+  test('CORS (default "*"): handshake, preflight and HTTP endpoints echo any origin (never "*") with credentials', async () => {
     const origin = 'http://crm.example.com';
     const hs = await server.http('/chat/?EIO=4&transport=polling', { headers: { Origin: origin } });
     assert.equal(hs.status, 200);
-    assert.ok(['*', origin].includes(hs.headers.get('access-control-allow-origin')), 'handshake allow-origin');
+    assert.equal(hs.headers.get('access-control-allow-origin'), origin, 'handshake allow-origin');
     assert.equal(hs.headers.get('access-control-allow-credentials'), 'true');
+    assert.match(hs.headers.get('vary') ?? '', /\bOrigin\b/i, 'handshake vary');
     assert.match(hs.text, /^0\{/);
 
     const pre = await server.http('/chat/?EIO=4&transport=polling', {
@@ -1053,7 +1061,7 @@ describe('HTTP, CORS, mixed and legacy clients, the process', () => {
       headers: { Origin: origin, 'Access-Control-Request-Method': 'POST' },
     });
     assert.ok(pre.status === 204 || pre.status === 200, `preflight status ${pre.status}`);
-    assert.ok(['*', origin].includes(pre.headers.get('access-control-allow-origin')), 'preflight allow-origin');
+    assert.equal(pre.headers.get('access-control-allow-origin'), origin, 'preflight allow-origin');
     assert.equal(pre.headers.get('access-control-allow-credentials'), 'true');
     const methods = (pre.headers.get('access-control-allow-methods') ?? '').split(/\s*,\s*/);
     assert.ok(methods.includes('GET') && methods.includes('POST'), `allow-methods ${methods}`);
@@ -1061,8 +1069,12 @@ describe('HTTP, CORS, mixed and legacy clients, the process', () => {
     for (const p of ['/health', '/stats']) {
       const res = await server.http(p, { headers: { Origin: origin } });
       assert.equal(res.status, 200);
-      assert.ok(['*', origin].includes(res.headers.get('access-control-allow-origin')), `${p} allow-origin`);
+      assert.equal(res.headers.get('access-control-allow-origin'), origin, `${p} allow-origin`);
       assert.equal(res.headers.get('access-control-allow-credentials'), 'true', `${p} allow-credentials`);
+      // Without an Origin (not a browser) it answers, with no CORS headers.
+      const bare = await server.http(p);
+      assert.equal(bare.status, 200);
+      assert.equal(bare.headers.get('access-control-allow-origin'), null, `${p} without Origin: allow-origin`);
     }
   });
 
