@@ -22,6 +22,8 @@ test-go:
 
 test-e2e: build
 	cd test/e2e && npm ci --no-audit --no-fund --loglevel=error && SWITCHBOARD_BIN=$(CURDIR)/$(BIN)/switchboard npm test
+	@# The guide's contract exactly, with continuity off.
+	cd test/e2e && SWITCHBOARD_RECOVERY_WINDOW=0 SWITCHBOARD_BIN=$(CURDIR)/$(BIN)/switchboard node --test --test-concurrency=1 contract.test.mjs
 
 lint: ## gofmt, go vet, staticcheck
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
