@@ -30,6 +30,7 @@ type spawned struct {
 // itself when there is none.
 type resumeSession struct {
 	privateID string
+	key       string // a reload's: resumeByToken or resumeBySubject and its value
 	resume
 }
 
@@ -50,6 +51,10 @@ type hub struct {
 	recovery    bool
 	recoverable map[string]*actor.PID
 	byPID       map[string]string
+	// reload finds a player's session by its resume token or its token's
+	// sub; reloadKeys lists a session's keys, for its end.
+	reload     map[string]*actor.PID
+	reloadKeys map[string][]string
 }
 
 func (h *hub) Receive(ctx actor.Context) {
@@ -83,16 +88,34 @@ func (h *hub) Receive(ctx actor.Context) {
 		}
 		ctx.Respond(&spawned{pid: pid, privateID: privateID})
 	case *resumeSession:
-		if pid := h.recoverable[m.privateID]; pid != nil {
+		pid := h.recoverable[m.privateID]
+		if pid == nil && m.key != "" {
+			pid = h.reload[m.key]
+		}
+		if pid != nil {
 			ctx.RequestWithCustomSender(pid, &m.resume, ctx.Sender())
 			return
 		}
 		ctx.Respond(&resumed{why: "no such session (ended, or on another node)"})
+	case *resumeKeys:
+		if h.reload == nil {
+			h.reload, h.reloadKeys = map[string]*actor.PID{}, map[string][]string{}
+		}
+		for _, k := range m.keys {
+			h.reload[k] = m.pid // a newer session with the same sub wins
+		}
+		h.reloadKeys[m.pid.Id] = append(h.reloadKeys[m.pid.Id], m.keys...)
 	case *actor.Terminated:
 		if id, ok := h.byPID[m.Who.Id]; ok {
 			delete(h.byPID, m.Who.Id)
 			delete(h.recoverable, id)
 		}
+		for _, k := range h.reloadKeys[m.Who.Id] {
+			if h.reload[k] != nil && h.reload[k].Id == m.Who.Id {
+				delete(h.reload, k)
+			}
+		}
+		delete(h.reloadKeys, m.Who.Id)
 	case *routerPIDQuery:
 		ctx.Respond(h.router)
 	}

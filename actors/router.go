@@ -202,6 +202,9 @@ func (r *router) join(ctx actor.Context, m *messages.Join) {
 		}
 	}
 	old := r.pr.byID[p.id]
+	if old != nil {
+		p.away = old.away // a rejoin does not change whether the transport is up
+	}
 	if r.pr.upsert(p) {
 		ctx.Watch(m.Session)
 		r.met.Joined("none", p.role.String())
@@ -213,6 +216,11 @@ func (r *router) join(ctx actor.Context, m *messages.Join) {
 	}
 	switch p.role {
 	case messages.RoleClient:
+		if m.Resumed && old != nil && old.role == messages.RoleClient {
+			// A reloaded page took its conversation back: operators have it.
+			r.log.Info("client rejoined after a reload", "socket", p.id)
+			break
+		}
 		// Operators of other nodes hear of the join from the bridge's
 		// presence event: each node encodes its own newChat.
 		r.toLocalOperators(ctx, r.newChatFrame(p), "")
@@ -225,6 +233,10 @@ func (r *router) join(ctx actor.Context, m *messages.Join) {
 		r.log.Info("operator joined", "socket", p.id, "operatorId", p.operatorID.String(), "name", p.name.V, "verified", m.Verified != nil, "clients", len(clients))
 		// Right after its newChat list, what players said while nobody was there.
 		r.flushQueue(ctx)
+	}
+	if p.role == messages.RoleClient && r.offsets != nil && m.Ack != nil && m.Session != nil {
+		ctx.Send(m.Session, &messages.Accepted{Ack: m.Ack, ID: r.ids.next(), Timestamp: messages.ISOTime(r.now()), ClientID: p.id})
+		return
 	}
 	r.accept(ctx, &m.Origin, "")
 }

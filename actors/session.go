@@ -41,6 +41,12 @@ type session struct {
 	away   bool
 	epoch  int // counts transports, so a stale timer changes nothing
 
+	// resumeToken lets a reloaded page take this player's conversation
+	// back (handed out in its join's ack); quietRejoin marks the next join
+	// as such a page's, which operators need not hear of again.
+	resumeToken string
+	quietRejoin bool
+
 	// Events a fresh socket sent before its join (a client flushes its
 	// send buffer on reconnect before its connect handler joins): applied
 	// after the join instead of refused.
@@ -63,15 +69,24 @@ type (
 		conn      Conn
 		offset    string
 		hasOffset bool
-		identity  *messages.Identity
-		authErr   error
+		// reload: a new page with proof of identity (a resume token or its
+		// token's sub) but nothing read: it gets everything not confirmed.
+		reload   bool
+		identity *messages.Identity
+		authErr  error
+	}
+	// resumeKeys tells the hub which keys find this session on a reload.
+	resumeKeys struct {
+		pid  *actor.PID
+		keys []string
 	}
 	resumed struct {
-		ok     bool
-		pid    *actor.PID
-		id     string
-		missed int
-		why    string
+		ok        bool
+		pid       *actor.PID
+		id        string
+		privateID string
+		missed    int
+		why       string
 	}
 )
 
@@ -110,7 +125,11 @@ func (s *session) Receive(ctx actor.Context) {
 	case *messages.Refused:
 		s.refused(ctx, m)
 	case *messages.Accepted:
-		m.Ack(&messages.AckReply{OK: true, ID: m.ID, Timestamp: m.Timestamp, Queued: m.Queued, Away: m.Away})
+		reply := &messages.AckReply{OK: true, ID: m.ID, Timestamp: m.Timestamp, Queued: m.Queued, Away: m.Away}
+		if m.ClientID != "" && s.replay != nil {
+			reply.ClientID, reply.ResumeToken = m.ClientID, s.ensureResumeToken(ctx)
+		}
+		m.Ack(reply)
 	case *socketClosed:
 		s.socketClosed(ctx, m)
 	case *resume:
@@ -162,6 +181,7 @@ func (s *session) write(f *messages.Frame) {
 
 func (s *session) join(ctx actor.Context, m *messages.Join) {
 	m.Session = ctx.Self()
+	m.Resumed, s.quietRejoin = s.quietRejoin, false
 	if code, reason := s.admit(m); code != "" {
 		s.refused(ctx, &messages.Refused{Event: "join", Code: code, Reason: reason, Ack: m.Ack})
 		return
@@ -338,7 +358,13 @@ func (s *session) resume(ctx actor.Context, m *resume) *resumed {
 	if m.authErr != nil || !sameIdentity(s.identity, m.identity) {
 		return &resumed{why: "token does not prove the same identity"}
 	}
-	missed, ok := s.replay.after(m.offset, m.hasOffset)
+	if s.conn != nil {
+		s.replay.confirm(s.conn.Confirmed())
+	}
+	missed, ok := s.replay.entries, true
+	if !m.reload {
+		missed, ok = s.replay.after(m.offset, m.hasOffset)
+	}
 	if !ok {
 		// The client would miss something: it starts afresh, and this
 		// session's chat ends now rather than at the window's end.
@@ -361,10 +387,31 @@ func (s *session) resume(ctx actor.Context, m *resume) *resumed {
 	if wasAway {
 		ctx.Send(s.router, &messages.Back{Session: ctx.Self()})
 	}
+	s.quietRejoin = m.reload
 	s.met.Recovered()
-	s.log.Info("socket recovered", "socket", s.id, "missed", len(missed), "wasAway", wasAway)
-	return &resumed{ok: true, pid: ctx.Self(), id: s.id, missed: len(missed)}
+	s.log.Info("socket recovered", "socket", s.id, "missed", len(missed), "wasAway", wasAway, "reload", m.reload)
+	return &resumed{ok: true, pid: ctx.Self(), id: s.id, privateID: s.privateID, missed: len(missed)}
 }
+
+// ensureResumeToken makes the player's resume token on its first accepted
+// join and registers it, with its token's sub, with the hub.
+func (s *session) ensureResumeToken(ctx actor.Context) string {
+	if s.resumeToken == "" {
+		s.resumeToken = newPrivateID()
+		keys := []string{resumeByToken + s.resumeToken}
+		if id := s.identity; id != nil && id.Role == messages.RoleClient && id.Subject != "" {
+			keys = append(keys, resumeBySubject+id.Subject)
+		}
+		ctx.Send(ctx.Parent(), &resumeKeys{pid: ctx.Self(), keys: keys})
+	}
+	return s.resumeToken
+}
+
+// Keys under which the hub finds a player's session on a reload.
+const (
+	resumeByToken   = "token:"
+	resumeBySubject = "sub:"
+)
 
 // sameIdentity tells whether a token presented on recovery proves what the
 // first one did: none then, none now; or the same role and subject.
@@ -372,5 +419,5 @@ func sameIdentity(a, b *messages.Identity) bool {
 	if a == nil || b == nil {
 		return a == nil && b == nil
 	}
-	return a.Role == b.Role && a.OperatorID == b.OperatorID && a.Username == b.Username
+	return a.Role == b.Role && a.OperatorID == b.OperatorID && a.Username == b.Username && a.Subject == b.Subject
 }

@@ -148,11 +148,15 @@ func (s *System) Connect(c Conn, identity *messages.Identity, authErr error) (*S
 // offset of the last event it saw (HasOffset false: it saw none), with the
 // token of its new handshake, verified again.
 type ResumeRequest struct {
+	// PrivateID and the offset recover a socket whose transport dropped.
 	PrivateID string
 	Offset    string
 	HasOffset bool
-	Identity  *messages.Identity
-	AuthErr   error
+	// ResumeToken, or the Identity's Subject, instead let a reloaded page
+	// (which read nothing) take its player's conversation back.
+	ResumeToken string
+	Identity    *messages.Identity
+	AuthErr     error
 }
 
 // Resume gives a reconnecting socket its old session back: the same socket
@@ -160,6 +164,17 @@ type ResumeRequest struct {
 // why) means it cannot, and the socket starts afresh with Connect.
 func (s *System) Resume(c Conn, r ResumeRequest) (*Session, string) {
 	req := &resumeSession{privateID: r.PrivateID, resume: resume{conn: c, offset: r.Offset, hasOffset: r.HasOffset, identity: r.Identity, authErr: r.AuthErr}}
+	if r.PrivateID == "" {
+		switch id := r.Identity; {
+		case r.ResumeToken != "":
+			req.key = resumeByToken + r.ResumeToken
+		case id != nil && id.Role == messages.RoleClient && id.Subject != "":
+			req.key = resumeBySubject + id.Subject
+		default:
+			return nil, "nothing to resume by"
+		}
+		req.reload = true
+	}
 	res, err := s.sys.Root.RequestFuture(s.hub, req, s.ask).Result()
 	if err != nil {
 		return nil, "session did not answer: " + err.Error()
@@ -168,7 +183,7 @@ func (s *System) Resume(c Conn, r ResumeRequest) (*Session, string) {
 	if !ans.ok {
 		return nil, ans.why
 	}
-	return &Session{sys: s.sys, pid: ans.pid, id: ans.id, privateID: r.PrivateID}, ""
+	return &Session{sys: s.sys, pid: ans.pid, id: ans.id, privateID: ans.privateID}, ""
 }
 
 // Admit asks whether addr may open a new connection; it returns why not, or

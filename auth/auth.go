@@ -140,7 +140,7 @@ func (v *Verifier) Verify(token string) (*messages.Identity, error) {
 			if err := v.expires(&c); err != nil {
 				return nil, err
 			}
-			id := &messages.Identity{Role: messages.RoleClient}
+			id := &messages.Identity{Role: messages.RoleClient, Subject: c.Subject}
 			if c.Username != "" {
 				id.Username = messages.S(c.Username)
 			}

@@ -38,6 +38,10 @@ type Join struct {
 	// Verified is set when the handshake's token proved who the socket is;
 	// its fields win over the payload's.
 	Verified *Identity
+	// Resumed is set on the first join of a socket that resumed a player's
+	// conversation after a reload: operators already have the chat, so they
+	// get no second newChat.
+	Resumed bool
 }
 
 // ClientMessage is a client's chat message.
@@ -72,7 +76,10 @@ type EndChat struct {
 
 // Identity is what a verified token says about a socket.
 type Identity struct {
-	Role       Role
+	Role Role
+	// Subject is the token's sub: a player's stable identity, with which a
+	// reloaded page may resume its conversation.
+	Subject    string
 	OperatorID ID
 	Name       Str
 	Username   Str
@@ -109,6 +116,9 @@ type Accepted struct {
 	Timestamp string
 	Queued    bool
 	Away      bool
+	// ClientID is set on a player's accepted join with recovery on: its
+	// session adds the resume token a reloaded page may present.
+	ClientID string
 }
 
 // Unknown is an event the contract does not name: it delivers nothing, but

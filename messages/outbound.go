@@ -73,12 +73,17 @@ type ChatError struct {
 // not yet delivered (no operator online; the player's transport is down
 // and the message waits for its return).
 type AckReply struct {
-	OK        bool      `json:"ok"`
-	ID        string    `json:"id,omitempty"`
-	Timestamp string    `json:"timestamp,omitempty"`
-	Queued    bool      `json:"queued,omitempty"`
-	Away      bool      `json:"away,omitempty"`
-	Error     *AckError `json:"error,omitempty"`
+	OK        bool   `json:"ok"`
+	ID        string `json:"id,omitempty"`
+	Timestamp string `json:"timestamp,omitempty"`
+	Queued    bool   `json:"queued,omitempty"`
+	Away      bool   `json:"away,omitempty"`
+	// ClientID and ResumeToken answer a player's join with recovery on: a
+	// page reloaded within the recovery window that connects with
+	// auth {resumeToken} gets the same clientId back.
+	ClientID    string    `json:"clientId,omitempty"`
+	ResumeToken string    `json:"resumeToken,omitempty"`
+	Error       *AckError `json:"error,omitempty"`
 }
 
 // ChatPresence tells operators that a client's transport dropped (chatAway)
