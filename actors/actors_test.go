@@ -273,3 +273,39 @@ func TestStopEndsTheSystemsGoroutines(t *testing.T) {
 		t.Fatalf("%d goroutines after 20 starts and stops, %d before", n, before)
 	}
 }
+
+// A router that keeps failing is stopped, and the system says so, so the
+// node exits instead of dead-lettering every event silently.
+func TestRouterThatKeepsFailingFailsTheSystem(t *testing.T) {
+	boom := &struct{ messages.StatsQuery }{}
+	var fired atomic.Int32
+	panicky := func(next actor.ReceiverFunc) actor.ReceiverFunc {
+		return func(c actor.ReceiverContext, env *actor.MessageEnvelope) {
+			if env.Message == any(boom) {
+				fired.Add(1)
+				panic("injected router failure")
+			}
+			next(c, env)
+		}
+	}
+	s := startSystem(t, Options{RouterMiddleware: []actor.ReceiverMiddleware{panicky}})
+	select {
+	case <-s.Failed():
+		t.Fatal("failed before any failure")
+	default:
+	}
+	for range 15 {
+		s.Root().Send(s.Router(), boom)
+	}
+	select {
+	case <-s.Failed():
+	case <-time.After(3 * time.Second):
+		t.Fatalf("system not failed after %d router panics", fired.Load())
+	}
+	if fired.Load() < 10 {
+		t.Fatalf("only %d panics fired", fired.Load())
+	}
+	if err := s.Failure(); err == nil || !strings.Contains(err.Error(), "router") {
+		t.Fatalf("failure %v", err)
+	}
+}

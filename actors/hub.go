@@ -124,6 +124,9 @@ func (h *hub) Receive(ctx actor.Context) {
 // supervisor is the hub's strategy: restart the router, stop a session.
 type supervisor struct {
 	log *slog.Logger
+	// fatal is told, once, that a singleton was stopped: the node cannot
+	// route and must exit rather than dead-letter every event silently.
+	fatal func(error)
 	// restarts bounds router restarts: more than max within window means
 	// the router cannot run, and the process should not pretend otherwise.
 	max    int
@@ -135,6 +138,9 @@ func (s *supervisor) HandleFailure(_ *actor.ActorSystem, sup actor.Supervisor, c
 		if rs.NumberOfFailures(s.window) >= s.max {
 			s.log.Error(name+" keeps failing; stopping it", "reason", fmt.Sprint(reason), "failures", rs.NumberOfFailures(s.window))
 			sup.StopChildren(child)
+			if s.fatal != nil {
+				s.fatal(fmt.Errorf("%s failed %d times in %s: %v", name, rs.NumberOfFailures(s.window), s.window, reason))
+			}
 			return
 		}
 		rs.Fail()

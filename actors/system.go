@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -49,6 +50,11 @@ type System struct {
 	log    *slog.Logger
 	// routerLoop is the router's goroutine, ended by Stop.
 	routerLoop *dedicated
+	// failed is closed with failure set when the router or the bridge
+	// was stopped for failing too often.
+	failed   chan struct{}
+	failOnce sync.Once
+	failure  error
 }
 
 // Start spawns the hub and the router.
@@ -105,9 +111,11 @@ func Start(o Options) (*System, error) {
 	}
 
 	recovery := policy.Recovery.Window > 0
+	failed := make(chan struct{})
+	s := &System{failed: failed}
 	hubProps := actor.PropsFromProducer(func() actor.Actor {
 		return &hub{routerProps: routerProps, sessionProps: sessionProps, clusterProps: clusterProps, recovery: recovery}
-	}, actor.WithSupervisor(&supervisor{log: o.Logger.With("component", "supervisor"), max: 10, window: 10 * time.Second}))
+	}, actor.WithSupervisor(&supervisor{log: o.Logger.With("component", "supervisor"), max: 10, window: 10 * time.Second, fatal: s.fail}))
 	// A start that fails leaves nothing running.
 	fail := func(err error) (*System, error) {
 		sys.Shutdown()
@@ -123,7 +131,7 @@ func Start(o Options) (*System, error) {
 	if err != nil {
 		return fail(fmt.Errorf("gate: %w", err))
 	}
-	s := &System{sys: sys, hub: hubPID, gate: gatePID, ask: o.AskTimeout, log: o.Logger, routerLoop: routerLoop}
+	s.sys, s.hub, s.gate, s.ask, s.log, s.routerLoop = sys, hubPID, gatePID, o.AskTimeout, o.Logger, routerLoop
 	res, err := sys.Root.RequestFuture(hubPID, &routerPIDQuery{}, s.ask).Result()
 	if err != nil {
 		return fail(fmt.Errorf("router: %w", err))
@@ -229,6 +237,23 @@ func (s *System) request(ctx context.Context, msg any) (any, error) {
 		return nil, context.DeadlineExceeded
 	}
 	return s.sys.Root.RequestFuture(s.router, msg, timeout).Result()
+}
+
+// Failed is closed when the router or the cluster bridge was stopped for
+// failing too often; Failure then says why. The process should exit.
+func (s *System) Failed() <-chan struct{} { return s.failed }
+
+// Failure is why Failed was closed.
+func (s *System) Failure() error {
+	<-s.failed
+	return s.failure
+}
+
+func (s *System) fail(err error) {
+	s.failOnce.Do(func() {
+		s.failure = err
+		close(s.failed)
+	})
 }
 
 // Router is the router's PID, for tests that talk to it directly.

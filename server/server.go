@@ -107,8 +107,19 @@ func New(cfg *config.Config, log *slog.Logger, extra ...func(*actors.Options)) (
 	return &Node{Config: cfg, Actors: sys, HTTP: transport.New(cfg, sys, log, verifier, met), Metrics: met}, nil
 }
 
-// Serve accepts connections on ln until Shutdown.
-func (n *Node) Serve(ln net.Listener) error { return n.HTTP.Serve(ln) }
+// Serve accepts connections on ln until Shutdown. It returns an error, and
+// the node must exit, if the router or the cluster bridge stopped for
+// failing too often: every event would otherwise be dropped unseen.
+func (n *Node) Serve(ln net.Listener) error {
+	served := make(chan error, 1)
+	go func() { served <- n.HTTP.Serve(ln) }()
+	select {
+	case err := <-served:
+		return err
+	case <-n.Actors.Failed():
+		return fmt.Errorf("actors: %w", n.Actors.Failure())
+	}
+}
 
 // Shutdown closes every socket and stops the actors within ctx.
 func (n *Node) Shutdown(ctx context.Context) error {
