@@ -19,6 +19,24 @@ func BenchmarkDecodeClientMessage(b *testing.B) {
 	}
 }
 
+// BenchmarkDecodeClientMessageFromWire is what the transport pays per
+// event: the packet's JSON array parsed, then the typed decode.
+func BenchmarkDecodeClientMessageFromWire(b *testing.B) {
+	packet := []byte(`["clientMessage",{"type":"text","message":"hola, ¿me ayudas con mi depósito?","timestamp":"2026-01-02T03:04:05.678Z"}]`)
+	l := &Limits{MaxText: 5000, MaxField: 255}
+	b.SetBytes(int64(len(packet)))
+	b.ReportAllocs()
+	for b.Loop() {
+		var args []any
+		if err := json.Unmarshal(packet, &args); err != nil {
+			b.Fatal(err)
+		}
+		if _, known, err := Decode(args[0].(string), args[1], Origin{}, l); !known || err != nil {
+			b.Fatal(known, err)
+		}
+	}
+}
+
 func BenchmarkValidateImage1MB(b *testing.B) {
 	raw := make([]byte, 750_000)
 	copy(raw, "\x89PNG\r\n\x1a\n")

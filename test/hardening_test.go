@@ -283,7 +283,9 @@ func TestImageValidation(t *testing.T) {
 }
 
 func TestRateLimits(t *testing.T) {
-	s := startServer(t, func(c *config.Config) { c.AbuseLimit = 40 })
+	// A refill of 0.01 token a second cannot add a token while the test
+	// runs, so the burst alone decides: exactly 19 delivered and 6 refused.
+	s := startServer(t, func(c *config.Config) { c.AbuseLimit = 40; c.MessageRate = 0.01 })
 	op := ws(t, s, "op", nil, nil)
 	op.join(s, map[string]any{"role": "operator", "name": "A", "operatorId": 1})
 	cl := ws(t, s, "cl", nil, nil)
