@@ -18,10 +18,10 @@ import (
 	"github.com/switchboard/switchboard/transport/ws"
 )
 
-// The common case, a fresh websocket from socket.io-client 4 (Engine.IO 4,
-// Socket.IO 5, namespace "/"), is served here over transport/ws: one
-// small struct per socket and no goroutine of its own. Long-polling,
-// upgrades from it, and Engine.IO 3 clients go to the Socket.IO library.
+// Engine.IO 4 and Socket.IO 5 (namespace "/") are spoken here, over a
+// websocket of transport/ws or over long-polling (polling.go, upgrade.go):
+// one small struct per socket and no goroutine of its own. Engine.IO 3
+// clients go to the Socket.IO library (engine.go).
 
 const (
 	connectTimeout = 45 * time.Second // Socket.IO's default for CONNECT
@@ -43,12 +43,6 @@ const (
 	reasonShutdown    closeReason = "server shutting down"
 )
 
-// nativeWebSocket tells whether r is served by transport/ws.
-func nativeWebSocket(r *http.Request) bool {
-	q := r.URL.Query()
-	return q.Get("EIO") == "4" && q.Get("transport") == "websocket" && q.Get("sid") == "" && ws.IsUpgrade(r)
-}
-
 // serveNative upgrades r and serves it as one Socket.IO connection.
 func (s *Server) serveNative(w http.ResponseWriter, r *http.Request) {
 	addr, token := s.clientAddr(r), bearer(r)
@@ -57,7 +51,7 @@ func (s *Server) serveNative(w http.ResponseWriter, r *http.Request) {
 		e.mu.Lock()
 		e.timer = time.AfterFunc(s.cfg.PingInterval, e.beat)
 		e.mu.Unlock()
-		_ = c.WriteText("0", s.openPacket(newID()))
+		_ = c.WriteText("0", s.openPacket(newID(), false))
 		return e
 	})
 	if err != nil {
@@ -65,10 +59,14 @@ func (s *Server) serveNative(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// openPacket is Engine.IO's handshake for a websocket-only connection.
-func (s *Server) openPacket(sid string) []byte {
-	return fmt.Appendf(nil, `{"sid":"%s","upgrades":[],"pingInterval":%d,"pingTimeout":%d,"maxPayload":%d}`,
-		sid, s.cfg.PingInterval.Milliseconds(), s.cfg.PingTimeout.Milliseconds(), s.wssMaxPayload)
+// openPacket is Engine.IO's handshake; a polling session may upgrade.
+func (s *Server) openPacket(sid string, upgradable bool) []byte {
+	upgrades := "[]"
+	if upgradable {
+		upgrades = `["websocket"]`
+	}
+	return fmt.Appendf(nil, `{"sid":"%s","upgrades":%s,"pingInterval":%d,"pingTimeout":%d,"maxPayload":%d}`,
+		sid, upgrades, s.cfg.PingInterval.Milliseconds(), s.cfg.PingTimeout.Milliseconds(), s.wssMaxPayload)
 }
 
 // newID is a random id of 20 URL-safe characters, as Socket.IO's.
@@ -79,10 +77,12 @@ func newID() string {
 }
 
 // eioSocket is one Socket.IO socket on its own Engine.IO connection. It is
-// the session actor's Conn; the poller calls Message, the session Write.
+// the session actor's Conn; the websocket poller or a polling POST calls
+// Message, the session Write. c is its transport: a *ws.Conn, or a
+// *pollConn (which after an upgrade writes to its websocket).
 type eioSocket struct {
 	srv    *Server
-	c      *ws.Conn
+	c      engineConn
 	addr   string
 	bearer string
 	opened time.Time
@@ -138,13 +138,19 @@ func (e *eioSocket) beat() {
 	}
 	e.mu.Unlock()
 	switch {
-	case late:
+	case late, e.pollStale():
 		e.shut(reasonPingTimeout, "")
 	case e.pid.Load() == nil && time.Since(e.opened) > connectTimeout:
 		e.shut(reasonNoConnect, "")
 	default:
 		_ = e.c.WriteText("2", nil)
 	}
+}
+
+// pollStale tells whether a polling client has stopped polling.
+func (e *eioSocket) pollStale() bool {
+	p, ok := e.c.(*pollConn)
+	return ok && p.stale()
 }
 
 func (e *eioSocket) pong() {

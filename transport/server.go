@@ -37,9 +37,10 @@ type Server struct {
 	auth *auth.Verifier
 	met  *metrics.Metrics
 	io   *socket.Server
-	// wss serves fresh websockets without the library (nil: the library
-	// serves them too).
+	// wss serves Engine.IO 4 websockets without the library, and polls
+	// its long-polling sessions (nil: the library serves everything).
 	wss           *ws.Server
+	polls         polls
 	wssMaxPayload int
 	limits        messages.Limits
 	handler       http.Handler
@@ -103,14 +104,7 @@ func New(cfg *config.Config, sys *actors.System, log *slog.Logger, verifier *aut
 			s.log.Warn("native websocket server unavailable; the Socket.IO library serves websockets", "err", err)
 		} else {
 			s.wss, s.wssMaxPayload = wss, maxPayload
-			library := sio
-			sio = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				if nativeWebSocket(r) {
-					s.serveNative(w, r)
-					return
-				}
-				library.ServeHTTP(w, r)
-			})
+			sio = s.serveEngine(sio) // Engine.IO 4 natively, Engine.IO 3 to the library
 		}
 	}
 
@@ -172,7 +166,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	// ends the long-polling requests that would otherwise hold
 	// http.Server.Shutdown until their next heartbeat.
 	if s.wss != nil {
-		s.wss.Each(func(h ws.Handler) { h.(*eioSocket).shut(reasonShutdown, "") })
+		s.shutNative()
 	}
 	s.io.DisconnectSockets(true)
 	s.io.Close(nil)

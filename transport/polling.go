@@ -1,0 +1,480 @@
+package transport
+
+import (
+	"bytes"
+	"encoding/base64"
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/switchboard/switchboard/transport/ws"
+)
+
+// Engine.IO 4 long-polling, as the engine.io 6 server speaks it. A GET
+// without sid opens a session; a GET with it takes every queued packet,
+// or waits until one is queued (a ping comes every interval); a POST
+// carries packets from the client. Packets of one body are separated by
+// the record separator 0x1e (JSON escapes it, so no packet contains it).
+// A session is its eioSocket and a pollConn: the queue, the waiting GET,
+// and after an upgrade the websocket that took over (upgrade.go). Its only
+// goroutine is the one net/http parks for a waiting GET.
+
+const recordSep = 0x1e
+
+// Why a polling session ends; Closed reports them as "transport error",
+// as Socket.IO does.
+var (
+	errGetOverlap  = errors.New("polling: a second GET while one is pending")
+	errPostOverlap = errors.New("polling: a second POST while one is under way")
+	errGetGone     = errors.New("polling: the client left its pending GET")
+	errTooLarge    = errors.New("polling: body over maxPayload")
+	errBadBody     = errors.New("polling: body not readable")
+	errBinaryBody  = errors.New("polling: binary body (Engine.IO 4 sends base64)")
+)
+
+// pollState is where a polling session is in its life.
+type pollState uint8
+
+const (
+	statePolling  pollState = iota
+	stateProbed             // a websocket answered 3probe: GETs end with a noop
+	stateMoving             // the client sent 5: the queue moves to the websocket
+	stateUpgraded           // every write goes to the websocket
+	stateClosed             // the close packet waits for the last GET
+)
+
+// polls finds polling sessions by sid; it is plumbing, with no chat state.
+type polls struct {
+	mu sync.Mutex
+	m  map[string]*pollConn
+}
+
+func (ps *polls) add(p *pollConn) {
+	ps.mu.Lock()
+	if ps.m == nil {
+		ps.m = make(map[string]*pollConn)
+	}
+	ps.m[p.sid] = p
+	ps.mu.Unlock()
+}
+
+func (ps *polls) get(sid string) *pollConn {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	return ps.m[sid]
+}
+
+func (ps *polls) remove(p *pollConn) {
+	ps.mu.Lock()
+	if ps.m[p.sid] == p {
+		delete(ps.m, p.sid)
+	}
+	ps.mu.Unlock()
+}
+
+func (ps *polls) len() int {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	return len(ps.m)
+}
+
+// each calls fn for every session, outside the lock (fn may close it).
+func (ps *polls) each(fn func(*pollConn)) {
+	ps.mu.Lock()
+	all := make([]*pollConn, 0, len(ps.m))
+	for _, p := range ps.m {
+		all = append(all, p)
+	}
+	ps.mu.Unlock()
+	for _, p := range all {
+		fn(p)
+	}
+}
+
+// pollConn is the transport of one Engine.IO session that began with
+// long-polling: an engineConn for its eioSocket.
+type pollConn struct {
+	srv  *Server
+	sid  string
+	e    *eioSocket
+	wake chan struct{} // capacity 1: tells the waiting GET that something changed
+
+	// ws is the websocket after an upgrade; writes go straight to it.
+	ws atomic.Pointer[ws.Conn]
+
+	// rmu lets one reader at a time hand packets to the socket: a POST,
+	// or the upgrade, which waits for the POST under way.
+	rmu sync.Mutex
+
+	mu      sync.Mutex
+	out     []byte // queued packets, separated by recordSep; nil when none
+	state   pollState
+	getting bool      // a GET is waiting
+	posting bool      // a POST is under way
+	lastGet time.Time // when the last GET was answered
+	probe   *ws.Conn  // the websocket probing or holding the upgrade
+	probing bool      // a websocket upgrade is under way (probe may still be nil)
+	linger  *time.Timer
+}
+
+// pollHandshake opens a polling session: the answer is the open packet.
+func (s *Server) pollHandshake(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet {
+		engineError(w, engineBadHandshake)
+		return
+	}
+	sid := newID()
+	e := &eioSocket{srv: s, addr: s.clientAddr(r), bearer: bearer(r), opened: time.Now()}
+	p := &pollConn{srv: s, sid: sid, e: e, wake: make(chan struct{}, 1), lastGet: time.Now()}
+	e.c = p
+	s.polls.add(p)
+	e.mu.Lock()
+	e.timer = time.AfterFunc(s.cfg.PingInterval, e.beat)
+	e.mu.Unlock()
+	body := append([]byte{'0'}, s.openPacket(sid, true)...)
+	writePoll(w, body, false)
+}
+
+// poll serves a GET or POST of a polling session.
+func (s *Server) poll(w http.ResponseWriter, r *http.Request, sid string) {
+	p := s.polls.get(sid)
+	if p == nil {
+		engineError(w, engineUnknownSID)
+		return
+	}
+	switch r.Method {
+	case http.MethodGet:
+		p.get(w, r)
+	case http.MethodPost:
+		p.post(w, r)
+	default:
+		engineError(w, engineBadRequest)
+	}
+}
+
+// get answers with every queued packet, waiting for one if none is.
+func (p *pollConn) get(w http.ResponseWriter, r *http.Request) {
+	p.mu.Lock()
+	if p.getting {
+		p.mu.Unlock()
+		engineError(w, engineBadRequest)
+		p.Close(ws.CloseNormal, errGetOverlap) // the pending GET gets the close packet
+		return
+	}
+	if p.state == stateMoving || p.state == stateUpgraded || (p.state == stateClosed && p.out == nil) {
+		p.mu.Unlock()
+		engineError(w, engineBadRequest)
+		return
+	}
+	for p.out == nil && p.state == statePolling {
+		p.getting = true
+		p.mu.Unlock()
+		select {
+		case <-p.wake:
+		case <-r.Context().Done():
+			p.mu.Lock()
+			p.getting, p.lastGet = false, time.Now()
+			p.mu.Unlock()
+			p.Close(ws.CloseNormal, errGetGone) // as engine.io: the poll closed prematurely
+			return
+		}
+		if d := p.srv.cfg.WriteCoalesce; d > 0 {
+			time.Sleep(d) // the write window: what else is written leaves with it
+		}
+		p.mu.Lock()
+		p.getting = false
+	}
+	var body []byte
+	upgraded := false
+	switch p.state {
+	case statePolling, stateClosed:
+		body, p.out = p.out, nil
+	case stateProbed: // the client's last poll before it upgrades
+		body, p.out = appendPacket(p.out, "6", nil), nil
+	default: // the queue is the websocket's now
+		body, upgraded = []byte{'6'}, true
+	}
+	last := p.state == stateClosed
+	p.lastGet = time.Now()
+	p.mu.Unlock()
+	writePoll(w, body, upgraded)
+	putBuf(body)
+	if last {
+		p.forget()
+	}
+}
+
+// writePoll answers a GET. After an upgrade the HTTP connection is closed
+// too: the client will not poll on it again.
+func writePoll(w http.ResponseWriter, body []byte, closeConn bool) {
+	h := w.Header()
+	h.Set("Content-Type", "text/plain; charset=UTF-8")
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	if closeConn {
+		h.Set("Connection", "close")
+	}
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(body)
+}
+
+// post hands the body's packets to the socket and answers "ok".
+func (p *pollConn) post(w http.ResponseWriter, r *http.Request) {
+	if r.Header.Get("Content-Type") == "application/octet-stream" {
+		engineError(w, engineBadRequest)
+		p.Close(ws.CloseNormal, errBinaryBody)
+		return
+	}
+	p.mu.Lock()
+	if p.posting {
+		p.mu.Unlock()
+		engineError(w, engineBadRequest)
+		p.Close(ws.CloseNormal, errPostOverlap)
+		return
+	}
+	if p.state == stateMoving || p.state == stateUpgraded {
+		p.mu.Unlock()
+		engineError(w, engineBadRequest)
+		return
+	}
+	p.posting = true
+	p.mu.Unlock()
+	defer func() {
+		p.mu.Lock()
+		p.posting = false
+		p.mu.Unlock()
+	}()
+
+	body, err := readBody(r.Body, r.ContentLength, p.srv.wssMaxPayload)
+	if err != nil {
+		putBuf(body)
+		if errors.Is(err, errTooLarge) {
+			w.WriteHeader(http.StatusRequestEntityTooLarge)
+		} else {
+			engineError(w, engineBadRequest)
+		}
+		p.Close(ws.CloseNormal, err)
+		return
+	}
+	p.rmu.Lock()
+	p.mu.Lock()
+	late := p.state == stateMoving || p.state == stateUpgraded
+	p.mu.Unlock()
+	if late { // the websocket took over while the body was read
+		p.rmu.Unlock()
+		putBuf(body)
+		engineError(w, engineBadRequest)
+		return
+	}
+	p.packets(body)
+	p.rmu.Unlock()
+	putBuf(body)
+	h := w.Header()
+	h.Set("Content-Type", "text/html")
+	h.Set("Content-Length", "2")
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write([]byte("ok"))
+}
+
+// packets hands each packet of a POST body to the socket: a pass over the
+// body with nothing allocated but binary attachments (a million noops cost
+// a scan, not a million allocations). The caller holds rmu.
+func (p *pollConn) packets(body []byte) {
+	for len(body) > 0 && !p.e.closed.Load() {
+		pkt := body
+		if i := bytes.IndexByte(body, recordSep); i >= 0 {
+			pkt, body = body[:i], body[i+1:]
+		} else {
+			body = nil
+		}
+		if len(pkt) > 0 && pkt[0] == 'b' {
+			data := make([]byte, base64.StdEncoding.DecodedLen(len(pkt)-1))
+			n, err := base64.StdEncoding.Decode(data, pkt[1:])
+			if err != nil {
+				p.e.shut(reasonParse, "binary packet is not base64")
+				return
+			}
+			p.e.Message(nil, false, data[:n])
+			continue
+		}
+		p.e.Message(nil, true, pkt)
+	}
+}
+
+// readBody reads at most limit bytes of body; a longer one is errTooLarge,
+// found without buffering more than limit+1 bytes, with or without a
+// Content-Length.
+func readBody(body io.Reader, length int64, limit int) ([]byte, error) {
+	if length > int64(limit) {
+		return nil, errTooLarge
+	}
+	size := 512
+	if length >= 0 {
+		size = int(length) + 1 // room to see the end without growing
+	}
+	buf := getBuf(size)
+	for {
+		if len(buf) == cap(buf) {
+			grown := make([]byte, len(buf), min(2*cap(buf), limit+1))
+			copy(grown, buf)
+			putBuf(buf)
+			buf = grown
+		}
+		n, err := body.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if len(buf) > limit {
+			return buf, errTooLarge
+		}
+		if err == io.EOF {
+			return buf, nil
+		}
+		if err != nil {
+			return buf, errBadBody
+		}
+	}
+}
+
+// WriteText queues one packet for the next GET (or, after an upgrade,
+// writes it to the websocket). Past MaxPendingBytes it queues nothing and
+// returns ws.ErrSlow, as a websocket does.
+func (p *pollConn) WriteText(prefix string, payload []byte) error {
+	if c := p.ws.Load(); c != nil {
+		return c.WriteText(prefix, payload)
+	}
+	p.mu.Lock()
+	if c := p.ws.Load(); c != nil {
+		p.mu.Unlock()
+		return c.WriteText(prefix, payload)
+	}
+	if p.state == stateClosed {
+		p.mu.Unlock()
+		return ws.ErrClosed
+	}
+	if max := p.srv.cfg.MaxPendingBytes; max > 0 && len(p.out)+1+len(prefix)+len(payload) > max {
+		p.mu.Unlock()
+		return ws.ErrSlow
+	}
+	p.out = appendPacket(p.out, prefix, payload)
+	if p.getting {
+		p.signal()
+	}
+	p.mu.Unlock()
+	return nil
+}
+
+// signal wakes the waiting GET; a wake already pending is enough.
+func (p *pollConn) signal() {
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Pending is the number of bytes queued and not yet answered.
+func (p *pollConn) Pending() int {
+	if c := p.ws.Load(); c != nil {
+		return c.Pending()
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.out)
+}
+
+// Close ends the session: the close packet follows what is queued, for
+// the waiting GET or the next one (the session lingers for it a while);
+// the socket hears of it at once.
+func (p *pollConn) Close(code int, why error) {
+	if c := p.ws.Load(); c != nil {
+		c.Close(code, why)
+		return
+	}
+	p.mu.Lock()
+	switch p.state {
+	case stateClosed:
+		p.mu.Unlock()
+		return
+	case stateMoving, stateUpgraded: // the websocket ends it, and reports
+		c := p.probe
+		p.mu.Unlock()
+		c.Close(code, why)
+		return
+	}
+	p.state = stateClosed
+	probe := p.probe
+	p.probe, p.probing = nil, false
+	p.out = appendPacket(p.out, "1", nil)
+	if p.getting {
+		p.signal()
+	} else {
+		p.linger = time.AfterFunc(p.srv.cfg.PingTimeout, p.forget)
+	}
+	p.mu.Unlock()
+	if probe != nil {
+		probe.Close(ws.CloseNormal, why)
+	}
+	p.e.Closed(nil, why)
+}
+
+// forget drops a closed session once its close packet is delivered or
+// nobody came for it.
+func (p *pollConn) forget() {
+	p.srv.polls.remove(p)
+	p.mu.Lock()
+	if p.linger != nil {
+		p.linger.Stop()
+	}
+	putBuf(p.out)
+	p.out = nil
+	p.mu.Unlock()
+}
+
+// stale tells whether the client has stopped polling: no GET waiting and
+// none for a ping interval and timeout. The heartbeat ends such a session.
+func (p *pollConn) stale() bool {
+	if p.ws.Load() != nil {
+		return false
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.state == statePolling && !p.getting &&
+		time.Since(p.lastGet) > p.srv.cfg.PingInterval+p.srv.cfg.PingTimeout
+}
+
+// appendPacket adds one packet to a queue of them.
+func appendPacket(out []byte, prefix string, payload []byte) []byte {
+	if out == nil {
+		out = getBuf(len(prefix) + len(payload))
+	} else {
+		out = append(out, recordSep)
+	}
+	out = append(out, prefix...)
+	return append(out, payload...)
+}
+
+// Buffers for queues and bodies come from a pool and go back once
+// answered, so an idle session holds none; large ones are left to the GC.
+const pooledBuf = 64 << 10
+
+var pollBufs = sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); return &b }}
+
+func getBuf(n int) []byte {
+	if n > pooledBuf {
+		return make([]byte, 0, n)
+	}
+	b := *pollBufs.Get().(*[]byte)
+	if cap(b) < n {
+		return make([]byte, 0, n)
+	}
+	return b[:0]
+}
+
+func putBuf(b []byte) {
+	if b == nil || cap(b) > pooledBuf || cap(b) < 512 {
+		return
+	}
+	b = b[:0]
+	pollBufs.Put(&b)
+}
