@@ -149,7 +149,7 @@ func TestClusterSettings(t *testing.T) {
 // otherwise; both can be set.
 func TestTokenExpiryAndIdleTimeout(t *testing.T) {
 	c, err := Load(nil, env())
-	if err != nil || c.JWTAllowNoExp || c.HTTPIdleTimeout != 60*time.Second {
+	if err != nil || c.JWTAllowNoExp || c.HTTPIdleTimeout != 5*time.Second {
 		t.Fatalf("defaults: allow no exp %v, idle %s, %v", c.JWTAllowNoExp, c.HTTPIdleTimeout, err)
 	}
 	c, err = Load([]string{"--http-idle-timeout", "300ms"}, env("SWITCHBOARD_JWT_ALLOW_NO_EXP", "true"))
