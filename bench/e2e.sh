@@ -42,20 +42,21 @@ trap cleanup EXIT
 
 free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 
-# start NAME: sets PORT_<NAME> and PID_<NAME>
+# start NAME [VAR=VALUE...]: sets PORT_<NAME> and PID_<NAME>; the
+# variables are added to Switchboard's environment.
 start() {
-  local name=$1 port
+  local name=$1 port; shift
   port=$(free_port)
   if [ "$name" = node ]; then
     (cd "$out/node" && PORT=$port NODE_ENV=production exec node dist/server.js >../node.log 2>&1) &
   else
     # Simulated operators reply far faster than people type: lift the
     # per-socket limits that protect a real deployment.
-    PORT=$port SWITCHBOARD_HOST=127.0.0.1 SWITCHBOARD_LOG_LEVEL=warn \
+    env PORT=$port SWITCHBOARD_HOST=127.0.0.1 SWITCHBOARD_LOG_LEVEL=warn \
       SWITCHBOARD_MESSAGE_RATE=10000 SWITCHBOARD_MESSAGE_BURST=100000 \
       SWITCHBOARD_TYPING_RATE=10000 SWITCHBOARD_TYPING_BURST=100000 \
-      SWITCHBOARD_MAX_TEXT_CHARS=100000 \
-      exec "$out/switchboard" >"$out/switchboard.log" 2>&1 &
+      SWITCHBOARD_MAX_TEXT_CHARS=100000 "$@" \
+      "$out/switchboard" >"$out/$name.log" 2>&1 &
   fi
   local pid=$!
   pids+=("$pid")
@@ -85,26 +86,68 @@ print("-" if d=={} else round(d,1) if isinstance(d,float) else d)' "$1" "$2" 2>/
 echo "== Go benchmarks"
 [ -n "${BENCH_SKIP_GO:-}" ] || go test -run '^$' -bench . -benchmem ./actors ./messages | grep -E '^Benchmark'
 
+# idle NAME LABEL COUNT TRANSPORT: RSS per idle connection of a fresh server
+idle() {
+  local name=$1 label=$2 count=$3 transport=$4 pid r0 lt
+  pid=$(eval echo \$PID_$name)
+  r0=$(rss "$pid")
+  run "$name" "$label" --players "$count" --operators 0 --rate 0 --ramp 2000 --duration 10s --transport "$transport" &
+  lt=$!
+  sleep $(( count / 2000 + 8 ))
+  echo $(( ( $(rss "$pid") - r0 ) * 1024 / count )) >"$out/$name-$label.rss"
+  wait "$lt"
+}
+
+stop() { kill "$(eval echo \$PID_$1)"; wait "$(eval echo \$PID_$1)" 2>/dev/null || true; }
+
 for name in switchboard node; do
   start "$name"
   # 1,000 player messages/s, one operator replies to each.
   run "$name" 1k --players "$players" --operators "$operators" --rate 0.5 --reply-chance 1 --reply-think 200ms --ramp 2000 --duration "$duration"
   # 5,000 player messages/s.
   run "$name" 5k --players "$players" --operators "$operators" --rate 2.5 --reply-chance 1 --reply-think 200ms --ramp 2000 --duration "$duration"
-  kill "$(eval echo \$PID_$name)"; wait "$(eval echo \$PID_$name)" 2>/dev/null || true
+  stop "$name"
   # Idle players with heartbeats: memory per connection, connection rate.
   start "$name"
-  pid=$(eval echo \$PID_$name)
-  r0=$(rss "$pid")
-  run "$name" idle --players "$idle" --operators 0 --rate 0 --ramp 2000 --duration 10s &
-  lt=$!
-  sleep $(( idle / 2000 + 8 ))
-  echo $(( ( $(rss "$pid") - r0 ) * 1024 / idle )) >"$out/$name-idle.rss"
-  wait "$lt"
-  kill "$pid"; wait "$pid" 2>/dev/null || true
+  idle "$name" idle "$idle" websocket
+  stop "$name"
 done
 
+# Switchboard alone: the transports socket.io-client may use, continuity
+# on (the default) against off, production mode, and a storm of drops.
+if [ -z "${BENCH_SKIP_VARIANTS:-}" ]; then
+  one_k=(--players "$players" --operators "$operators" --rate 0.5 --reply-chance 1 --reply-think 200ms --ramp 2000 --duration "$duration")
+  five_k=(--players "$players" --operators "$operators" --rate 2.5 --reply-chance 1 --reply-think 200ms --ramp 2000 --duration "$duration")
+  start switchboard
+  run switchboard 1k-upgrade "${one_k[@]}" --transport upgrade
+  run switchboard 1k-polling "${one_k[@]}" --transport polling
+  run switchboard 5k-upgrade "${five_k[@]}" --transport upgrade
+  # 2,000 players dropped at once, 10 s in: every one must recover.
+  run switchboard storm "${one_k[@]}" --duration 25s --storm "$players@10s"
+  stop switchboard
+  start switchboard SWITCHBOARD_RECOVERY_WINDOW=0
+  run switchboard 1k-norecovery "${one_k[@]}"
+  stop switchboard
+  # Production as a user runs it: JSON logs at info, operator tokens, a CORS list.
+  secret=bench-secret-bench-secret-bench-secret-0123
+  start switchboard NODE_ENV=production SWITCHBOARD_LOG_LEVEL=info SWITCHBOARD_JWT_SECRET=$secret CORS_ORIGIN=https://crm.example.com
+  run switchboard 1k-production "${one_k[@]}" --operator-secret "$secret"
+  stop switchboard
+  start switchboard
+  idle switchboard idle-upgrade "$(( idle / 3 ))" upgrade
+  stop switchboard
+  start switchboard
+  idle switchboard idle-polling "$(( idle / 3 ))" polling
+  stop switchboard
+fi
+
 tick=$(getconf CLK_TCK)
+cpu_per_msg() { # NAME LABEL: server CPU µs per player message
+  local sent ticks
+  sent=$(field "$out/$1-$2.json" messages.player_to_operator.sent)
+  ticks=$(cat "$out/$1-$2.cpu" 2>/dev/null || echo 0)
+  python3 -c "print(round($ticks/$tick*1e6/max(1,float('${sent/-/0}')),1))"
+}
 printf '\n== %s players, %s operators, replies on; load tool on the same cores (%s cores)\n' "$players" "$operators" "$(nproc)"
 printf '%-48s %14s %14s\n' "" switchboard node
 for label in 1k 5k; do
@@ -121,4 +164,21 @@ done
 printf '%-48s %14s %14s\n' "idle players connected" "$(field $out/switchboard-idle.json players.connected)" "$(field $out/node-idle.json players.connected)"
 printf '%-48s %14s %14s\n' "idle RSS bytes per connection" "$(cat $out/switchboard-idle.rss)" "$(cat $out/node-idle.rss)"
 printf '%-48s %14s %14s\n' "idle connect p99 ms" "$(field $out/switchboard-idle.json latency.connect.p99_ms)" "$(field $out/node-idle.json latency.connect.p99_ms)"
+if [ -z "${BENCH_SKIP_VARIANTS:-}" ]; then
+  printf '\n== Switchboard variants (same players, operators and rates)\n'
+  printf '%-34s %10s %10s %10s %8s %8s\n' run sent/s "p99 ms" "µs/msg" lost dup
+  for label in 1k 1k-norecovery 1k-production 1k-upgrade 1k-polling 5k 5k-upgrade storm; do
+    printf '%-34s %10s %10s %10s %8s %8s\n' "$label" "$(field $out/switchboard-$label.json throughput.sent_per_s)" \
+      "$(field $out/switchboard-$label.json latency.player_to_operator.p99_ms)" "$(cpu_per_msg switchboard $label)" \
+      "$(field $out/switchboard-$label.json messages.lost)" "$(field $out/switchboard-$label.json messages.duplicated)"
+  done
+  printf '%-34s %10s %10s %10s\n' "storm recovered / fresh / p99 ms" "$(field $out/switchboard-storm.json recovery.recovered)" \
+    "$(field $out/switchboard-storm.json recovery.fresh)" "$(field $out/switchboard-storm.json recovery.time.p99_ms)"
+  printf '%-34s %10s\n' "idle RSS bytes per upgraded socket" "$(cat $out/switchboard-idle-upgrade.rss)"
+  printf '%-34s %10s\n' "idle RSS bytes per polling session" "$(cat $out/switchboard-idle-polling.rss)"
+  printf '%-34s %10s\n' "CPU recovery on / off at 1k" "$(python3 -c "print(round($(cpu_per_msg switchboard 1k)/max(0.1,$(cpu_per_msg switchboard 1k-norecovery)),2))")"
+  printf '%-34s %10s\n' "CPU production / node at 1k" "$(python3 -c "print(round($(cpu_per_msg switchboard 1k-production)/max(0.1,$(cpu_per_msg node 1k)),2))")"
+  printf '%-34s %10s\n' "CPU upgrade / websocket at 1k" "$(python3 -c "print(round($(cpu_per_msg switchboard 1k-upgrade)/max(0.1,$(cpu_per_msg switchboard 1k)),2))")"
+  printf '%-34s %10s\n' "CPU polling / websocket at 1k" "$(python3 -c "print(round($(cpu_per_msg switchboard 1k-polling)/max(0.1,$(cpu_per_msg switchboard 1k)),2))")"
+fi
 echo "raw reports: $out/"
