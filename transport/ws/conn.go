@@ -38,6 +38,42 @@ type Options struct {
 	WriteWindow time.Duration
 	// Pollers is the number of epoll loops (default 1).
 	Pollers int
+	// MaxBuffered bounds the bytes held, across all connections, for
+	// frames and fragmented messages not yet whole (0: 256 MiB, about a
+	// dozen 20 MB images arriving at once, and never less than MaxMessage;
+	// negative: no limit). A connection whose next bytes would pass it is
+	// closed with 1013 (try again later). Each connection holds at most
+	// twice what it sent of its unfinished message (at least 4 KiB), and
+	// never more than MaxMessage.
+	MaxBuffered int
+	// MessageTimeout is how long a message may take to arrive whole,
+	// from its first byte to its last (0: 30 s, a 20 MB image at
+	// 700 KB/s; negative: no limit). A connection that takes longer is
+	// closed with 1008 (policy violation). Only connections with something
+	// incomplete are watched, by their poller: an idle one costs nothing.
+	MessageTimeout time.Duration
+}
+
+// Defaults for Options left at 0.
+const (
+	DefaultMaxMessage     = 1 << 20
+	DefaultMaxBuffered    = 256 << 20
+	DefaultMessageTimeout = 30 * time.Second
+)
+
+// withDefaults fills what o leaves at 0.
+func (o Options) withDefaults() Options {
+	if o.MaxMessage <= 0 {
+		o.MaxMessage = DefaultMaxMessage
+	}
+	if o.MaxBuffered == 0 {
+		o.MaxBuffered = max(DefaultMaxBuffered, o.MaxMessage)
+	}
+	if o.MessageTimeout == 0 {
+		o.MessageTimeout = DefaultMessageTimeout
+	}
+	o.Pollers = max(o.Pollers, 1)
+	return o
 }
 
 // Errors a connection ends with or a write returns.
@@ -50,6 +86,8 @@ var (
 	errInvalidUTF8   = errors.New("websocket: invalid UTF-8 in a text message")
 	errCloseReceived = errors.New("websocket: closed by peer")
 	errLinger        = errors.New("websocket: peer did not close in time")
+	errBusy          = errors.New("websocket: server buffer budget exhausted")
+	errTimeout       = errors.New("websocket: message incomplete for too long")
 )
 
 // Close codes (RFC 6455 7.4.1).
@@ -58,7 +96,9 @@ const (
 	CloseGoingAway  = 1001
 	CloseProtocol   = 1002
 	CloseInvalid    = 1007
+	ClosePolicy     = 1008
 	CloseTooBig     = 1009
+	CloseTryAgain   = 1013
 	closeNoStatus   = 1005
 	lingerTimeout   = 2 * time.Second
 	maxControl      = 125
@@ -70,6 +110,11 @@ const (
 	opPong          = 0xA
 	finBit          = 0x80
 	outBufferPooled = 64 << 10
+	// pongBacklog is how many unsent bytes a connection may have for a
+	// ping still to be answered at once: past it only the latest ping is
+	// remembered, and answered when the output drains (RFC 6455 5.5.3),
+	// so pings from a peer that does not read cost nothing more.
+	pongBacklog = 4 << 10
 )
 
 const (
@@ -119,19 +164,29 @@ func (s *Server) adopt(nc net.Conn, brw *bufio.ReadWriter, accept string, newHan
 		return nil, fmt.Errorf("websocket handshake: %w", err)
 	}
 	c := &Conn{srv: s, nc: nc, rc: rc}
+	c.rd.maxMessage, c.rd.budget = s.opts.MaxMessage, s.budget
 	c.h = newHandler(c)
+	// The reader is held until the connection is watched and its timeout
+	// set, so the poller reads nothing before the bytes already here.
+	c.rmu.Lock()
 	if n := brw.Reader.Buffered(); n > 0 {
 		// Bytes the client sent right behind its handshake.
 		early, _ := brw.Reader.Peek(n)
 		c.consume(early)
 		if c.state.Load() == stateClosed {
+			c.rd.release()
+			c.rmu.Unlock()
 			return nil, ErrClosed // its descriptor is closed: never register it
 		}
 	}
 	if err := s.register(c); err != nil {
+		c.rd.release()
+		c.rmu.Unlock()
 		c.finish(err)
 		return nil, err
 	}
+	c.timeIncomplete()
+	c.rmu.Unlock()
 	return c, nil
 }
 
@@ -144,10 +199,18 @@ type Conn struct {
 	fd  int
 	h   Handler
 
-	// Read side: touched only by the goroutine reading (the poller).
-	in     []byte // bytes of an incomplete frame
-	frag   []byte // the fragments of an unfinished message
-	fragOp byte
+	// Read side: held by the goroutine reading (the poller, or Upgrade
+	// for bytes that came with the handshake).
+	rmu   sync.Mutex
+	rd    frameReader
+	timed bool   // the poller times what is incomplete
+	epoch uint64 // rd.boundaries when the timing began
+
+	// The poller's list of connections with something incomplete, oldest
+	// first; guarded by the poller's mu.
+	prev, next *Conn
+	since      int64 // mono() when the incomplete part began
+	listed     bool
 
 	state atomic.Int32
 
@@ -157,7 +220,9 @@ type Conn struct {
 	queued  bool // waiting for the poller's flusher
 	waiting bool // waiting for the socket to be writable
 	linger  *time.Timer
-	why     error // why the server closed it
+	why     error  // why the server closed it
+	pong    []byte // the latest ping's payload, to answer once out drains
+	pongDue bool
 }
 
 // RemoteAddr is the peer's address.
@@ -266,6 +331,12 @@ func (c *Conn) finish(err error) {
 	if p != nil {
 		p.remove(c)
 	}
+	if c.rmu.TryLock() {
+		// Otherwise the reader is busy (maybe on this goroutine) and gives
+		// its memory back when done: see read.
+		c.rd.release()
+		c.rmu.Unlock()
+	}
 	_ = c.nc.Close()
 	c.h.Closed(c, err)
 }
@@ -289,6 +360,15 @@ func (c *Conn) flushLocked() error {
 		return fmt.Errorf("websocket write: %w", err)
 	}
 	c.off += max(n, 0)
+	if c.off == len(c.out) && c.pongDue {
+		c.pongDue = false
+		if c.state.Load() == stateOpen { // never after a close frame
+			c.out = appendHeader(c.out[:0], opPong, len(c.pong))
+			c.out, c.off = append(c.out, c.pong...), 0
+			c.pong = nil
+			return c.flushLocked()
+		}
+	}
 	if c.off == len(c.out) {
 		putBuffer(c.out)
 		c.out, c.off = nil, 0
@@ -338,177 +418,150 @@ func (c *Conn) writable() {
 	}
 }
 
-// readable reads what has arrived into buf (the poller's) and handles it.
+// readable reads what has arrived into buf (the poller's) and handles it:
+// one read per turn, so a connection that sends without pause gets at
+// most len(buf) bytes handled before the poller's other connections.
 func (c *Conn) readable(buf []byte) {
-	if c.state.Load() == stateClosed {
-		return
-	}
-	var n int
-	var rerr error
-	err := c.rc.Read(func(fd uintptr) bool {
-		n, rerr = syscall.Read(int(fd), buf)
-		return true
+	c.read(func() {
+		var n int
+		var rerr error
+		err := c.rc.Read(func(fd uintptr) bool {
+			n, rerr = syscall.Read(int(fd), buf)
+			return true
+		})
+		switch {
+		case err != nil:
+			c.finish(err)
+		case rerr == syscall.EAGAIN || rerr == syscall.EINTR:
+		case rerr != nil:
+			c.finish(rerr)
+		case n == 0:
+			c.finish(io.EOF)
+		default:
+			c.consume(buf[:n])
+			c.timeIncomplete()
+		}
 	})
-	switch {
-	case err != nil:
-		c.finish(err)
-	case rerr == syscall.EAGAIN || rerr == syscall.EINTR:
-	case rerr != nil:
-		c.finish(rerr)
-	case n == 0:
-		c.finish(io.EOF)
-	default:
-		c.consume(buf[:n])
+}
+
+// read runs fn with the reader held; once the connection is closed the
+// reader's memory goes back, here if finish could not take it.
+func (c *Conn) read(fn func()) {
+	c.rmu.Lock()
+	if c.state.Load() != stateClosed {
+		fn()
 	}
+	if c.state.Load() == stateClosed {
+		c.rd.release()
+	}
+	c.rmu.Unlock()
 }
 
 // consume parses frames out of data, keeping an incomplete one for later.
+// c.rmu is held.
 func (c *Conn) consume(data []byte) {
-	buffered := len(c.in) > 0
-	if buffered {
-		c.in = append(c.in, data...)
-		data = c.in
+	c.rd.discard = c.state.Load() != stateOpen
+	if err := c.rd.feed(data, c); err != nil {
+		c.fail(err)
 	}
-	for len(data) > 0 {
-		size, hdr, err := c.frameSize(data)
-		if err != nil {
-			c.fail(err)
-			return
-		}
-		if size < 0 || len(data) < size {
-			c.keep(data, size, buffered)
-			return
-		}
-		if !c.frame(data[:hdr], data[hdr:size]) {
-			return
-		}
-		data = data[size:]
-	}
-	c.keep(nil, 0, buffered)
 }
 
-// keep saves the bytes of an incomplete frame (rest, a suffix of c.in when
-// buffered), with room for the whole frame once its size is known.
-func (c *Conn) keep(rest []byte, size int, buffered bool) {
-	switch {
-	case len(rest) == 0:
-		if cap(c.in) > outBufferPooled {
-			c.in = nil
-		} else {
-			c.in = c.in[:0]
-		}
+// timeIncomplete asks the poller to time what is incomplete, from when it
+// began, or to stop. c.rmu is held.
+func (c *Conn) timeIncomplete() {
+	p := c.p // set before the connection was watched, and never again
+	if p == nil || c.srv.opts.MessageTimeout < 0 {
 		return
-	case buffered:
-		c.in = c.in[:copy(c.in, rest)]
-	default:
-		c.in = append(c.in[:0], rest...)
 	}
-	if size > cap(c.in) {
-		grown := make([]byte, len(c.in), size)
-		copy(grown, c.in)
-		c.in = grown
-	}
-}
-
-// frameSize reads a frame header: the whole frame's size and the header's,
-// or size -1 when the header itself is incomplete.
-func (c *Conn) frameSize(d []byte) (size, hdr int, err error) {
-	if len(d) < 2 {
-		return -1, 0, nil
-	}
-	if d[1]&0x80 == 0 {
-		return 0, 0, fmt.Errorf("%w: unmasked client frame", errProtocol)
-	}
-	hdr = 2
-	n := uint64(d[1] & 0x7f)
-	switch n {
-	case 126:
-		if len(d) < 4 {
-			return -1, 0, nil
-		}
-		n, hdr = uint64(binary.BigEndian.Uint16(d[2:])), 4
-	case 127:
-		if len(d) < 10 {
-			return -1, 0, nil
-		}
-		n, hdr = binary.BigEndian.Uint64(d[2:]), 10
-	}
-	hdr += 4 // mask key
-	if n > uint64(c.srv.opts.MaxMessage-len(c.frag)) {
-		return 0, 0, errTooBig
-	}
-	return hdr + int(n), hdr, nil
-}
-
-// frame handles one complete frame; false once the connection is ending.
-func (c *Conn) frame(hdr, payload []byte) bool {
-	b0 := hdr[0]
-	fin, op := b0&finBit != 0, b0&0x0f
-	if b0&0x70 != 0 {
-		c.fail(fmt.Errorf("%w: reserved bits set (no extension was agreed)", errProtocol))
-		return false
-	}
-	unmask(payload, hdr[len(hdr)-4:])
-	if op >= opClose {
-		if !fin || len(payload) > maxControl {
-			c.fail(fmt.Errorf("%w: bad control frame", errProtocol))
-			return false
-		}
-		switch op {
-		case opClose:
-			c.closeReceived(payload)
-			return false
-		case opPing:
-			_ = c.write(opPong, "", payload)
-		case opPong:
-		default:
-			c.fail(fmt.Errorf("%w: unknown opcode %d", errProtocol, op))
-			return false
-		}
-		return true
-	}
+	pending := c.rd.pending() && c.state.Load() != stateClosed
 	switch {
-	case op == opContinuation && c.frag == nil:
-		c.fail(fmt.Errorf("%w: continuation without a message", errProtocol))
-		return false
-	case op != opContinuation && c.frag != nil:
-		c.fail(fmt.Errorf("%w: new message inside a fragmented one", errProtocol))
-		return false
-	case op != opContinuation && op != opText && op != opBinary:
-		c.fail(fmt.Errorf("%w: unknown opcode %d", errProtocol, op))
-		return false
+	case pending && (!c.timed || c.epoch != c.rd.boundaries):
+		c.timed, c.epoch = true, c.rd.boundaries
+		p.track(c)
+	case !pending && c.timed:
+		c.timed = false
+		p.untrack(c)
 	}
-	if !fin {
-		if c.frag == nil {
-			c.fragOp = op
-			c.frag = make([]byte, 0, len(payload))
+}
+
+// expire ends a connection whose message stayed incomplete too long; the
+// poller calls it after taking c off its list.
+func (c *Conn) expire() {
+	c.read(func() {
+		if !c.timed || !c.rd.pending() {
+			return
 		}
-		c.frag = append(c.frag, payload...)
-		return true
-	}
-	if op == opContinuation {
-		op = c.fragOp
-		payload = append(c.frag, payload...)
-		c.frag = nil
-	}
-	if op == opText && !utf8.Valid(payload) {
-		c.fail(errInvalidUTF8)
-		return false
-	}
+		c.timed = false
+		c.fail(fmt.Errorf("%w (%v)", errTimeout, c.srv.opts.MessageTimeout))
+	})
+}
+
+// message is the reader's news of a whole message. c.rmu is held.
+func (c *Conn) message(text bool, data []byte) bool {
 	if c.state.Load() != stateOpen {
 		return true // closing: what still arrives is dropped
 	}
-	c.h.Message(c, op == opText, payload)
+	c.h.Message(c, text, data)
 	return c.state.Load() != stateClosed
 }
 
-// closeReceived answers the peer's close frame and ends the connection.
-func (c *Conn) closeReceived(payload []byte) {
-	if c.state.Load() == stateOpen {
-		code := closeNoStatus
-		if len(payload) >= 2 {
-			code = int(binary.BigEndian.Uint16(payload))
+// control is the reader's news of a whole control frame. c.rmu is held.
+func (c *Conn) control(op byte, payload []byte) bool {
+	switch op {
+	case opClose:
+		c.closeReceived(payload)
+		return false
+	case opPing:
+		c.answerPing(payload)
+	}
+	return c.state.Load() != stateClosed
+}
+
+// answerPing queues the pong, unless the peer is not reading what was
+// already sent: then only this latest ping is remembered, and answered
+// once the output drains.
+func (c *Conn) answerPing(payload []byte) {
+	c.mu.Lock()
+	if c.state.Load() != stateOpen {
+		c.mu.Unlock()
+		return
+	}
+	if len(c.out)-c.off > pongBacklog {
+		if c.pong == nil {
+			c.pong = make([]byte, 0, maxControl)
 		}
+		c.pong, c.pongDue = append(c.pong[:0], payload...), true
+		c.mu.Unlock()
+		return
+	}
+	c.mu.Unlock()
+	if err := c.write(opPong, "", payload); errors.Is(err, ErrSlow) {
+		// A pending-bytes limit under pongBacklog: the peer reads nothing.
+		c.Close(ClosePolicy, fmt.Errorf("websocket: slow consumer, no room for a pong: %w", err))
+	}
+}
+
+// closeReceived answers the peer's close frame and ends the connection: a
+// valid code is echoed; a code not allowed on the wire or a 1-byte body
+// is answered with 1002, a reason that is not UTF-8 with 1007.
+func (c *Conn) closeReceived(payload []byte) {
+	code := closeNoStatus
+	switch {
+	case len(payload) == 1:
+		c.fail(fmt.Errorf("%w: close frame with a 1-byte body", errProtocol))
+		return
+	case len(payload) >= 2:
+		code = int(binary.BigEndian.Uint16(payload))
+		if !closeCodeAllowed(code) {
+			c.fail(fmt.Errorf("%w: close code %d is not allowed on the wire", errProtocol, code))
+			return
+		}
+		if !utf8.Valid(payload[2:]) {
+			c.fail(fmt.Errorf("%w: in the close reason", errInvalidUTF8))
+			return
+		}
+	}
+	if c.state.Load() == stateOpen {
 		c.mu.Lock()
 		if c.state.CompareAndSwap(stateOpen, stateClosing) {
 			c.out = appendClose(c.out, code)
@@ -519,7 +572,22 @@ func (c *Conn) closeReceived(payload []byte) {
 	c.finish(errCloseReceived)
 }
 
-// fail ends the connection for a protocol violation, telling the peer why.
+// closeCodeAllowed tells whether a peer may send code (RFC 6455 7.4 and
+// the IANA registry): 1000-1003, 1007-1014, and 3000-4999 for libraries
+// and applications. 1004 is reserved, 1005, 1006 and 1015 must never be
+// sent, the rest below 3000 is unassigned or for extensions (none agreed).
+func closeCodeAllowed(code int) bool {
+	switch {
+	case code >= 1000 && code <= 1003, code >= 1007 && code <= 1014:
+		return true
+	case code >= 3000 && code <= 4999:
+		return true
+	}
+	return false
+}
+
+// fail ends the connection for a protocol violation, telling the peer
+// why. c.rmu is held.
 func (c *Conn) fail(err error) {
 	code := CloseProtocol
 	switch {
@@ -527,8 +595,12 @@ func (c *Conn) fail(err error) {
 		code = CloseTooBig
 	case errors.Is(err, errInvalidUTF8):
 		code = CloseInvalid
+	case errors.Is(err, errBusy):
+		code = CloseTryAgain
+	case errors.Is(err, errTimeout):
+		code = ClosePolicy
 	}
-	c.in, c.frag = nil, nil
+	c.rd.release()
 	c.Close(code, err)
 	c.finish(err)
 }

@@ -3,6 +3,7 @@
 package ws
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"sync"
@@ -19,6 +20,7 @@ const Supported = true
 // Server watches websocket connections with epoll.
 type Server struct {
 	opts    Options
+	budget  *budget // bytes held for incomplete frames and messages
 	pollers []*poller
 	next    atomic.Uint32
 	closed  atomic.Bool
@@ -26,13 +28,10 @@ type Server struct {
 
 // NewServer starts the pollers.
 func NewServer(o Options) (*Server, error) {
-	if o.MaxMessage <= 0 {
-		o.MaxMessage = 1 << 20
-	}
-	o.Pollers = max(o.Pollers, 1)
-	s := &Server{opts: o}
+	o = o.withDefaults()
+	s := &Server{opts: o, budget: newBudget(o.MaxBuffered)}
 	for range o.Pollers {
-		p, err := newPoller(o.WriteWindow)
+		p, err := newPoller(o.WriteWindow, o.MessageTimeout)
 		if err != nil {
 			s.Close()
 			return nil, err
@@ -52,6 +51,11 @@ func (s *Server) Len() int {
 	}
 	return n
 }
+
+// Buffered is the number of bytes the server holds for frames and
+// fragmented messages not yet whole, across all connections (at most
+// Options.MaxBuffered): a metric of what peers make it keep.
+func (s *Server) Buffered() int64 { return s.budget.n.Load() }
 
 // Each calls fn with every open connection's handler.
 func (s *Server) Each(fn func(Handler)) {
@@ -121,13 +125,18 @@ func (s *Server) register(c *Conn) error {
 // loop parks like any goroutine waiting on a socket instead of blocking a
 // thread in epoll_wait.
 type poller struct {
-	epfd   int
-	ep     *os.File // epfd, as the runtime poller knows it
-	window time.Duration
+	epfd    int
+	ep      *os.File // epfd, as the runtime poller knows it
+	window  time.Duration
+	timeout time.Duration // Options.MessageTimeout
 
 	mu      sync.Mutex
 	conns   map[int]*Conn
 	stopped bool // epfd is closed
+	// Connections with something incomplete, oldest first (Conn.prev,
+	// next); while there are some, ep has a read deadline to sweep them.
+	oldest, newest *Conn
+	expired        []*Conn // the sweeper's scratch
 
 	dirtyMu sync.Mutex
 	dirty   []*Conn
@@ -135,7 +144,7 @@ type poller struct {
 	done    chan struct{}
 }
 
-func newPoller(window time.Duration) (*poller, error) {
+func newPoller(window, timeout time.Duration) (*poller, error) {
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, fmt.Errorf("epoll: %w", err)
@@ -144,7 +153,7 @@ func newPoller(window time.Duration) (*poller, error) {
 		_ = unix.Close(epfd)
 		return nil, fmt.Errorf("epoll: %w", err)
 	}
-	p := &poller{epfd: epfd, ep: os.NewFile(uintptr(epfd), "epoll"), window: window, conns: map[int]*Conn{},
+	p := &poller{epfd: epfd, ep: os.NewFile(uintptr(epfd), "epoll"), window: window, timeout: timeout, conns: map[int]*Conn{},
 		kick: make(chan struct{}, 1), done: make(chan struct{})}
 	rc, err := p.ep.SyscallConn()
 	if err != nil {
@@ -171,6 +180,10 @@ func (p *poller) read(rc syscall.RawConn) {
 			}
 			return n > 0 // none ready: park until the epoll descriptor is readable
 		})
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			p.sweep()
+			continue
+		}
 		if err != nil {
 			return // closed
 		}
@@ -253,6 +266,7 @@ func (p *poller) remove(c *Conn) {
 			_ = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, c.fd, nil)
 		}
 	}
+	p.unlink(c)
 	p.mu.Unlock()
 }
 

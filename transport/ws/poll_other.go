@@ -14,6 +14,7 @@ const Supported = false
 // Server is a stand-in on platforms without epoll.
 type Server struct {
 	opts   Options
+	budget *budget
 	closed atomic.Bool
 }
 
@@ -38,3 +39,9 @@ type poller struct{}
 func (*poller) enqueue(*Conn)           {}
 func (*poller) watch(*Conn, bool) error { return nil }
 func (*poller) remove(*Conn)            {}
+
+// Buffered is always 0.
+func (s *Server) Buffered() int64 { return 0 }
+
+func (*poller) track(*Conn)   {}
+func (*poller) untrack(*Conn) {}
