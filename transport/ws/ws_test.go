@@ -27,6 +27,7 @@ type echo struct {
 	closed []error
 	done   chan struct{}
 	binary int
+	texts  int
 }
 
 type echoConn struct {
@@ -41,6 +42,9 @@ func (h *echoConn) Message(c *Conn, text bool, data []byte) {
 		h.e.mu.Unlock()
 		return
 	}
+	h.e.mu.Lock()
+	h.e.texts++
+	h.e.mu.Unlock()
 	if string(data) == "close-me" {
 		c.Close(CloseNormal, errors.New("asked to"))
 		return
@@ -294,6 +298,12 @@ func rawDialWith(t *testing.T, url string, early []byte) *raw {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return rawHandshake(t, nc, early)
+}
+
+// rawHandshake upgrades nc, sending early right behind the request.
+func rawHandshake(t *testing.T, nc net.Conn, early []byte) *raw {
+	t.Helper()
 	t.Cleanup(func() { _ = nc.Close() })
 	req := "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
 	if _, err := nc.Write(append([]byte(req), early...)); err != nil {
