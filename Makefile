@@ -19,6 +19,7 @@ test: lint test-go test-e2e ## every test: lint, Go (race detector), the npm soc
 test-go:
 	$(GO) test -race -count=1 -p 1 ./...
 	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime 15s ./messages
+	$(GO) test -run '^$$' -fuzz FuzzFrameReader -fuzztime 10s ./transport/ws
 
 test-e2e: build
 	cd test/e2e && npm ci --no-audit --no-fund --loglevel=error && SWITCHBOARD_BIN=$(CURDIR)/$(BIN)/switchboard npm test
