@@ -292,6 +292,8 @@ for (const [mode, transports] of Object.entries(MODES)) {
       assert.equal(typeof p._lastOffset, 'string');
 
       const acks = await blip(p, gate, [op1, op2], async () => {
+        // Volatile: a typing indicator while away is not kept for replay.
+        op1.emit('operatorTyping', { to: p.sid, isTyping: true });
         const out = [];
         for (const m of ['uno', 'dos', 'tres']) {
           out.push(assertAck(await emitAck(op1, 'operatorMessage', opMsg(p.sid, m)), { away: true }, `reply "${m}" while away`));
@@ -476,6 +478,41 @@ describe('continuity: limits, takeover, late join (websocket)', () => {
     await expectNothing([op, p]);
   });
 
+  ctxTest('never a gap: a player who missed more than the log keeps (SWITCHBOARD_RECOVERY_MAX_FRAMES=3) comes back fresh, and its chat ends at once', ws, async (ctx) => {
+    const small = await startServer({ env: { ...HIGH_LIMITS, SWITCHBOARD_RECOVERY_WINDOW: '2m', SWITCHBOARD_RECOVERY_MAX_FRAMES: '3' } });
+    const g = await startGate(small);
+    try {
+      const op = await ctx.operator('op', small);
+      const p = await ctx.player('p', small, { gate: g });
+      await expectSeq(op, [['newChat', { clientId: p.sid, username: 'p' }]]);
+      g.hold();
+      p.io.engine.close();
+      await expectSeq(op, [['chatAway', { clientId: p.sid }]]);
+      for (let i = 1; i <= 3; i++) {
+        assertAck(await emitAck(op, 'operatorMessage', opMsg(p.sid, `r${i}`)), { away: true }, `reply ${i} (kept)`);
+      }
+      await expectNothing(op);
+      const fourth = await emitAck(op, 'operatorMessage', opMsg(p.sid, 'r4'));
+      assert.ok(fourth?.ok === false || fourth?.away === true, `4th reply: ${JSON.stringify(fourth)}`);
+      await expectSeq(op, [['chatEnded', { clientId: p.sid, reason: 'disconnect' }]]);
+      await g.waitHeld();
+      const back = nextConnect(p);
+      g.release();
+      await back;
+      assert.notEqual(p.recovered, true, 'must not recover with a gap');
+      assert.notEqual(p.id, p.sid, 'a fresh socket id');
+      await expectNothing([op, p]);
+      assert.deepEqual(p.rec.all, [], 'none of the replies reached the fresh socket');
+      p.disconnect();
+      await small.waitCounts({ clients: 0, operators: 1 });
+    } finally {
+      await ctx.cleanup();
+      ctx.servers.delete(small);
+      await g.close();
+      await small.stop();
+    }
+  });
+
   ctxTest('events sent more than 1 s before any join are refused not_joined', ws, async (ctx) => {
     const s = await ctx.connect('never', server);
     const t0 = Date.now();
@@ -592,6 +629,57 @@ describe('continuity: a reloaded page takes its conversation back', () => {
       assert.deepEqual((await server.getJSON('/stats')).clients.map((c) => c.socketId), [p.sid]);
     });
   }
+
+  ctxTest('reload while the old page is still open: the new socket takes the conversation over silently', ws, async (ctx) => {
+    const op = await ctx.operator('op', server);
+    const p = await ctx.player('p', server, { reconnection: false });
+    await expectSeq(op, [['newChat', { clientId: p.sid, username: 'p' }]]);
+    const pDown = new Promise((resolve) => p.once('disconnect', resolve));
+    const p2 = await ctx.connect('p2', server, { auth: { resumeToken: p.joinAck.resumeToken } });
+    assert.equal(p2.id, p.sid, 'the reloaded page has the old clientId');
+    assert.equal(await Promise.race([pDown, delay(3000, 'old page still connected')]), 'transport close');
+    const j2 = await emitAck(p2, 'join', { role: 'client', name: 'p' });
+    assert.equal(j2?.ok, true, `second join ack ${JSON.stringify(j2)}`);
+    await expectNothing([op, p, p2]);
+    const a = assertAck(await emitAck(op, 'operatorMessage', opMsg(p.sid, 'sigues ahí')), {}, 'reply after reload');
+    await expectSeq(p2, [['operatorMessage', seenByClient('sigues ahí', a.timestamp)]]);
+    await expectNothing([op, p, p2]);
+    assert.deepEqual((await server.getJSON('/stats')).clients.map((c) => c.socketId), [p.sid]);
+  });
+
+  ctxTest('a blip whose new handshake carries another player\'s token does not recover (the token is verified again)', ws, async (ctx) => {
+    const srv = await startServer({ env: { ...HIGH_LIMITS, SWITCHBOARD_RECOVERY_WINDOW: '1s', SWITCHBOARD_CLIENT_SECRET: CLIENT_SECRET } });
+    const g = await startGate(srv);
+    try {
+      const now = Math.floor(Date.now() / 1000);
+      const op = await ctx.operator('op', srv);
+      const p = await ctx.player('p', srv, { gate: g, auth: { token: signHS256({ sub: 'player-a', username: 'ana', exp: now + 600 }, CLIENT_SECRET) } });
+      await expectSeq(op, [['newChat', { clientId: p.sid, username: 'ana' }]]);
+      const a = assertAck(await emitAck(op, 'operatorMessage', opMsg(p.sid, 'privado')), {}, 'reply to ana');
+      await expectSeq(p, [['operatorMessage', seenByClient('privado', a.timestamp)]]);
+      p.auth = { token: signHS256({ sub: 'player-b', username: 'beto', exp: now + 600 }, CLIENT_SECRET) };
+      g.hold();
+      p.io.engine.close();
+      await expectSeq(op, [['chatAway', { clientId: p.sid }]]);
+      assertAck(await emitAck(op, 'operatorMessage', opMsg(p.sid, 'solo para ana')), { away: true }, 'reply while away');
+      await g.waitHeld();
+      const back = nextConnect(p);
+      g.release();
+      await back;
+      assert.notEqual(p.recovered, true, 'another identity must not recover');
+      assert.notEqual(p.id, p.sid, 'a fresh socket id');
+      await expectNothing(p);
+      assert.equal(p.rec.all.length, 1, `nothing of ana's conversation reached beto: ${p.rec.describe(p.rec.all)}`);
+      await expectSeq(op, [['chatEnded', { clientId: p.sid, reason: 'disconnect' }]], { timeoutMs: 4000 });
+      await expectNothing([op, p]);
+      p.disconnect();
+    } finally {
+      await ctx.cleanup();
+      ctx.servers.delete(srv);
+      await g.close();
+      await srv.stop();
+    }
+  });
 
   ctxTest('a wrong or unknown resumeToken gives a fresh socket with a new id, no error', ws, async (ctx) => {
     const op = await ctx.operator('op', server);
