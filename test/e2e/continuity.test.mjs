@@ -772,7 +772,7 @@ describe('continuity off (SWITCHBOARD_RECOVERY_WINDOW=0)', () => {
 // ---------------------------------------------------------------- deploy
 
 describe('continuity: SIGTERM under live clients (a deploy)', () => {
-  test('30 live clients see a transport close, never "io server disconnect", and come back by themselves to a new server on the same port', async () => {
+  test('30 live clients see a transport close, never "io server disconnect", and come back by themselves to a new server on the same port', async (t) => {
     const port = await new Promise((resolve) => {
       const s = net.createServer().listen(0, '127.0.0.1', () => {
         const p = s.address().port;
@@ -831,6 +831,7 @@ describe('continuity: SIGTERM under live clients (a deploy)', () => {
       const backMs = Date.now() - t1;
       await srv.waitFor('/health', (h) => h.connections.clients === 15 && h.connections.operators === 15,
         { timeoutMs: 3000, what: `15 clients and 15 operators joined again (${backMs} ms after the start)` });
+      t.diagnostic(`SIGTERM to exit: ${stopMs} ms; new server to all 30 reconnected: ${backMs} ms`);
       for (const s of all) {
         assert.equal(s.connects, 2, `${s.label}: connects`);
         assert.ok(!s.reasons.includes('io server disconnect'), `${s.label}: ${s.reasons}`);
