@@ -76,12 +76,6 @@ func (ps *polls) remove(p *pollConn) {
 	ps.mu.Unlock()
 }
 
-func (ps *polls) len() int {
-	ps.mu.Lock()
-	defer ps.mu.Unlock()
-	return len(ps.m)
-}
-
 // each calls fn for every session, outside the lock (fn may close it).
 func (ps *polls) each(fn func(*pollConn)) {
 	ps.mu.Lock()
