@@ -41,8 +41,18 @@ func (c *socketConn) Write(f *messages.Frame) {
 		return
 	}
 	c.pending.Add(n)
-	c.sock.Conn().Write(types.NewStringBuffer(f.Packet), noWriteOptions, func(transports.Transport) { c.pending.Add(-n) })
+	c.sock.Conn().Write(types.NewStringBuffer(f.PacketWithoutOffset()), noWriteOptions, func(transports.Transport) { c.pending.Add(-n) })
 }
+
+// Recoverable is false: the library writes CONNECT itself, without the
+// private id a client needs to recover, and Engine.IO 3 clients cannot.
+func (c *socketConn) Recoverable() bool { return false }
+
+// Confirmed is 0: the library's sockets are not recovered.
+func (c *socketConn) Confirmed() uint64 { return 0 }
+
+// Abandon closes the socket; the library's sockets are never replaced.
+func (c *socketConn) Abandon() { c.Close("abandoned") }
 
 // Close disconnects the socket and its underlying connection.
 func (c *socketConn) Close(reason string) {

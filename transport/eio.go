@@ -13,7 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/asynkron/protoactor-go/actor"
+	"github.com/switchboard/switchboard/actors"
 	"github.com/switchboard/switchboard/messages"
 	"github.com/switchboard/switchboard/transport/ws"
 )
@@ -41,6 +41,9 @@ const (
 	reasonParse       closeReason = "parse error"
 	reasonNoConnect   closeReason = "connect timeout"
 	reasonShutdown    closeReason = "server shutting down"
+	// Not Socket.IO's: the transport of a socket that recovered elsewhere.
+	reasonReplaced       closeReason = "replaced by a recovered connection"
+	reasonTransportError closeReason = "transport error"
 )
 
 // serveNative upgrades r and serves it as one Socket.IO connection.
@@ -87,26 +90,48 @@ type eioSocket struct {
 	bearer string
 	opened time.Time
 
-	id     string                    // set at CONNECT, read after pid
-	pid    atomic.Pointer[actor.PID] // the session, once connected
-	closed atomic.Bool
-	binary *binaryEvent // an event waiting for its attachments (poller only)
+	id         atomic.Pointer[string]         // set at CONNECT (a recovered socket's old id)
+	sess       atomic.Pointer[actors.Session] // the session, once connected
+	connecting atomic.Bool                    // a CONNECT was taken: only one is
+	closed     atomic.Bool
+	binary     *binaryEvent // an event waiting for its attachments (poller only)
 
-	mu           sync.Mutex // heartbeat
+	// writes counts frames written; a heartbeat answered after them
+	// confirms them (confirmed), so the session can forget them.
+	writes    atomic.Uint64
+	confirmed atomic.Uint64
+
+	mu           sync.Mutex // heartbeat; orders a CONNECT's end with Closed
 	timer        *time.Timer
 	awaitingPong bool
+	pingMark     uint64 // writes before the ping awaiting its pong
 }
 
-// ID is the Socket.IO socket id.
-func (e *eioSocket) ID() string { return e.id }
+// ID is the Socket.IO socket id ("" before CONNECT).
+func (e *eioSocket) ID() string {
+	if id := e.id.Load(); id != nil {
+		return *id
+	}
+	return ""
+}
 
 // Write queues a frame; a socket that has stopped reading past the
 // pending-bytes limit is disconnected instead.
 func (e *eioSocket) Write(f *messages.Frame) {
-	if err := e.c.WriteText("4", f.Packet); errors.Is(err, ws.ErrSlow) {
+	err := e.c.WriteText("4", f.Packet)
+	// Counted once queued, so a ping's mark never covers a frame behind it.
+	e.writes.Add(1)
+	if errors.Is(err, ws.ErrSlow) {
 		e.Close(fmt.Sprintf("slow consumer: %d bytes unsent", e.c.Pending()))
 	}
 }
+
+// Confirmed is how many frames the client has been seen to read.
+func (e *eioSocket) Confirmed() uint64 { return e.confirmed.Load() }
+
+// Abandon closes a transport that a recovered socket replaced, without a
+// DISCONNECT: the client has moved on, and the session ignores its end.
+func (e *eioSocket) Abandon() { e.shut(reasonReplaced, "replaced by a recovered connection") }
 
 // Close disconnects the socket as Socket.IO's disconnect(true) does: a
 // DISCONNECT packet, then the connection closes.
@@ -119,9 +144,12 @@ func (e *eioSocket) shut(why closeReason, logReason string) {
 		return
 	}
 	if logReason != "" {
-		e.srv.log.Info("closing socket", "socket", e.id, "reason", logReason)
+		e.srv.log.Info("closing socket", "socket", e.ID(), "reason", logReason)
 	}
-	if why == reasonServer || why == reasonShutdown {
+	// Only a server's deliberate disconnect says so: socket.io-client never
+	// reconnects after a DISCONNECT ("io server disconnect"), so a shutdown
+	// (a deploy) only closes the transport, and every client comes back.
+	if why == reasonServer {
 		_ = e.c.WriteText("41", nil)
 	}
 	e.c.Close(ws.CloseNormal, why)
@@ -134,13 +162,14 @@ func (e *eioSocket) beat() {
 	late := e.awaitingPong
 	if !late {
 		e.awaitingPong = true
+		e.pingMark = e.writes.Load()
 		e.timer.Reset(e.srv.cfg.PingTimeout)
 	}
 	e.mu.Unlock()
 	switch {
 	case late, e.pollStale():
 		e.shut(reasonPingTimeout, "")
-	case e.pid.Load() == nil && time.Since(e.opened) > connectTimeout:
+	case e.sess.Load() == nil && time.Since(e.opened) > connectTimeout:
 		e.shut(reasonNoConnect, "")
 	default:
 		_ = e.c.WriteText("2", nil)
@@ -157,6 +186,7 @@ func (e *eioSocket) pong() {
 	e.mu.Lock()
 	if e.awaitingPong {
 		e.awaitingPong = false
+		e.confirmed.Store(e.pingMark)
 		e.timer.Reset(e.srv.cfg.PingInterval)
 	}
 	e.mu.Unlock()
@@ -221,7 +251,7 @@ func (e *eioSocket) packet(p []byte) {
 			e.shut(reasonClient, "")
 		}
 	case '2', '5':
-		if nsp != "/" || e.pid.Load() == nil {
+		if nsp != "/" || e.sess.Load() == nil {
 			return // not connected to that namespace: dropped, as Socket.IO does
 		}
 		ackID := -1
@@ -243,35 +273,64 @@ func (e *eioSocket) packet(p []byte) {
 	}
 }
 
-// connect answers a CONNECT: the socket gets its id and its session.
+// connect answers a CONNECT: the socket gets its id and its session, a
+// recovered one when it names its private id and may have it back. Token
+// verification and the session's spawn wait on other goroutines, so they
+// run on one of their own, never on the poller.
 func (e *eioSocket) connect(nsp string, auth []byte) {
 	if nsp != "/" {
 		_ = e.c.WriteText("44", fmt.Appendf(nil, `%s,{"message":"Invalid namespace"}`, nsp))
 		return
 	}
-	if e.pid.Load() != nil {
-		return
-	}
-	var a struct {
-		Token string `json:"token"`
-	}
+	var a connectAuth
 	if len(bytes.TrimSpace(auth)) > 0 {
 		if err := json.Unmarshal(auth, &a); err != nil {
 			e.shut(reasonParse, "CONNECT auth is not a JSON object")
 			return
 		}
 	}
+	if e.connecting.Swap(true) {
+		return // a second CONNECT to the main namespace changes nothing
+	}
 	if a.Token == "" {
 		a.Token = e.bearer
 	}
-	e.id = newID()
-	pid, err := e.srv.open(e, e.id, e.addr, a.Token, "websocket")
+	id := newID()
+	e.id.Store(&id)
+	go e.open(a)
+}
+
+func (e *eioSocket) open(a connectAuth) {
+	sess, err := e.srv.open(e, e.addr, a, e.transportName())
 	if err != nil {
 		_ = e.c.WriteText("44", []byte(`{"message":"server unavailable"}`))
 		return
 	}
-	e.pid.Store(pid)
-	_ = e.c.WriteText("40", fmt.Appendf(nil, `{"sid":"%s"}`, e.id))
+	id := sess.ID()
+	e.id.Store(&id)
+	e.mu.Lock()
+	if e.closed.Load() {
+		// Closed ran before the session was stored: it is this goroutine's
+		// to report, or the session and the address's count would leak.
+		e.mu.Unlock()
+		e.srv.gone(sess, e, e.addr, string(reasonTransport), false)
+		return
+	}
+	e.sess.Store(sess)
+	e.mu.Unlock()
+	if pid := sess.PrivateID(); pid != "" {
+		_ = e.c.WriteText("40", fmt.Appendf(nil, `{"sid":"%s","pid":"%s"}`, id, pid))
+		return
+	}
+	_ = e.c.WriteText("40", fmt.Appendf(nil, `{"sid":"%s"}`, id))
+}
+
+// transportName is the socket's current transport, for logs.
+func (e *eioSocket) transportName() string {
+	if _, ok := e.c.(*pollConn); ok {
+		return "polling"
+	}
+	return "websocket"
 }
 
 // dispatch decodes an event's arguments and hands it to the session.
@@ -303,7 +362,7 @@ func (e *eioSocket) dispatch(data []byte, ackID int, attachments [][]byte) {
 			}
 		}
 	}
-	e.srv.event(e.pid.Load(), e.id, event, payload, ack)
+	e.srv.event(e.sess.Load(), e.ID(), event, payload, ack)
 }
 
 // binaryEvent is an event whose binary attachments are still arriving.
@@ -354,9 +413,9 @@ func (e *eioSocket) Closed(_ *ws.Conn, err error) {
 	e.closed.Store(true)
 	e.mu.Lock()
 	e.timer.Stop()
+	sess := e.sess.Load()
 	e.mu.Unlock()
-	pid := e.pid.Load()
-	if pid == nil {
+	if sess == nil {
 		return
 	}
 	var reason closeReason
@@ -366,13 +425,24 @@ func (e *eioSocket) Closed(_ *ws.Conn, err error) {
 			reason = reasonTransport
 		}
 	}
-	e.srv.gone(pid, e.id, e.addr, string(reason))
+	e.srv.gone(sess, e, e.addr, string(reason), reason.recoverable())
+}
+
+// recoverable tells whether a socket that ended for this reason may come
+// back within the recovery window: its transport dropped without either
+// side meaning to end the session.
+func (r closeReason) recoverable() bool {
+	switch r {
+	case reasonTransport, reasonTransportError, reasonPingTimeout, reasonShutdown:
+		return true
+	}
+	return false
 }
 
 // gone tells the actors that a socket has disconnected.
-func (s *Server) gone(pid *actor.PID, id, addr, reason string) {
-	s.log.Info("socket disconnected", "socket", id, "reason", reason)
-	s.sys.Disconnected(pid, reason)
+func (s *Server) gone(sess *actors.Session, conn actors.Conn, addr, reason string, recoverable bool) {
+	s.log.Info("socket disconnected", "socket", sess.ID(), "reason", reason, "recoverable", recoverable && s.cfg.RecoveryWindow > 0)
+	sess.Disconnected(conn, reason, recoverable)
 	s.sys.Closed(addr)
 	s.met.Disconnected()
 }

@@ -15,7 +15,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/asynkron/protoactor-go/actor"
 	"github.com/switchboard/switchboard/actors"
 	"github.com/switchboard/switchboard/auth"
 	"github.com/switchboard/switchboard/config"
@@ -168,21 +167,25 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if s.wss != nil {
 		s.shutNative()
 	}
-	s.io.DisconnectSockets(true)
+	// Closing the library's engine ends its sockets without a DISCONNECT
+	// too ("server shutting down"), so its clients reconnect as well.
 	s.io.Close(nil)
-	// Wait for the router to record every departure.
+	// Wait for the router to record every departure, or, with recovery,
+	// every participant as away: their clients reconnect, to another node
+	// or to this one when it is back.
 	for {
 		h, err := s.sys.Health(ctx)
 		if err != nil {
 			errs = append(errs, err)
 			break
 		}
-		if h.Clients+h.Operators == 0 {
+		connected := h.Clients + h.Operators - h.Away
+		if connected == 0 {
 			break
 		}
 		select {
 		case <-ctx.Done():
-			errs = append(errs, fmt.Errorf("sockets still open: %d", h.Clients+h.Operators))
+			errs = append(errs, fmt.Errorf("sockets still open: %d", connected))
 		case <-time.After(20 * time.Millisecond):
 			continue
 		}
@@ -208,13 +211,13 @@ func (s *Server) onConnection(sock *socket.Socket) error {
 	addr := s.clientAddr(req)
 	conn := &socketConn{sock: sock, id: id, log: s.log, maxPending: int64(s.cfg.MaxPendingBytes)}
 
-	// Listeners are registered before the session is spawned, so they wait
+	// Listeners are registered before the session exists, so they wait
 	// for it.
-	var pid *actor.PID
+	var sess *actors.Session
 	ready := make(chan struct{})
-	session := func() *actor.PID { <-ready; return pid }
+	session := func() *actors.Session { <-ready; return sess }
 
-	for event := range decoders {
+	for _, event := range messages.InboundEvents {
 		sock.On(event, func(args ...any) {
 			var ack messages.AckFunc
 			if n := len(args); n > 0 {
@@ -239,7 +242,9 @@ func (s *Server) onConnection(sock *socket.Socket) error {
 		}
 		conn.closed.Store(true)
 		if p := session(); p != nil {
-			s.gone(p, id, addr, reason)
+			// The library's sockets are not recoverable: their participant
+			// leaves at once, as on the guide's server.
+			s.gone(p, conn, addr, reason, false)
 		}
 	})
 
@@ -247,28 +252,59 @@ func (s *Server) onConnection(sock *socket.Socket) error {
 	if token == "" {
 		token = bearer(req)
 	}
-	spawned, err := s.open(conn, id, addr, token, sock.Conn().Transport().Name())
-	pid = spawned
+	opened, err := s.open(conn, addr, connectAuth{Token: token}, sock.Conn().Transport().Name())
+	sess = opened
 	close(ready)
 	return err
 }
 
-// open verifies a new socket's token and spawns its session.
-func (s *Server) open(conn actors.Conn, id, addr, token, transport string) (*actor.PID, error) {
+// connectAuth is what a CONNECT packet's auth object may carry: the token,
+// and for connection-state recovery the private id and the last offset.
+type connectAuth struct {
+	Token  string  `json:"token"`
+	PID    string  `json:"pid"`
+	Offset *string `json:"offset"`
+	// ResumeToken is a reloaded page's proof, from its join's ack.
+	ResumeToken string `json:"resumeToken"`
+}
+
+// open verifies a socket's token and gives it a session: its old one when
+// it asks to recover and may, else a new one. conn's ID is the new socket
+// id to use when it does not recover.
+func (s *Server) open(conn actors.Conn, addr string, a connectAuth, transport string) (*actors.Session, error) {
 	var identity *messages.Identity
 	var authErr error
-	if token != "" && s.auth != nil {
-		identity, authErr = s.auth.Verify(token)
+	if a.Token != "" && s.auth != nil {
+		identity, authErr = s.auth.Verify(a.Token)
 	}
-	pid, err := s.sys.Connect(conn, identity, authErr)
+	asked := a.PID != "" || a.ResumeToken != ""
+	bySubject := identity != nil && identity.Role == messages.RoleClient && identity.Subject != ""
+	if s.cfg.RecoveryWindow > 0 && (asked || bySubject) {
+		req := actors.ResumeRequest{PrivateID: a.PID, ResumeToken: a.ResumeToken, Identity: identity, AuthErr: authErr}
+		if a.Offset != nil {
+			req.Offset, req.HasOffset = *a.Offset, true
+		}
+		sess, why := s.sys.Resume(conn, req)
+		if sess != nil {
+			s.sys.Opened(addr)
+			s.met.Connected()
+			s.log.Info("socket recovered", "socket", sess.ID(), "transport", transport, "remote", addr, "reload", a.PID == "")
+			return sess, nil
+		}
+		if asked {
+			s.met.Fresh()
+			s.log.Info("socket could not recover; fresh session", "remote", addr, "why", why)
+		}
+	}
+	sess, err := s.sys.Connect(conn, identity, authErr)
 	if err != nil {
-		s.log.Error("no session for socket; refusing it", "socket", id, "err", err)
+		s.log.Error("no session for socket; refusing it", "socket", conn.ID(), "err", err)
 		return nil, err
 	}
 	s.sys.Opened(addr)
 	s.met.Connected()
-	s.log.Info("socket connected", "socket", id, "transport", transport, "remote", addr, "token", tokenState(identity, authErr))
-	return pid, nil
+	s.log.Info("socket connected", "socket", conn.ID(), "transport", transport, "remote", addr, "token", tokenState(identity, authErr))
+	return sess, nil
 }
 
 // bearer is the token of an Authorization: Bearer header, which clients
@@ -290,61 +326,34 @@ func tokenState(id *messages.Identity, err error) string {
 	return "none"
 }
 
-// decoders turn each event the contract names into the router's message.
-var decoders = map[string]func(v any, o messages.Origin, l *messages.Limits) (messages.RouterMessage, error){
-	"join": func(v any, o messages.Origin, l *messages.Limits) (messages.RouterMessage, error) {
-		p, err := messages.DecodeJoin(v, l)
-		return &messages.Join{Origin: o, Payload: p}, err
-	},
-	"clientMessage": func(v any, o messages.Origin, l *messages.Limits) (messages.RouterMessage, error) {
-		p, err := messages.DecodeClientMessage(v, l)
-		return &messages.ClientMessage{Origin: o, Payload: p}, err
-	},
-	"operatorMessage": func(v any, o messages.Origin, l *messages.Limits) (messages.RouterMessage, error) {
-		p, err := messages.DecodeOperatorMessage(v, l)
-		return &messages.OperatorMessage{Origin: o, Payload: p}, err
-	},
-	"clientTyping": func(v any, o messages.Origin, l *messages.Limits) (messages.RouterMessage, error) {
-		p, err := messages.DecodeClientTyping(v, l)
-		return &messages.ClientTyping{Origin: o, IsTyping: p.IsTyping}, err
-	},
-	"operatorTyping": func(v any, o messages.Origin, l *messages.Limits) (messages.RouterMessage, error) {
-		p, err := messages.DecodeOperatorTyping(v, l)
-		return &messages.OperatorTyping{Origin: o, Payload: p}, err
-	},
-	"endChat": func(v any, o messages.Origin, l *messages.Limits) (messages.RouterMessage, error) {
-		p, err := messages.DecodeEndChat(v, l)
-		return &messages.EndChat{Origin: o, Payload: p}, err
-	},
-}
-
 // event hands one received event to the socket's session, or refuses it
 // there when its payload is malformed. Events the contract does not name
-// are ignored, as the Node server ignores them.
-func (s *Server) event(p *actor.PID, id, event string, payload any, ack messages.AckFunc) {
-	decode, ok := decoders[event]
-	if !ok {
-		s.log.Debug("unknown event ignored", "socket", id, "event", event)
+// deliver nothing, as on the Node server, but count against the socket's
+// rate like any other.
+func (s *Server) event(sess *actors.Session, id, event string, payload any, ack messages.AckFunc) {
+	msg, known, err := messages.Decode(event, payload, messages.Origin{From: id, Ack: ack, At: time.Now()}, &s.limits)
+	if !known {
+		s.met.Received("unknown")
+		sess.Unknown(event, ack)
 		return
 	}
 	s.met.Received(event)
-	msg, err := decode(payload, messages.Origin{From: id, Ack: ack, At: time.Now()}, &s.limits)
 	if err != nil {
-		s.refuse(p, id, event, err, ack)
+		s.refuse(sess, id, event, err, ack)
 		return
 	}
-	s.sys.Send(p, msg)
+	sess.Event(msg)
 }
 
 // refuse answers a malformed event through the socket's session, so the
 // answer keeps its place among the socket's other frames; nobody else
 // hears of it.
-func (s *Server) refuse(pid *actor.PID, id, event string, err error, ack messages.AckFunc) {
+func (s *Server) refuse(sess *actors.Session, id, event string, err error, ack messages.AckFunc) {
 	r := &messages.Refused{Event: event, Code: messages.CodeInvalidPayload, Reason: err.Error(), Ack: ack}
 	var pe *messages.PayloadError
 	if errors.As(err, &pe) {
 		r.Code = pe.Code
 	}
-	s.log.Info("event refused", "socket", id, "event", event, "code", r.Code, "reason", r.Reason)
-	s.sys.Send(pid, r)
+	s.log.Debug("event refused", "socket", id, "event", event, "code", r.Code, "reason", r.Reason)
+	sess.Refuse(r)
 }
