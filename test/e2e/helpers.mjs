@@ -62,7 +62,7 @@ export const HIGH_LIMITS = {
 /** The codes a refused event may be answered with. */
 export const ERROR_CODES = [
   'not_joined', 'wrong_role', 'unknown_target', 'invalid_payload', 'invalid_type',
-  'too_large', 'rate_limited', 'unauthorized',
+  'too_large', 'rate_limited', 'unauthorized', 'queue_full',
 ];
 
 /** Signs claims as an HS256 JWT with node's crypto (no JWT library). */
