@@ -118,13 +118,16 @@ func TestFrameHeaderStall(t *testing.T) {
 
 // 300 sockets from six addresses each send 1 MiB of a 16 MiB frame: 300
 // MiB, past the server-wide buffer budget (SWITCHBOARD_MAX_BUFFERED_BYTES,
-// 256 MiB). The sockets whose bytes do not fit are closed with 1013 (try
-// again later); while the budget is nearly spent, a new connection is
-// answered 503; the server stays within its memory budget, and the
-// bystander, who holds nothing unfinished, is not cut.
+// 256 MiB) and the memory budget, set to 256 MiB here
+// (SWITCHBOARD_MEMORY_LIMIT). Past 90 % of it the sockets holding the most
+// are cut with 1013 (try again later), as is a socket whose bytes do not
+// fit the buffer budget; meanwhile a new connection is answered 503; the
+// server's RSS stays within its memory budget, and the bystander, who
+// holds nothing unfinished, is not cut.
 func TestServerWideBufferBudget(t *testing.T) {
 	const peers, perAddr, sent = 300, 50, 1 << 20
-	s := startServer(t)
+	s := startServer(t, "SWITCHBOARD_MEMORY_LIMIT=256MiB")
+	s.memLimit = 256 << 20
 	b := startBystander(t, s)
 	s.markBaseline()
 	began := time.Now()
@@ -189,7 +192,7 @@ func TestServerWideBufferBudget(t *testing.T) {
 				got.add("write failed (cut)", 0)
 				return
 			}
-			got.add(answer(r, 3*time.Second, false))
+			got.add(answer(r, 6*time.Second, false))
 		}()
 	}
 	wg.Wait()
@@ -203,12 +206,12 @@ func TestServerWideBufferBudget(t *testing.T) {
 		t.Errorf("no socket was told 1013 (try again later) with 300 MiB sent against a 256 MiB budget: %s", got.String())
 	}
 	if got.count("still open") == 0 {
-		t.Errorf("no socket kept its buffer: the budget should hold about 256 of them: %s", got.String())
+		t.Errorf("no socket kept its buffer: the budget should hold most of them: %s", got.String())
 	}
 	if statuses[503] == 0 {
-		t.Errorf("no newcomer was answered 503 while the buffer budget was spent (answers %v)", statuses)
+		t.Errorf("no newcomer was answered 503 while the memory budget was spent (answers %v)", statuses)
 	}
-	s.checkRSS(t, "with the budget spent", memoryLimit, peers)
+	s.checkRSS(t, "with the budget spent", s.memLimit, peers)
 	for _, r := range attackers {
 		if r != nil {
 			r.Close()
@@ -216,7 +219,7 @@ func TestServerWideBufferBudget(t *testing.T) {
 	}
 	hold(began)
 	b.finish()
-	s.checkRSS(t, "after the attackers left", memoryLimit, peers)
+	s.checkRSS(t, "after the attackers left", s.memLimit, peers)
 	// With the budget given back, newcomers are welcome again.
 	if !waitUntil(5*time.Second, func() bool {
 		r, err := s.wsDial(99, 0)
@@ -244,7 +247,7 @@ func TestUnfinishedBinaryEvents(t *testing.T) {
 	var wg sync.WaitGroup
 	var oversize, timedOut answers
 	var sentMu sync.Mutex
-	var mostSent int64
+	var mostSent int64 // attachment bytes a socket had written when its close frame came
 	for i := range 2 {
 		r, err := s.wsDial(60, 0)
 		if err != nil {
@@ -254,16 +257,18 @@ func TestUnfinishedBinaryEvents(t *testing.T) {
 		if err := r.connect(); err != nil {
 			t.Fatal(err)
 		}
+		var sent atomic.Int64
 		wg.Add(2)
 		go func() {
 			defer wg.Done()
 			got, took := answer(r, 20*time.Second, false)
 			oversize.add(got, took)
+			sentMu.Lock()
+			mostSent = max(mostSent, sent.Load())
+			sentMu.Unlock()
 		}()
 		go func() {
 			defer wg.Done()
-			var sent int64
-			defer func() { sentMu.Lock(); mostSent = max(mostSent, sent); sentMu.Unlock() }()
 			if r.text(fmt.Sprintf(`4510-["clientMessage",{"type":"image","mimeType":"image/png","image":{"_placeholder":true,"num":0},"n":%d}]`, i)) != nil {
 				return
 			}
@@ -271,7 +276,7 @@ func TestUnfinishedBinaryEvents(t *testing.T) {
 				if r.frame(opBinary, true, attachment) != nil {
 					return
 				}
-				sent += big
+				sent.Add(big)
 			}
 		}()
 	}
@@ -293,13 +298,15 @@ func TestUnfinishedBinaryEvents(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	t.Logf("nine 19 MB attachments of ten, from 2 sockets: %s, after at most %d MB each; one of two, from %d: %s",
+	t.Logf("nine 19 MB attachments of ten, from 2 sockets: %s, after at most %d MB written each; one of two, from %d: %s",
 		oversize.String(), mostSent/1e6, stallers, timedOut.String())
 	if n := oversize.count("close 1009"); n != 2 {
 		t.Errorf("binary events past maxPayload: %s; want both closed with 1009", oversize.String())
 	}
-	if mostSent > 2*big {
-		t.Errorf("a socket sent %d MB of attachments for one event before it was stopped; maxPayload is %d bytes", mostSent/1e6, maxPayload)
+	// Past maxPayload by the second attachment; a third may be on its way
+	// in the socket buffers when the close comes.
+	if mostSent > 3*big {
+		t.Errorf("a socket had written %d MB of attachments for one event when it was closed; maxPayload is %d bytes", mostSent/1e6, maxPayload)
 	}
 	if n := timedOut.count("close 1008"); n != stallers {
 		t.Errorf("unfinished binary events: %s; want %d closed with 1008 within %s", timedOut.String(), stallers, closeWithin)

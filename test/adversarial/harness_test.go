@@ -90,6 +90,9 @@ type server struct {
 	pid  int
 	cmd  *exec.Cmd
 	logf string
+	// memLimit is the server's memory budget (memoryLimit unless a test
+	// sets SWITCHBOARD_MEMORY_LIMIT itself).
+	memLimit int64
 
 	mu       sync.Mutex
 	baseline int64 // VmRSS, bytes
@@ -104,7 +107,7 @@ type server struct {
 // the bystander from 127.0.0.1), and env on top.
 func startServer(t *testing.T, env ...string) *server {
 	t.Helper()
-	s := &server{logf: filepath.Join(t.TempDir(), "server.log"), stop: make(chan struct{})}
+	s := &server{logf: filepath.Join(t.TempDir(), "server.log"), stop: make(chan struct{}), memLimit: memoryLimit}
 	logFile, err := os.Create(s.logf)
 	if err != nil {
 		t.Fatal(err)
@@ -246,7 +249,7 @@ func (s *server) rss() (baseline, peak, last int64) {
 // limit is the RSS an attack may bring the server to (see the budgets above).
 func (s *server) limit(inFlight int64, conns int) int64 {
 	b, _, _ := s.rss()
-	return min(memoryLimit, b+4*inFlight+int64(conns)*perConnBytes+slackBytes)
+	return min(s.memLimit, b+4*inFlight+int64(conns)*perConnBytes+slackBytes)
 }
 
 // checkRSS asserts the peak so far and the RSS now are within the budget
