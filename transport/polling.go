@@ -20,8 +20,8 @@ import (
 // carries packets from the client. Packets of one body are separated by
 // the record separator 0x1e (JSON escapes it, so no packet contains it).
 // A session is its eioSocket and a pollConn: the queue, the waiting GET,
-// and after an upgrade the websocket that took over (upgrade.go). Its only
-// goroutine is the one net/http parks for a waiting GET.
+// and after an upgrade the websocket that took over (upgrade.go). A GET
+// that must wait is parked (park.go): it holds no goroutine.
 
 const recordSep = 0x1e
 
@@ -51,6 +51,11 @@ const (
 type polls struct {
 	mu sync.Mutex
 	m  map[string]*pollConn
+
+	// Set by serveBack before the server serves; nil: GETs wait on their
+	// goroutine.
+	park *parker
+	back *backListener
 }
 
 func (ps *polls) add(p *pollConn) {
@@ -113,6 +118,10 @@ type pollConn struct {
 	probe   *ws.Conn  // the websocket probing or holding the upgrade
 	probing bool      // a websocket upgrade is under way (probe may still be nil)
 	linger  *time.Timer
+
+	parked    *parkedConn // the waiting GET, when parked (getting is true)
+	answering bool        // answerT will answer parked
+	answerT   *time.Timer // answers the parked GET a write window after a write
 }
 
 // pollHandshake opens a polling session: the answer is the open packet.
@@ -164,6 +173,18 @@ func (p *pollConn) get(w http.ResponseWriter, r *http.Request) {
 		engineError(w, engineBadRequest)
 		return
 	}
+	if p.out == nil && p.state == statePolling && p.srv.polls.parkable(r) {
+		p.getting = true // a second GET meanwhile overlaps this one
+		p.mu.Unlock()
+		g, err := p.srv.polls.hijack(p, w)
+		p.mu.Lock()
+		if err == nil {
+			p.park(g)
+			p.mu.Unlock()
+			return
+		}
+		p.getting = false // not taken from net/http: wait here
+	}
 	for p.out == nil && p.state == statePolling {
 		p.getting = true
 		p.mu.Unlock()
@@ -172,7 +193,12 @@ func (p *pollConn) get(w http.ResponseWriter, r *http.Request) {
 		case <-r.Context().Done():
 			p.mu.Lock()
 			p.getting, p.lastGet = false, time.Now()
+			closed := p.state == stateClosed
 			p.mu.Unlock()
+			if closed { // nobody is left to take the close packet
+				p.forget()
+				return
+			}
 			p.Close(ws.CloseNormal, errGetGone) // as engine.io: the poll closed prematurely
 			return
 		}
@@ -182,8 +208,19 @@ func (p *pollConn) get(w http.ResponseWriter, r *http.Request) {
 		p.mu.Lock()
 		p.getting = false
 	}
-	var body []byte
-	upgraded := false
+	body, upgraded, last := p.takeAnswer()
+	p.mu.Unlock()
+	writePoll(w, body, upgraded)
+	putBuf(body)
+	if last {
+		p.forget()
+	}
+}
+
+// takeAnswer takes what a GET answers: the queue, a noop when the
+// websocket is taking over; last is true once the close packet leaves.
+// The caller holds mu.
+func (p *pollConn) takeAnswer() (body []byte, upgraded, last bool) {
 	switch p.state {
 	case statePolling, stateClosed:
 		body, p.out = p.out, nil
@@ -192,14 +229,76 @@ func (p *pollConn) get(w http.ResponseWriter, r *http.Request) {
 	default: // the queue is the websocket's now
 		body, upgraded = []byte{'6'}, true
 	}
-	last := p.state == stateClosed
 	p.lastGet = time.Now()
+	return body, upgraded, p.state == stateClosed
+}
+
+// park keeps g until something is queued, watched for a hang-up; the
+// caller holds mu and has set getting.
+func (p *pollConn) park(g *parkedConn) {
+	p.parked = g
+	if p.out != nil || p.state != statePolling { // came while hijacking
+		p.answerSoon()
+		return
+	}
+	if err := p.srv.polls.park.add(g); err != nil {
+		// Unwatched, a hang-up is found by the heartbeat instead.
+		p.srv.log.Debug("parked GET not watched", "err", err)
+	}
+}
+
+// answerSoon answers the parked GET a write window from now, so that what
+// else is written meanwhile leaves with it. The caller holds mu.
+func (p *pollConn) answerSoon() {
+	if p.answering {
+		return
+	}
+	p.answering = true
+	if p.answerT == nil {
+		p.answerT = time.AfterFunc(p.srv.cfg.WriteCoalesce, p.answerParked)
+	} else {
+		p.answerT.Reset(p.srv.cfg.WriteCoalesce)
+	}
+}
+
+// answerParked answers the parked GET, on the timer's goroutine.
+func (p *pollConn) answerParked() {
+	p.mu.Lock()
+	p.answering = false
+	g := p.parked
+	if g == nil || (p.out == nil && p.state == statePolling) {
+		p.mu.Unlock()
+		return
+	}
+	p.parked, p.getting = nil, false
+	body, upgraded, last := p.takeAnswer()
 	p.mu.Unlock()
-	writePoll(w, body, upgraded)
+	p.srv.polls.park.remove(g)
+	p.srv.polls.answer(g, body, upgraded)
 	putBuf(body)
 	if last {
 		p.forget()
 	}
+}
+
+// hungUp ends the session whose parked GET's client went away, as the
+// waiting GET's cancelled context does.
+func (p *pollConn) hungUp(g *parkedConn) {
+	p.mu.Lock()
+	if p.parked != g {
+		p.mu.Unlock()
+		return
+	}
+	p.parked, p.getting, p.lastGet = nil, false, time.Now()
+	closed := p.state == stateClosed
+	p.mu.Unlock()
+	p.srv.polls.park.remove(g)
+	_ = g.conn.Close()
+	if closed {
+		p.forget()
+		return
+	}
+	p.Close(ws.CloseNormal, errGetGone)
 }
 
 // writePoll answers a GET. After an upgrade the HTTP connection is closed
@@ -217,22 +316,37 @@ func writePoll(w http.ResponseWriter, body []byte, closeConn bool) {
 
 // post hands the body's packets to the socket and answers "ok".
 func (p *pollConn) post(w http.ResponseWriter, r *http.Request) {
+	// Answered only once receive is done with the session: the client may
+	// send its next POST the moment it reads "ok".
+	if !p.receive(w, r) || p.srv.polls.answerPost(w, r) {
+		return
+	}
+	h := w.Header()
+	h.Set("Content-Type", "text/html")
+	h.Set("Content-Length", "2")
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write([]byte("ok"))
+}
+
+// receive hands a POST's packets to the socket; false: it has answered
+// the POST with an error.
+func (p *pollConn) receive(w http.ResponseWriter, r *http.Request) bool {
 	if r.Header.Get("Content-Type") == "application/octet-stream" {
 		engineError(w, engineBadRequest)
 		p.Close(ws.CloseNormal, errBinaryBody)
-		return
+		return false
 	}
 	p.mu.Lock()
 	if p.posting {
 		p.mu.Unlock()
 		engineError(w, engineBadRequest)
 		p.Close(ws.CloseNormal, errPostOverlap)
-		return
+		return false
 	}
 	if p.state == stateMoving || p.state == stateUpgraded {
 		p.mu.Unlock()
 		engineError(w, engineBadRequest)
-		return
+		return false
 	}
 	p.posting = true
 	p.mu.Unlock()
@@ -251,7 +365,7 @@ func (p *pollConn) post(w http.ResponseWriter, r *http.Request) {
 			engineError(w, engineBadRequest)
 		}
 		p.Close(ws.CloseNormal, err)
-		return
+		return false
 	}
 	p.rmu.Lock()
 	p.mu.Lock()
@@ -261,16 +375,12 @@ func (p *pollConn) post(w http.ResponseWriter, r *http.Request) {
 		p.rmu.Unlock()
 		putBuf(body)
 		engineError(w, engineBadRequest)
-		return
+		return false
 	}
 	p.packets(body)
 	p.rmu.Unlock()
 	putBuf(body)
-	h := w.Header()
-	h.Set("Content-Type", "text/html")
-	h.Set("Content-Length", "2")
-	w.WriteHeader(http.StatusOK)
-	_, _ = w.Write([]byte("ok"))
+	return true
 }
 
 // packets hands each packet of a POST body to the socket: a pass over the
@@ -359,8 +469,13 @@ func (p *pollConn) WriteText(prefix string, payload []byte) error {
 	return nil
 }
 
-// signal wakes the waiting GET; a wake already pending is enough.
+// signal wakes the waiting GET, or answers the parked one; a wake
+// already pending is enough. The caller holds mu.
 func (p *pollConn) signal() {
+	if p.parked != nil {
+		p.answerSoon()
+		return
+	}
 	select {
 	case p.wake <- struct{}{}:
 	default:
@@ -420,9 +535,18 @@ func (p *pollConn) forget() {
 	if p.linger != nil {
 		p.linger.Stop()
 	}
+	if p.answerT != nil {
+		p.answerT.Stop()
+	}
+	g := p.parked
+	p.parked = nil
 	putBuf(p.out)
 	p.out = nil
 	p.mu.Unlock()
+	if g != nil {
+		p.srv.polls.park.remove(g)
+		_ = g.conn.Close()
+	}
 }
 
 // stale tells whether the client has stopped polling: no GET waiting and

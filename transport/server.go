@@ -141,6 +141,7 @@ func (s *Server) Serve(ln net.Listener) error {
 		// ping interval, and a body's reading is bounded by the engine.
 		MaxHeaderBytes: maxHeaderBytes,
 	}
+	s.polls.serveBack(s.httpSrv, ln.Addr()) // parked long-polls' connections come back through it
 	err := s.httpSrv.Serve(ln)
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
