@@ -4,7 +4,7 @@ BIN         := bin
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 GOBIN       := $(shell $(GO) env GOPATH)/bin
 
-.PHONY: run build test test-go test-e2e lint bench clean loadtest
+.PHONY: run build test test-go test-e2e test-browser lint bench clean loadtest
 
 run: ## start the server on $PORT (default 3001)
 	$(GO) run ./cmd/switchboard $(ARGS)
@@ -12,7 +12,7 @@ run: ## start the server on $PORT (default 3001)
 build: ## build bin/switchboard
 	$(GO) build -trimpath -o $(BIN)/switchboard ./cmd/switchboard
 
-test: lint test-go test-e2e ## every test: lint, Go (race detector), the npm socket.io-client suite
+test: lint test-go test-e2e test-browser ## every test: lint, Go (race detector), the npm socket.io-client suite, the pages in Chromium
 
 # One package at a time: the load tool's 2,400-socket test would starve the
 # contract suites of CPU on a 2-core machine.
@@ -25,6 +25,14 @@ test-e2e: build
 	cd test/e2e && npm ci --no-audit --no-fund --loglevel=error && SWITCHBOARD_BIN=$(CURDIR)/$(BIN)/switchboard npm test
 	@# The guide's contract exactly, with continuity off.
 	cd test/e2e && SWITCHBOARD_RECOVERY_WINDOW=0 SWITCHBOARD_BIN=$(CURDIR)/$(BIN)/switchboard node --test --test-concurrency=1 contract.test.mjs
+
+# The pages (web/) in the system's Chromium, driven by playwright-core:
+# widget and console chatting, two consoles, the dashboard under the load
+# tool, production refusing without a token. Screenshots land in
+# test/browser/artifacts; UPDATE_DOCS_IMG=1 also refreshes docs/img.
+test-browser: build ## the pages in real Chromium (needs chromium: apt-get install -y chromium)
+	$(GO) build -trimpath -o $(BIN)/loadtest ./cmd/loadtest
+	cd test/browser && npm ci --no-audit --no-fund --loglevel=error && SWITCHBOARD_BIN=$(CURDIR)/$(BIN)/switchboard LOADTEST_BIN=$(CURDIR)/$(BIN)/loadtest npm test
 
 lint: ## gofmt, go vet, staticcheck
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
@@ -50,4 +58,4 @@ bench: ## Go benchmarks of the hot paths, then Switchboard and the guide's Node 
 	bench/e2e.sh
 
 clean:
-	rm -rf $(BIN) test/e2e/node_modules
+	rm -rf $(BIN) test/e2e/node_modules test/browser/node_modules test/browser/artifacts

@@ -199,6 +199,21 @@ type Config struct {
 	// publish per event that crosses nodes, and a pipelined round trip per
 	// node every 2 s for the heartbeat; see docs/SCALING.md.
 	RedisURL string
+	// Pages serves the index page at / and the demo widget and console
+	// (/demo/widget, /demo/console) for browsers (SWITCHBOARD_PAGES,
+	// default true in development, false in production). They cost nothing
+	// until requested: a few embedded files. The console still needs an
+	// operator token to join wherever operators are authenticated.
+	Pages bool
+	// Dashboard serves the live dashboard at /dashboard and its figures at
+	// /dashboard/data (SWITCHBOARD_DASHBOARD, default true in development,
+	// false in production). It shows names, so in production it needs
+	// operator authentication and each request an operator's token. Each
+	// open dashboard reads the figures once a second: about one /stats.
+	Dashboard bool
+	pagesSet  bool
+	dashSet   bool
+
 	// NodeID names this node in logs, /health, /stats, /metrics and Redis
 	// keys (SWITCHBOARD_NODE_ID, default the host name and a random
 	// suffix, new at each start). Letters, digits, '.', '_' and '-'.
@@ -271,6 +286,8 @@ var settings = []setting{
 	{"trust_proxy", "SWITCHBOARD_TRUST_PROXY", "trust-proxy", "false", "take the client address from X-Forwarded-For"},
 	{"redis_url", "REDIS_URL", "redis-url", "", "Redis for cluster mode: redis:// or rediss:// (empty: one node)"},
 	{"node_id", "SWITCHBOARD_NODE_ID", "node-id", "", "this node's id (empty: host name and a random suffix)"},
+	{"pages", "SWITCHBOARD_PAGES", "pages", "", "serve the index page, demo widget and console (default: true in development, false in production)"},
+	{"dashboard", "SWITCHBOARD_DASHBOARD", "dashboard", "", "serve the live dashboard (default: true in development, false in production, where it needs operator tokens)"},
 }
 
 // ErrHelp is returned when --help was asked for; usage has been printed.
@@ -352,6 +369,15 @@ func build(get func(setting) (value, source string)) (*Config, error) {
 	}
 	if c.Production() && !c.OperatorAuth() && !c.InsecureOperators {
 		return nil, errors.New("NODE_ENV=production without operator authentication: set SWITCHBOARD_JWT_SECRET (or SWITCHBOARD_JWT_PUBLIC_KEY_FILE or SWITCHBOARD_JWT_JWKS_FILE), or SWITCHBOARD_INSECURE_OPERATORS=true to accept anyone as an operator")
+	}
+	if !c.pagesSet {
+		c.Pages = !c.Production()
+	}
+	if !c.dashSet {
+		c.Dashboard = !c.Production()
+	}
+	if c.Production() && c.Dashboard && !c.OperatorAuth() {
+		return nil, errors.New("SWITCHBOARD_DASHBOARD=true: in production the dashboard needs operator authentication (it shows names): set SWITCHBOARD_JWT_SECRET (or SWITCHBOARD_JWT_PUBLIC_KEY_FILE or SWITCHBOARD_JWT_JWKS_FILE)")
 	}
 	if c.NodeID == "" {
 		c.NodeID = generatedNodeID()
@@ -479,6 +505,10 @@ func apply(c *Config, key, val string) error {
 		c.TrustProxy, err = boolean(val)
 	case "redis_url":
 		c.RedisURL, err = redisURL(val)
+	case "pages":
+		c.Pages, c.pagesSet, err = optionalBool(val)
+	case "dashboard":
+		c.Dashboard, c.dashSet, err = optionalBool(val)
 	case "node_id":
 		if val != "" && !nodeIDRe.MatchString(val) {
 			return errors.New("must be 1 to 64 letters, digits, '.', '_' or '-'")
@@ -607,6 +637,16 @@ func boolean(s string) (bool, error) {
 		return false, nil
 	}
 	return false, errors.New("must be true or false")
+}
+
+// optionalBool is a boolean whose default depends on other settings: set
+// reports whether it was given at all.
+func optionalBool(s string) (v, set bool, err error) {
+	if s == "" {
+		return false, false, nil
+	}
+	v, err = boolean(s)
+	return v, err == nil, err
 }
 
 func origins(s string) ([]string, error) {

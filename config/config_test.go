@@ -157,3 +157,39 @@ func TestTokenExpiryAndIdleTimeout(t *testing.T) {
 		t.Fatalf("set: allow no exp %v, idle %s, %v", c.JWTAllowNoExp, c.HTTPIdleTimeout, err)
 	}
 }
+
+// The pages and the dashboard are on in development and off in production
+// unless asked for; a production dashboard needs operator tokens, since it
+// shows names, and a bad value names its setting.
+func TestPagesAndDashboard(t *testing.T) {
+	c, err := Load(nil, env())
+	if err != nil || !c.Pages || !c.Dashboard {
+		t.Fatalf("development: pages %v dashboard %v %v", c.Pages, c.Dashboard, err)
+	}
+	c, err = Load(nil, env("SWITCHBOARD_PAGES", "false", "SWITCHBOARD_DASHBOARD", "no"))
+	if err != nil || c.Pages || c.Dashboard {
+		t.Fatalf("development, off: pages %v dashboard %v %v", c.Pages, c.Dashboard, err)
+	}
+	prod := []string{"NODE_ENV", "production", "CORS_ORIGIN", "https://crm.example.com", "SWITCHBOARD_JWT_SECRET", strings.Repeat("k", 40)}
+	c, err = Load(nil, env(prod...))
+	if err != nil || c.Pages || c.Dashboard {
+		t.Fatalf("production: pages %v dashboard %v %v", c.Pages, c.Dashboard, err)
+	}
+	c, err = Load([]string{"--pages", "true"}, env(append(prod, "SWITCHBOARD_DASHBOARD", "true")...))
+	if err != nil || !c.Pages || !c.Dashboard {
+		t.Fatalf("production, on: pages %v dashboard %v %v", c.Pages, c.Dashboard, err)
+	}
+	insecure := []string{"NODE_ENV", "production", "CORS_ORIGIN", "https://crm.example.com", "SWITCHBOARD_INSECURE_OPERATORS", "true"}
+	if _, err := Load(nil, env(append(insecure, "SWITCHBOARD_DASHBOARD", "true")...)); err == nil ||
+		!strings.HasPrefix(err.Error(), "SWITCHBOARD_DASHBOARD=true") || !strings.Contains(err.Error(), "SWITCHBOARD_JWT_SECRET") {
+		t.Fatalf("production dashboard without operator auth: %v", err)
+	}
+	if c, err := Load(nil, env(insecure...)); err != nil || c.Dashboard {
+		t.Fatalf("production without operator auth, dashboard off: %v", err)
+	}
+	for _, bad := range [][]string{{"SWITCHBOARD_PAGES", "maybe"}, {"SWITCHBOARD_DASHBOARD", "on"}} {
+		if _, err := Load(nil, env(bad...)); err == nil || !strings.HasPrefix(err.Error(), bad[0]+`="`+bad[1]+`": must be true or false`) {
+			t.Fatalf("%v: %v", bad, err)
+		}
+	}
+}

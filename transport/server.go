@@ -21,6 +21,7 @@ import (
 	"github.com/switchboard/switchboard/messages"
 	"github.com/switchboard/switchboard/metrics"
 	"github.com/switchboard/switchboard/transport/ws"
+	"github.com/switchboard/switchboard/web"
 	"github.com/zishang520/socket.io/servers/socket/v3"
 )
 
@@ -118,9 +119,46 @@ func New(cfg *config.Config, sys *actors.System, log *slog.Logger, verifier *aut
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	}
-	mux.Handle("/", s.cors(http.HandlerFunc(s.handleIndex)))
+	// The pages (web/), and the JSON index for every other / request.
+	var verify func(string) (*messages.Identity, error)
+	if verifier != nil {
+		verify = verifier.Verify
+	}
+	if err := web.Register(mux, s.cors, web.Options{
+		Pages: cfg.Pages, Dashboard: cfg.Dashboard,
+		OperatorAuth: verifier.OperatorsConfigured(), Verify: verify,
+		Env: cfg.Env, Version: Version, SocketPath: cfg.Path,
+		MaxImageBytes: cfg.MaxImageBytes, MaxTextChars: cfg.MaxTextChars, ImageTypes: cfg.ImageTypes,
+		Metrics: met, Health: sys.Health, Stats: sys.Stats, Transports: s.pollingSessions,
+		Log: s.log,
+	}, http.HandlerFunc(s.handleIndex)); err != nil {
+		// The pages are embedded: only a broken build fails here.
+		panic(err)
+	}
 	s.handler = mux
 	return s
+}
+
+// pollingSessions counts the Engine.IO sessions that began with
+// long-polling, still polling and upgraded, for the dashboard; the library
+// serves them all when the native server is off, and counts none.
+func (s *Server) pollingSessions() (polling, upgraded int, ok bool) {
+	if s.wss == nil {
+		return 0, 0, false
+	}
+	s.polls.each(func(p *pollConn) {
+		p.mu.Lock()
+		st := p.state
+		p.mu.Unlock()
+		switch st {
+		case stateUpgraded:
+			upgraded++
+		case stateClosed:
+		default:
+			polling++
+		}
+	})
+	return polling, upgraded, true
 }
 
 // Handler is everything served on the port.

@@ -89,13 +89,25 @@ func banner(cfg *config.Config, addr net.Addr) {
 	base := fmt.Sprintf("http://%s:%d", host, addr.(*net.TCPAddr).Port)
 	fmt.Fprintf(os.Stdout, `switchboard %s (%s)
   listening  %s
-  socket     %s%s  (Socket.IO v4; websocket, polling)
+%s  socket     %s%s  (Socket.IO v4; websocket, polling)
   health     %s/health
   stats      %s/stats
   metrics    %s/metrics
   cors       %s
   operators  %s
-%s`, transport.Version, cfg.Env, addr, strings.Replace(base, "http", "ws", 1), cfg.Path, base, base, base, strings.Join(cfg.CORSOrigins, ", "), operatorMode(cfg), clusterMode(cfg))
+%s`, transport.Version, cfg.Env, addr, pages(cfg, base), strings.Replace(base, "http", "ws", 1), cfg.Path, base, base, base, strings.Join(cfg.CORSOrigins, ", "), operatorMode(cfg), clusterMode(cfg))
+}
+
+// pages names the browser pages' addresses: the first a newcomer opens.
+func pages(cfg *config.Config, base string) string {
+	var b strings.Builder
+	if cfg.Pages {
+		fmt.Fprintf(&b, "  open       %s/  (player widget, operator console, dashboard)\n", base)
+	}
+	if cfg.Dashboard {
+		fmt.Fprintf(&b, "  dashboard  %s/dashboard\n", base)
+	}
+	return b.String()
 }
 
 func clusterMode(cfg *config.Config) string {
