@@ -99,6 +99,28 @@ func (q *offlineQueue) take() []*messages.Frame {
 	return out
 }
 
+// takeClient removes one player's waiting messages and returns their
+// frames in arrival order: under auto routing, for the operator its chat
+// was just assigned to.
+func (q *offlineQueue) takeClient(client string) []*messages.Frame {
+	if q == nil || q.perChat[client] == nil {
+		return nil
+	}
+	var out []*messages.Frame
+	kept := q.entries[:0]
+	for _, e := range q.entries {
+		if e.client == client {
+			q.forget(e)
+			out = append(out, e.frame)
+			continue
+		}
+		kept = append(kept, e)
+	}
+	clear(q.entries[len(kept):])
+	q.entries = kept
+	return out
+}
+
 // drop forgets one player's messages (it left) and returns how many.
 func (q *offlineQueue) drop(client string) int {
 	if q == nil || q.perChat[client] == nil {

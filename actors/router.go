@@ -29,6 +29,9 @@ type router struct {
 	// guide's server sends them).
 	offsets *idSource
 	queue   *offlineQueue
+	// asg is who owns which chat under SWITCHBOARD_ROUTING claim or auto
+	// (assign.go); in broadcast mode it is off and every operator gets all.
+	asg *assignments
 }
 
 // clusterView is what the router knows of the cluster. Like presence it
@@ -70,20 +73,23 @@ func (r *router) Receive(ctx actor.Context) {
 		if r.sender(ctx, &m.Origin, messages.RoleClient, "clientTyping") == nil {
 			return
 		}
-		r.toOperators(ctx, r.frame(messages.EventClientTyping, &messages.ClientTypingOut{From: m.From, IsTyping: m.IsTyping}, m.At), "")
+		r.toChatOperators(ctx, m.From, r.frame(messages.EventClientTyping, &messages.ClientTypingOut{From: m.From, IsTyping: m.IsTyping}, m.At), "")
 		r.accept(ctx, &m.Origin, "")
 	case *messages.OperatorTyping:
-		if r.sender(ctx, &m.Origin, messages.RoleOperator, "operatorTyping") == nil {
+		op := r.sender(ctx, &m.Origin, messages.RoleOperator, "operatorTyping")
+		if op == nil {
 			return
 		}
 		c := r.target(ctx, &m.Origin, m.Payload.To, "operatorTyping")
-		if c == nil {
+		if c == nil || r.asg.enabled() && !r.owned(ctx, &m.Origin, op, c.id, "operatorTyping") {
 			return
 		}
 		r.toClient(ctx, c, r.frame(messages.EventOperatorTyping, &messages.OperatorTypingOut{IsTyping: m.Payload.IsTyping}, m.At))
 		r.accept(ctx, &m.Origin, "")
 	case *messages.EndChat:
 		r.endChat(ctx, m)
+	case *messages.RoutingRequest:
+		r.routingRequest(ctx, m)
 	case *actor.Terminated:
 		r.leave(ctx, m.Who)
 	case *messages.Away:
@@ -204,6 +210,9 @@ func (r *router) join(ctx actor.Context, m *messages.Join) {
 	old := r.pr.byID[p.id]
 	if old != nil {
 		p.away = old.away // a rejoin does not change whether the transport is up
+		if r.asg.enabled() {
+			r.rejoinRouting(ctx, old, p)
+		}
 	}
 	if r.pr.upsert(p) {
 		ctx.Watch(m.Session)
@@ -223,14 +232,23 @@ func (r *router) join(ctx actor.Context, m *messages.Join) {
 		}
 		// Operators of other nodes hear of the join from the bridge's
 		// presence event: each node encodes its own newChat.
-		r.toLocalOperators(ctx, r.newChatFrame(p), "")
+		if r.asg.enabled() {
+			r.clientJoinedRouting(ctx, p)
+		} else {
+			r.toLocalOperators(ctx, r.newChatFrame(p), "")
+		}
 		r.log.Info("client joined", "socket", p.id, "name", p.displayName().V, "verified", m.Verified != nil, "operators", len(r.pr.operators))
 	case messages.RoleOperator:
-		clients := r.allClients()
-		for _, c := range clients {
-			ctx.Send(p.session, &messages.Deliver{Frame: r.newChatFrame(c)})
+		clients := 0
+		if r.asg.enabled() {
+			clients = r.operatorJoinedRouting(ctx, p, maxChats(m.Verified))
+		} else {
+			for _, c := range r.allClients() {
+				ctx.Send(p.session, &messages.Deliver{Frame: r.newChatFrame(c)})
+				clients++
+			}
 		}
-		r.log.Info("operator joined", "socket", p.id, "operatorId", p.operatorID.String(), "name", p.name.V, "verified", m.Verified != nil, "clients", len(clients))
+		r.log.Info("operator joined", "socket", p.id, "operatorId", p.operatorID.String(), "name", p.name.V, "verified", m.Verified != nil, "clients", clients)
 		// Right after its newChat list, what players said while nobody was there.
 		r.flushQueue(ctx)
 	}
@@ -246,7 +264,8 @@ func (r *router) newChatFrame(c *participant) *messages.Frame {
 }
 
 func (r *router) clientMessage(ctx actor.Context, m *messages.ClientMessage) {
-	if r.sender(ctx, &m.Origin, messages.RoleClient, "clientMessage") == nil {
+	p := r.sender(ctx, &m.Origin, messages.RoleClient, "clientMessage")
+	if p == nil {
 		return
 	}
 	ts := m.Payload.Timestamp.V // the client's own timestamp wins, as on the Node server
@@ -259,6 +278,10 @@ func (r *router) clientMessage(ctx actor.Context, m *messages.ClientMessage) {
 		Size:      m.Payload.Size,
 		Timestamp: ts,
 	}, m.At)
+	if r.asg.enabled() {
+		r.clientMessageRouting(ctx, m, p, f, ts)
+		return
+	}
 	if r.queue.enabled() && r.operatorsOnline() == 0 {
 		r.enqueue(ctx, m, f, ts)
 		return
@@ -276,7 +299,7 @@ func (r *router) operatorMessage(ctx actor.Context, m *messages.OperatorMessage)
 		return
 	}
 	c := r.target(ctx, &m.Origin, m.Payload.To, "operatorMessage")
-	if c == nil {
+	if c == nil || r.asg.enabled() && !r.owned(ctx, &m.Origin, op, c.id, "operatorMessage") {
 		return
 	}
 	if op.verified {
@@ -288,7 +311,7 @@ func (r *router) operatorMessage(ctx actor.Context, m *messages.OperatorMessage)
 		OperatorName: m.Payload.OperatorName,
 		Timestamp:    ts,
 	}, m.At))
-	r.toOperators(ctx, r.frame(messages.EventOperatorBroadcast, &messages.OperatorBroadcast{
+	r.toChatOperators(ctx, c.id, r.frame(messages.EventOperatorBroadcast, &messages.OperatorBroadcast{
 		ClientID:     c.id,
 		OperatorID:   m.Payload.OperatorID,
 		OperatorName: m.Payload.OperatorName,
@@ -312,6 +335,9 @@ func (r *router) endChat(ctx actor.Context, m *messages.EndChat) {
 			return
 		}
 		clientID = m.Payload.ClientID.V
+		if r.asg.enabled() && !r.mayEnd(ctx, &m.Origin, p, clientID) {
+			return
+		}
 	}
 	// As on the Node server, operators hear of the end even when the client
 	// is already gone, so that every CRM closes the conversation.
@@ -320,6 +346,9 @@ func (r *router) endChat(ctx actor.Context, m *messages.EndChat) {
 		if c := r.client(clientID); c != nil {
 			r.toClient(ctx, c, r.frame(messages.EventChatEnded, endedByOperator, time.Time{}))
 		}
+	}
+	if r.asg.enabled() {
+		r.chatClosed(ctx, clientID)
 	}
 	r.accept(ctx, &m.Origin, "")
 	r.log.Info("chat ended", "client", clientID, "by", p.role.String(), "socket", m.From)
@@ -341,6 +370,11 @@ func (r *router) leave(ctx actor.Context, session *actor.PID) {
 			r.met.Queue("abandoned", n, -n)
 			r.log.Warn("player left with messages no operator saw", "socket", p.id, "messages", n)
 		}
+		if r.asg.enabled() {
+			r.chatClosed(ctx, p.id)
+		}
+	} else if r.asg.enabled() {
+		r.operatorLeftRouting(ctx, p.id)
 	}
 	r.log.Info("participant left", "socket", p.id, "role", p.role.String(), "connectedFor", time.Since(p.connectedAt).Round(time.Millisecond).String())
 }
@@ -368,7 +402,7 @@ func (r *router) away(ctx actor.Context, session *actor.PID, away bool) {
 		if away {
 			event = messages.EventChatAway
 		}
-		r.toOperators(ctx, r.frame(event, &messages.ChatPresence{ClientID: p.id}, time.Time{}), "")
+		r.toChatOperators(ctx, p.id, r.frame(event, &messages.ChatPresence{ClientID: p.id}, time.Time{}), "")
 	case !away:
 		// An operator back online: what waited for one is its to read.
 		r.flushQueue(ctx)
@@ -410,6 +444,10 @@ func (r *router) enqueue(ctx actor.Context, m *messages.ClientMessage, f *messag
 // flushQueue hands every waiting message, in order, to the operators
 // online now; the queue is then empty, so later operators get no replay.
 func (r *router) flushQueue(ctx actor.Context) {
+	if r.asg.auto() {
+		r.settle(ctx) // waiting messages go to whom their chats are assigned
+		return
+	}
 	if r.queue.len() == 0 || r.operatorsOnline() == 0 {
 		return
 	}
@@ -522,6 +560,7 @@ func (r *router) stats() *messages.Stats {
 		}
 		slices.SortFunc(s.Nodes[1:], func(a, b messages.NodeInfo) int { return cmp.Compare(a.Node, b.Node) })
 	}
+	r.routingStats(s)
 	return s
 }
 

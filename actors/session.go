@@ -120,6 +120,8 @@ func (s *session) Receive(ctx actor.Context) {
 		s.forward(ctx, m, "operatorMessage", &s.messages)
 	case *messages.EndChat:
 		s.forward(ctx, m, "endChat", &s.messages)
+	case *messages.RoutingRequest:
+		s.forward(ctx, m, m.Kind.Event(), &s.messages)
 	case *messages.Unknown:
 		s.unknown(ctx, m)
 	case *messages.Refused:
@@ -259,6 +261,9 @@ func (s *session) releaseHeld(ctx actor.Context) {
 }
 
 func eventName(m messages.RouterMessage) string {
+	if rr, ok := m.(*messages.RoutingRequest); ok {
+		return rr.Kind.Event()
+	}
 	switch m.(type) {
 	case *messages.ClientTyping:
 		return "clientTyping"

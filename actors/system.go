@@ -36,6 +36,9 @@ type Options struct {
 	Cluster ClusterOptions
 	// Queue bounds the offline queue; the zero value turns it off.
 	Queue QueueLimits
+	// Routing assigns chats to operators; the zero value broadcasts every
+	// chat to every operator, as the guide's server does.
+	Routing Routing
 }
 
 // System is the running actor system: a hub supervising the router and
@@ -75,6 +78,7 @@ func Start(o Options) (*System, error) {
 	pr := newPresence()
 	ids := newIDSource(o.Now())
 	queue := newOfflineQueue(o.Queue)
+	asg := newAssignments(o.Routing) // like presence, kept across router restarts
 	var offsets *idSource
 	if o.Policy.Recovery.Window > 0 {
 		offsets = newOffsetSource(o.Now())
@@ -98,7 +102,7 @@ func Start(o Options) (*System, error) {
 	routerLoop := newDedicated()
 	routerProps := actor.PropsFromProducer(func() actor.Actor {
 		// Every incarnation gets the same presence: only one runs at a time.
-		return &router{pr: pr, cl: cv, log: routerLog, now: o.Now, ids: ids, met: o.Metrics, offsets: offsets, queue: queue}
+		return &router{pr: pr, cl: cv, log: routerLog, now: o.Now, ids: ids, met: o.Metrics, offsets: offsets, queue: queue, asg: asg}
 	}, actor.WithReceiverMiddleware(o.RouterMiddleware...), actor.WithMailbox(actor.Unbounded(metrics.MailboxStats{M: o.Metrics})),
 		actor.WithDispatcher(routerLoop))
 

@@ -114,6 +114,8 @@ type claims struct {
 	Name       string `json:"name,omitempty"`
 	Username   string `json:"username,omitempty"`
 	Phone      string `json:"phone,omitempty"`
+	// MaxChats sets an operator's capacity under routing (claim and auto).
+	MaxChats int `json:"maxChats,omitempty"`
 }
 
 // Verify returns who a token proves its bearer to be: an operator when it
@@ -186,6 +188,9 @@ func operatorIdentity(c *claims) (*messages.Identity, error) {
 	}
 	if c.Name != "" {
 		id.Name = messages.S(c.Name)
+	}
+	if c.MaxChats > 0 {
+		id.MaxChats = c.MaxChats
 	}
 	return id, nil
 }

@@ -214,6 +214,19 @@ type Config struct {
 	pagesSet  bool
 	dashSet   bool
 
+	// Routing says how chats reach operators (SWITCHBOARD_ROUTING, default
+	// "broadcast": every operator gets every player's every message, as on
+	// the guide's server). "claim": every operator sees new chats and the
+	// first to claim one owns it; "auto": each chat goes to the least busy
+	// available operator with room, and waits in a queue while none has.
+	// Under claim and auto a message reaches its chat's owner and watchers
+	// only: the work per message no longer grows with the operators.
+	Routing string
+	// MaxChatsPerOperator is how many chats one operator owns at once under
+	// claim and auto (SWITCHBOARD_MAX_CHATS_PER_OPERATOR, default 5); an
+	// operator token's maxChats claim overrides it for that operator.
+	MaxChatsPerOperator int
+
 	// NodeID names this node in logs, /health, /stats, /metrics and Redis
 	// keys (SWITCHBOARD_NODE_ID, default the host name and a random
 	// suffix, new at each start). Letters, digits, '.', '_' and '-'.
@@ -286,6 +299,8 @@ var settings = []setting{
 	{"trust_proxy", "SWITCHBOARD_TRUST_PROXY", "trust-proxy", "false", "take the client address from X-Forwarded-For"},
 	{"redis_url", "REDIS_URL", "redis-url", "", "Redis for cluster mode: redis:// or rediss:// (empty: one node)"},
 	{"node_id", "SWITCHBOARD_NODE_ID", "node-id", "", "this node's id (empty: host name and a random suffix)"},
+	{"routing", "SWITCHBOARD_ROUTING", "routing", "broadcast", "how chats reach operators: broadcast, claim or auto"},
+	{"max_chats_per_operator", "SWITCHBOARD_MAX_CHATS_PER_OPERATOR", "max-chats-per-operator", "5", "chats one operator owns at once under claim and auto"},
 	{"pages", "SWITCHBOARD_PAGES", "pages", "", "serve the index page, demo widget and console (default: true in development, false in production)"},
 	{"dashboard", "SWITCHBOARD_DASHBOARD", "dashboard", "", "serve the live dashboard (default: true in development, false in production, where it needs operator tokens)"},
 }
@@ -381,6 +396,9 @@ func build(get func(setting) (value, source string)) (*Config, error) {
 	}
 	if c.NodeID == "" {
 		c.NodeID = generatedNodeID()
+	}
+	if c.Routing != "broadcast" && c.RedisURL != "" {
+		return nil, fmt.Errorf("SWITCHBOARD_ROUTING=%s: chats are assigned on one node only for now; unset REDIS_URL or use broadcast", c.Routing)
 	}
 	if c.PingTimeout >= c.PingInterval*4 {
 		return nil, fmt.Errorf("SWITCHBOARD_PING_TIMEOUT=%s: must be under four ping intervals (%s)", c.PingTimeout, c.PingInterval*4)
@@ -509,6 +527,13 @@ func apply(c *Config, key, val string) error {
 		c.Pages, c.pagesSet, err = optionalBool(val)
 	case "dashboard":
 		c.Dashboard, c.dashSet, err = optionalBool(val)
+	case "routing":
+		if val != "broadcast" && val != "claim" && val != "auto" {
+			return errors.New("must be broadcast, claim or auto")
+		}
+		c.Routing = val
+	case "max_chats_per_operator":
+		c.MaxChatsPerOperator, err = intIn(val, 1, 100_000)
 	case "node_id":
 		if val != "" && !nodeIDRe.MatchString(val) {
 			return errors.New("must be 1 to 64 letters, digits, '.', '_' or '-'")

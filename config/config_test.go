@@ -193,3 +193,31 @@ func TestPagesAndDashboard(t *testing.T) {
 		}
 	}
 }
+
+// Routing is broadcast unless asked for; a bad mode or capacity stops
+// start-up with one line naming the setting.
+func TestRoutingSettings(t *testing.T) {
+	c, err := Load(nil, env())
+	if err != nil || c.Routing != "broadcast" || c.MaxChatsPerOperator != 5 {
+		t.Fatalf("defaults: routing %q capacity %d %v", c.Routing, c.MaxChatsPerOperator, err)
+	}
+	c, err = Load([]string{"--max-chats-per-operator", "30"}, env("SWITCHBOARD_ROUTING", "auto"))
+	if err != nil || c.Routing != "auto" || c.MaxChatsPerOperator != 30 {
+		t.Fatalf("set: routing %q capacity %d %v", c.Routing, c.MaxChatsPerOperator, err)
+	}
+	for _, bad := range [][]string{
+		{"SWITCHBOARD_ROUTING", "roundrobin"},
+		{"SWITCHBOARD_ROUTING", "Auto"},
+		{"SWITCHBOARD_MAX_CHATS_PER_OPERATOR", "0"},
+		{"SWITCHBOARD_MAX_CHATS_PER_OPERATOR", "five"},
+	} {
+		_, err := Load(nil, env(bad...))
+		if err == nil || !strings.HasPrefix(err.Error(), bad[0]+"=") || strings.Contains(err.Error(), "\n") {
+			t.Fatalf("%v: %v", bad, err)
+		}
+	}
+	_, err = Load(nil, env("SWITCHBOARD_ROUTING", "claim", "REDIS_URL", "redis://127.0.0.1:6379"))
+	if err == nil || !strings.HasPrefix(err.Error(), "SWITCHBOARD_ROUTING=claim") {
+		t.Fatalf("claim with REDIS_URL: %v", err)
+	}
+}

@@ -84,6 +84,9 @@ type Identity struct {
 	Name       Str
 	Username   Str
 	Phone      Str
+	// MaxChats is an operator token's maxChats claim: how many chats it may
+	// own at once under routing (0: the server's default).
+	MaxChats int
 }
 
 // HealthQuery asks the router for its counts; it responds with *Health.
@@ -189,6 +192,11 @@ type ClientInfo struct {
 	Username    Str    `json:"username,omitzero"`
 	ConnectedAt string `json:"connectedAt"`
 	Node        string `json:"node,omitempty"` // in a cluster: the node it is on
+	// Under routing (claim or auto): who owns the chat, or its place in
+	// the queue while it waits (1 is next).
+	Owner         ID  `json:"owner,omitzero"`
+	OwnerName     Str `json:"ownerName,omitzero"`
+	QueuePosition int `json:"queuePosition,omitempty"`
 }
 
 // OperatorInfo is one operator in /stats.
@@ -198,4 +206,9 @@ type OperatorInfo struct {
 	OperatorID  ID     `json:"operatorId,omitzero"`
 	ConnectedAt string `json:"connectedAt"`
 	Node        string `json:"node,omitempty"` // in a cluster: the node it is on
+	// Under routing (claim or auto): whether it takes new chats, how many
+	// it owns, and how many it may.
+	Status   string `json:"status,omitempty"`
+	Load     *int   `json:"load,omitempty"`
+	Capacity int    `json:"capacity,omitempty"`
 }

@@ -13,6 +13,14 @@ const (
 	CodeRateLimited    = "rate_limited"
 	CodeUnauthorized   = "unauthorized"
 	CodeQueueFull      = "queue_full"
+	// Routing (SWITCHBOARD_ROUTING claim or auto).
+	CodeRoutingOff      = "routing_off"      // a routing event while chats are broadcast
+	CodeAlreadyClaimed  = "already_claimed"  // another operator owns the chat
+	CodeNotYours        = "not_yours"        // the chat is another operator's, or nobody's
+	CodeUnknownOperator = "unknown_operator" // transferChat names no joined operator
+	CodeOverCapacity    = "over_capacity"    // the operator has its most chats already
+	CodeOperatorAway    = "operator_away"    // transferChat to an operator who is away
+	CodeUnknownChat     = "unknown_chat"     // clientId names no chat waiting or open
 )
 
 // PayloadError says why an inbound payload was refused, naming the field.

@@ -12,7 +12,8 @@ const (
 )
 
 // InboundEvents is every event name Decode knows.
-var InboundEvents = []string{EventJoin, "clientMessage", EventOperatorMessage, EventClientTyping, EventOperatorTyping, EventEndChat}
+var InboundEvents = []string{EventJoin, "clientMessage", EventOperatorMessage, EventClientTyping, EventOperatorTyping, EventEndChat,
+	EventClaimChat, EventReleaseChat, EventTransferChat, EventSetStatus, EventWatchChat}
 
 // Decode turns one received event's payload into the router's message.
 // known is false for an event the contract does not name; err says why a
@@ -38,6 +39,21 @@ func Decode(event string, payload any, o Origin, l *Limits) (msg RouterMessage, 
 	case EventEndChat:
 		p, err := DecodeEndChat(payload, l)
 		return &EndChat{Origin: o, Payload: p}, true, err
+	case EventClaimChat:
+		return decodeRouting(RouteClaim, payload, o, l)
+	case EventReleaseChat:
+		return decodeRouting(RouteRelease, payload, o, l)
+	case EventTransferChat:
+		return decodeRouting(RouteTransfer, payload, o, l)
+	case EventSetStatus:
+		return decodeRouting(RouteSetStatus, payload, o, l)
+	case EventWatchChat:
+		return decodeRouting(RouteWatch, payload, o, l)
 	}
 	return nil, false, nil
+}
+
+func decodeRouting(k RoutingKind, payload any, o Origin, l *Limits) (RouterMessage, bool, error) {
+	p, err := DecodeRouting(k, payload, l)
+	return &RoutingRequest{Origin: o, Kind: k, Payload: p}, true, err
 }

@@ -80,6 +80,7 @@ func New(cfg *config.Config, log *slog.Logger, extra ...func(*actors.Options)) (
 			TotalBytes:   cfg.QueueMaxBytes,
 			MaxAge:       cfg.QueueMaxAge,
 		},
+		Routing: actors.Routing{Mode: routingMode(cfg.Routing), MaxChatsPerOperator: cfg.MaxChatsPerOperator},
 		Gate: actors.GateLimits{
 			MaxConnections: cfg.IPMaxConnections,
 			Handshakes:     actors.Rate{PerSecond: cfg.IPHandshakeRate, Burst: cfg.IPHandshakeBurst},
@@ -136,4 +137,13 @@ func deadline(ctx context.Context) time.Time {
 		return d
 	}
 	return time.Now().Add(5 * time.Second)
+}
+
+// routingMode reads SWITCHBOARD_ROUTING, which config has validated.
+func routingMode(s string) actors.RoutingMode {
+	m, err := actors.ParseRoutingMode(s)
+	if err != nil {
+		panic(err)
+	}
+	return m
 }

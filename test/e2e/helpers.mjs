@@ -63,6 +63,8 @@ export const HIGH_LIMITS = {
 export const ERROR_CODES = [
   'not_joined', 'wrong_role', 'unknown_target', 'invalid_payload', 'invalid_type',
   'too_large', 'rate_limited', 'unauthorized', 'queue_full',
+  // routing (SWITCHBOARD_ROUTING claim or auto)
+  'routing_off', 'already_claimed', 'not_yours', 'unknown_operator', 'over_capacity', 'operator_away', 'unknown_chat',
 ];
 
 /** Signs claims as an HS256 JWT with node's crypto (no JWT library). */
