@@ -47,7 +47,7 @@ test('the dashboard\'s numbers move while the load tool runs', async () => {
   assert.equal(await page.isVisible('#token-form'), false, 'no token asked for without operator auth');
 
   const started = Date.now();
-  const load = runLoad(['--players', '60', '--operators', '3', '--rate', '2', '--reply-chance', '0.3', '--reply-think', '200ms',
+  const load = runLoad(['--players', '60', '--operators', '3', '--rate', '1', '--reply-chance', '0.3', '--reply-think', '200ms',
     '--typing-share', '0.3', '--image-share', '0.05', '--image-size', '4000', '--ramp', '200', '--duration', '8s']);
   // Within the run: players joined, messages in and deliveries out each
   // second, a latency percentile, and the charts drawn.

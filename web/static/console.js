@@ -186,7 +186,8 @@
     list.querySelector('.empty')?.remove();
     list.prepend(chat.item);
     render(chat);
-    if (!active) select(chat);
+    // On a wide screen the first chat opens by itself; a phone shows the list.
+    if (!active && matchMedia('(min-width: 701px)').matches) select(chat);
     return chat;
   }
 

@@ -156,7 +156,7 @@
   const esc = (s) => String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 
   function tile(id, label, value, sub) {
-    return `<div class="tile" id="tile-${id}"><div class="label">${esc(label)}</div><div class="value">${esc(value)}</div><div class="sub">${sub ? esc(sub) : '&nbsp;'}</div></div>`;
+    return `<div class="tile" id="tile-${id}"><div class="label">${esc(label)}</div><div class="value${String(value).length > 9 ? ' long' : ''}">${esc(value)}</div><div class="sub">${sub ? esc(sub) : '&nbsp;'}</div></div>`;
   }
 
   function tiles(d, f) {
@@ -172,7 +172,7 @@
       tile('joins', 'Joins / s', fmt(f.joins, 1), `${fmt(total('switchboard_joins_total'))} in all`),
       tile('in', 'Messages in / s', fmt(f.msgIn, 1), `${fmt(f.eventsIn, 1)} events / s`),
       tile('out', 'Deliveries out / s', fmt(f.out, 1), `${fmt(total('switchboard_deliveries_total'))} in all`),
-      tile('latency', 'Latency p50 / p99 (ms)', `${ms(f.p50)} / ${ms(f.p99)}`, `p99 since start ${ms(life)} ms`),
+      tile('latency', 'Latency p50 / p99 ms', `${ms(f.p50)} / ${ms(f.p99)}`, `p99 since start ${ms(life)} ms`),
       tile('refusals', 'Refusals / s', fmt(f.refusals, 1), `${fmt(total('switchboard_refusals_total'))} in all`),
       tile('ratelimited', 'Rate-limit hits', fmt(total('switchboard_rate_limited_total')), `${fmt(f.rateLimited, 1)} / s`),
       tile('slow', 'Slow-consumer cut-offs', '—', 'not counted by the server yet'),
