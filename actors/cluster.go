@@ -67,12 +67,17 @@ type Member struct {
 	OperatorID  messages.ID  `json:"operatorId,omitzero"`
 	ConnectedAt int64        `json:"connectedAt"` // Unix milliseconds
 	Seq         uint64       `json:"seq"`         // join order on its node
+	// Away: its transport is down within the recovery window. Quiet: this
+	// change is no new chat (away or back, a move from another node, a
+	// reloaded page's join), so other nodes send no newChat for it.
+	Away  bool `json:"away,omitempty"`
+	Quiet bool `json:"quiet,omitempty"`
 }
 
 func memberOf(p *participant) *Member {
 	return &Member{
 		ID: p.id, Role: p.role.String(), Name: p.name, Username: p.username, Phone: p.phone,
-		OperatorID: p.operatorID, ConnectedAt: p.connectedAt.UnixMilli(), Seq: p.seq,
+		OperatorID: p.operatorID, ConnectedAt: p.connectedAt.UnixMilli(), Seq: p.seq, Away: p.away,
 	}
 }
 
@@ -85,7 +90,7 @@ func (m *Member) participant() *participant {
 	}
 	return &participant{
 		id: m.ID, node: m.Node, role: role, name: m.Name, username: m.Username, phone: m.Phone,
-		operatorID: m.OperatorID, connectedAt: time.UnixMilli(m.ConnectedAt), seq: m.Seq,
+		operatorID: m.OperatorID, connectedAt: time.UnixMilli(m.ConnectedAt), seq: m.Seq, away: m.Away,
 	}
 }
 
@@ -94,8 +99,12 @@ func (m *Member) participant() *participant {
 // clusterJoined says that a local participant joined (or joined again).
 type clusterJoined struct{ m *Member }
 
-// clusterLeft says that a local participant left.
-type clusterLeft struct{ id string }
+// clusterLeft says that a local participant left; moved: it went on
+// another node, which took its session over (no chat ends).
+type clusterLeft struct {
+	id    string
+	moved bool
+}
 
 // clusterDeliver asks the bridge to hand an encoded frame to other nodes:
 // to every operator but the socket Except, or to the client ToClient on
@@ -105,7 +114,40 @@ type clusterDeliver struct {
 	except   string
 	toClient string
 	toNode   string
+	// seq: a frame with an offset for a player, sequenced in its stored
+	// conversation (cluster_store.go) on its way.
+	seq bool
 }
+
+// catchUp asks the bridge for a player's stored frames after its last
+// (a frame of its conversation went missing on the way, or it was just
+// taken over); the answer is a *caughtUp for the session.
+type catchUp struct {
+	id    string
+	after uint64
+}
+
+// caughtUp carries stored frames to a player's session, oldest first.
+type caughtUp struct {
+	id     string
+	frames []*messages.Frame
+}
+
+// forgetSession asks the bridge to delete a stored session that ended,
+// unless another node owns it now.
+type forgetSession struct{ id, node string }
+
+// drainBridge asks the bridge to flush what waits for Redis; done is
+// closed when it has (a stopping node's last frames must be stored).
+type drainBridge struct{ done chan struct{} }
+
+// movedOut tells the router that another node took a local player's
+// session over: it goes quietly.
+type movedOut struct{ id string }
+
+// resubscribed tells the router that the bridge's subscription was down:
+// sessions catch up from their stored conversations.
+type resubscribed struct{}
 
 // Messages from the bridge to the router.
 
@@ -113,13 +155,20 @@ type clusterDeliver struct {
 type RemoteJoined struct{ Member *Member }
 
 // RemoteLeft removes a participant of another node that left it.
-type RemoteLeft struct{ Node, ID string }
+type RemoteLeft struct {
+	Node, ID string
+	// Moved: its session went to another node, which announces it.
+	Moved bool
+}
 
 // NodeGone drops every participant of a node that died or left the
 // cluster; the router ends its clients' chats for the local operators.
 type NodeGone struct {
 	Node   string
 	Reason string
+	// Since is when the node was last known alive: with recovery on its
+	// players are away until Since plus the recovery window.
+	Since time.Time
 }
 
 // RemoteDeliver is a frame from another node for local sockets: every

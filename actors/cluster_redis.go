@@ -49,6 +49,8 @@ const (
 	kindBye      = 'B' // the node is leaving the cluster
 	kindOperator = 'O' // body: packet; arg: the operator socket to skip
 	kindClient   = 'C' // body: packet; arg: the client socket
+	kindSeq      = 'S' // a player's stored frame; inc: store epoch; seq: its number; arg: the client socket
+	kindMoved    = 'M' // another node took the session of socket arg over
 )
 
 // envelope is one message on a channel: a header line
@@ -110,6 +112,9 @@ type bridgeState struct {
 	// fields is each P:nodes field's value and since when it has not
 	// changed: a field that never changes is a dead node's leftover.
 	fields map[string]fieldSeen
+	// records are the local players whose stored sessions the heartbeat
+	// keeps alive.
+	records map[string]struct{}
 }
 
 type fieldSeen struct {
@@ -161,10 +166,12 @@ type (
 // ioJob is one unit of work for the worker: publishes are batched into one
 // MULTI; a heartbeat or a snapshot read runs on its own.
 type ioJob struct {
-	pub  *pubJob
-	beat *beatJob
-	read string // node whose presence to read
-	drop string // node field to remove from P:nodes
+	pub   *pubJob
+	beat  *beatJob
+	read  string // node whose presence to read
+	drop  string // node field to remove from P:nodes
+	catch *catchUp
+	drain chan struct{}
 }
 
 type pubJob struct {
@@ -174,6 +181,10 @@ type pubJob struct {
 	set, del string
 	value    []byte
 	seq      uint64
+	// script runs instead of a publish (the stored sessions' writes).
+	script *redis.Script
+	keys   []string
+	args   []any
 }
 
 type beatJob struct {
@@ -182,6 +193,8 @@ type beatJob struct {
 	value string            // "inc seq beat"
 	seq   uint64
 	hello []byte // published after a full rewrite
+	// refresh: players whose stored sessions' TTLs to renew.
+	refresh []string
 }
 
 type redisBridge struct {
@@ -198,6 +211,12 @@ type redisBridge struct {
 	beatN  uint64
 	events string // channel names
 	mine   string
+
+	// Stored sessions (cluster_store.go); seq is false with recovery off.
+	seq    bool
+	keys   storeKeys
+	ttl    time.Duration
+	maxLen int
 }
 
 // jobQueue bounds what waits for Redis: past it (a slow or lost Redis)
@@ -212,7 +231,7 @@ func newIncarnation() string {
 }
 
 func newBridgeState() *bridgeState {
-	return &bridgeState{inc: newIncarnation(), local: make(map[string][]byte), nodes: make(map[string]*remoteNode), dirty: true, live: 1, fields: make(map[string]fieldSeen)}
+	return &bridgeState{inc: newIncarnation(), local: make(map[string][]byte), nodes: make(map[string]*remoteNode), dirty: true, live: 1, fields: make(map[string]fieldSeen), records: make(map[string]struct{})}
 }
 
 func (b *redisBridge) key(parts ...string) string {
@@ -228,7 +247,19 @@ func (b *redisBridge) Receive(ctx actor.Context) {
 	case *clusterLeft:
 		b.localLeft(m)
 	case *clusterDeliver:
-		b.deliver(m)
+		b.deliver(ctx, m)
+	case *catchUp:
+		if b.seq {
+			b.enqueue(ioJob{catch: m})
+		}
+	case *forgetSession:
+		if b.seq {
+			b.enqueue(ioJob{pub: &pubJob{script: forgetScript, keys: []string{b.keys.record(m.id), b.keys.stream(m.id)}, args: []any{m.node}}})
+		}
+	case *drainBridge:
+		if !b.st.up || !b.enqueue(ioJob{drain: m.done}) {
+			close(m.done)
+		}
 	case *published:
 		b.received(ctx, m.env)
 	case *subscribed:
@@ -237,12 +268,17 @@ func (b *redisBridge) Receive(ctx actor.Context) {
 		b.st.dirty = true
 		b.resyncAll()
 		b.heartbeat()
+		if b.seq {
+			ctx.Send(b.router, &resubscribed{})
+		}
 	case *beatTick:
 		b.heartbeat()
 	case *beatResult:
 		b.beatDone(ctx, m)
 	case *snapshotResult:
 		b.snapshot(ctx, m)
+	case *caughtUp:
+		ctx.Send(b.router, m)
 	case *ioFailed:
 		b.met.ClusterError()
 		if m.what == "presence" {
@@ -356,6 +392,11 @@ func (b *redisBridge) localJoined(m *clusterJoined) {
 	b.st.local[m.m.ID] = raw
 	b.st.seq++
 	b.publishPresence(&envelope{kind: kindJoin, arg: m.m.ID, body: raw}, &pubJob{set: m.m.ID, value: raw})
+	if b.seq && m.m.Role == messages.RoleClient.String() {
+		// The join a recovering node needs to take the player over.
+		b.st.records[m.m.ID] = struct{}{}
+		b.enqueue(ioJob{pub: &pubJob{script: memberScript, keys: []string{b.keys.record(m.m.ID)}, args: []any{raw}}})
+	}
 }
 
 func (b *redisBridge) localLeft(m *clusterLeft) {
@@ -363,8 +404,15 @@ func (b *redisBridge) localLeft(m *clusterLeft) {
 		return
 	}
 	delete(b.st.local, m.id)
+	delete(b.st.records, m.id)
 	b.st.seq++
-	b.publishPresence(&envelope{kind: kindLeave, arg: m.id}, &pubJob{del: m.id})
+	e := &envelope{kind: kindLeave, arg: m.id}
+	if m.moved {
+		e.event = "moved"
+	} else if b.seq {
+		b.enqueue(ioJob{pub: &pubJob{script: forgetScript, keys: []string{b.keys.record(m.id), b.keys.stream(m.id)}, args: []any{b.o.NodeID}}})
+	}
+	b.publishPresence(e, &pubJob{del: m.id})
 }
 
 func (b *redisBridge) publishPresence(e *envelope, j *pubJob) {
@@ -379,9 +427,18 @@ func (b *redisBridge) publishPresence(e *envelope, j *pubJob) {
 	}
 }
 
-func (b *redisBridge) deliver(m *clusterDeliver) {
+func (b *redisBridge) deliver(ctx actor.Context, m *clusterDeliver) {
 	if !b.st.up {
+		if m.seq && m.toNode == b.o.NodeID {
+			// Redis went away as the router sent it: a local player still gets it.
+			ctx.Send(b.router, &RemoteDeliver{Frame: m.frame, ToClient: m.toClient})
+			return
+		}
 		b.met.ClusterDropped()
+		return
+	}
+	if m.seq {
+		b.sequence(m)
 		return
 	}
 	e := &envelope{kind: kindOperator, node: b.o.NodeID, inc: b.st.inc, event: m.frame.Event, arg: m.except, body: m.frame.Packet}
@@ -396,6 +453,21 @@ func (b *redisBridge) deliver(m *clusterDeliver) {
 	b.enqueue(ioJob{pub: &pubJob{channel: channel, payload: e.encode()}})
 }
 
+// sequence hands a player's frame to append.lua, which numbers it, stores
+// it and publishes it to the player's node.
+func (b *redisBridge) sequence(m *clusterDeliver) {
+	f := m.frame
+	at := int64(0)
+	if !f.At.IsZero() {
+		at = f.At.UnixMilli()
+	}
+	head := string(f.Packet[:len(f.Packet)-len(f.Offset)-4]) // without `,"offset"]`
+	j := &pubJob{script: appendScript, keys: []string{b.keys.record(m.toClient), b.keys.stream(m.toClient)}, args: []any{
+		head, f.Offset, b.o.NodeID, b.st.inc, at, f.Event, m.toClient, b.maxLen, b.ttl.Milliseconds(), b.keys.nodeChannel(), m.toNode,
+	}}
+	b.enqueue(ioJob{pub: j})
+}
+
 // received applies one message from a channel.
 func (b *redisBridge) received(ctx actor.Context, raw string) {
 	e, err := decodeEnvelope(raw)
@@ -404,26 +476,40 @@ func (b *redisBridge) received(ctx actor.Context, raw string) {
 		b.log.Warn("cluster: message ignored", "err", err)
 		return
 	}
+	switch e.kind {
+	case kindSeq, kindClient:
+		// Possibly from this node itself: a player's frames all pass
+		// through the store.
+		b.met.ClusterReceived()
+		f := &messages.Frame{Event: e.event, Packet: e.body}
+		if e.kind == kindSeq {
+			f.Offset = e.inc + string(offsetSep) + strconv.FormatUint(e.seq, 10)
+		}
+		if e.at != 0 {
+			f.At = time.UnixMilli(e.at)
+		}
+		ctx.Send(b.router, &RemoteDeliver{Frame: f, ToClient: e.arg})
+		return
+	case kindMoved:
+		if e.node != b.o.NodeID {
+			ctx.Send(b.router, &movedOut{id: e.arg})
+		}
+		return
+	}
 	if e.node == b.o.NodeID {
 		return // our own broadcast: its local part is delivered already
 	}
 	b.met.ClusterReceived()
 	switch e.kind {
-	case kindOperator, kindClient:
+	case kindOperator:
 		f := &messages.Frame{Event: e.event, Packet: e.body}
 		if e.at != 0 {
 			f.At = time.UnixMilli(e.at)
 		}
-		d := &RemoteDeliver{Frame: f}
-		if e.kind == kindClient {
-			d.ToClient = e.arg
-		} else {
-			d.Except = e.arg
-		}
-		ctx.Send(b.router, d)
+		ctx.Send(b.router, &RemoteDeliver{Frame: f, Except: e.arg})
 	case kindBye:
 		if rn := b.st.nodes[e.node]; rn != nil && rn.inc == e.inc {
-			b.gone(ctx, e.node, "left the cluster")
+			b.gone(ctx, e.node, "left the cluster", time.Now())
 		}
 	case kindJoin, kindLeave, kindHello:
 		b.presenceEvent(ctx, e)
@@ -438,7 +524,7 @@ func (b *redisBridge) node(ctx actor.Context, id, inc string) *remoteNode {
 		return rn
 	}
 	if rn != nil {
-		b.gone(ctx, id, "restarted")
+		b.gone(ctx, id, "restarted", time.Now())
 	}
 	rn = &remoteNode{inc: inc, members: make(map[string]*member), changed: time.Now()}
 	b.st.nodes[id] = rn
@@ -475,7 +561,7 @@ func (b *redisBridge) apply(ctx actor.Context, node string, rn *remoteNode, e *e
 	case kindLeave:
 		if rn.members[e.arg] != nil {
 			delete(rn.members, e.arg)
-			ctx.Send(b.router, &RemoteLeft{Node: node, ID: e.arg})
+			ctx.Send(b.router, &RemoteLeft{Node: node, ID: e.arg, Moved: e.event == "moved"})
 		}
 	}
 }
@@ -581,6 +667,12 @@ func (b *redisBridge) heartbeat() {
 		j.hello = (&envelope{kind: kindHello, node: b.o.NodeID, inc: b.st.inc, seq: b.st.seq}).encode()
 		b.st.dirty = false
 	}
+	if len(b.st.records) > 0 {
+		j.refresh = make([]string, 0, len(b.st.records))
+		for id := range b.st.records {
+			j.refresh = append(j.refresh, id)
+		}
+	}
 	if !b.enqueue(ioJob{beat: j}) && j.full != nil {
 		b.st.dirty = true
 	}
@@ -653,7 +745,7 @@ func (b *redisBridge) beatDone(ctx actor.Context, res *beatResult) {
 	}
 	for id, rn := range b.st.nodes {
 		if now.Sub(rn.changed) > b.o.DeadAfter {
-			b.gone(ctx, id, "heartbeat missing")
+			b.gone(ctx, id, "heartbeat missing", rn.changed)
 			b.enqueue(ioJob{drop: id})
 		}
 	}
@@ -679,12 +771,12 @@ func (b *redisBridge) unchangedSince(nodes map[string]string, now time.Time) {
 	}
 }
 
-func (b *redisBridge) gone(ctx actor.Context, id, reason string) {
+func (b *redisBridge) gone(ctx actor.Context, id, reason string, since time.Time) {
 	if _, ok := b.st.nodes[id]; !ok {
 		return
 	}
 	delete(b.st.nodes, id)
-	ctx.Send(b.router, &NodeGone{Node: id, Reason: reason})
+	ctx.Send(b.router, &NodeGone{Node: id, Reason: reason, Since: since})
 }
 
 func (b *redisBridge) down(ctx actor.Context, err error) {
@@ -704,28 +796,58 @@ func (b *redisBridge) sendState(ctx actor.Context) {
 // work executes jobs in order. It is I/O only: what it reads goes back to
 // the actor as messages.
 func (b *redisBridge) work(ctx context.Context, rdb *redis.Client, jobs <-chan ioJob, send func(any)) {
+	_ = loadScripts(ctx, rdb) // else the first NOSCRIPT loads them
 	batch := make([]*pubJob, 0, 256)
 	flush := func() {
 		if len(batch) == 0 {
 			return
 		}
 		presence := false
-		_, err := rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-			for _, j := range batch {
-				if j.set != "" || j.del != "" {
-					presence = true
-					key := b.key("presence", b.o.NodeID)
-					if j.set != "" {
-						p.HSet(ctx, key, j.set, j.value, "_seq", j.seq)
-					} else {
-						p.HDel(ctx, key, j.del)
-						p.HSet(ctx, key, "_seq", j.seq)
+		cmds := make([]redis.Cmder, len(batch))
+		exec := func(jobs []*pubJob, evalsha bool) error {
+			_, err := rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+				for i, j := range jobs {
+					if j.script != nil {
+						if evalsha {
+							cmds[i] = j.script.EvalSha(ctx, p, j.keys, j.args...)
+						} else {
+							cmds[i] = j.script.Eval(ctx, p, j.keys, j.args...)
+						}
+						continue
 					}
+					if j.set != "" || j.del != "" {
+						presence = true
+						key := b.key("presence", b.o.NodeID)
+						if j.set != "" {
+							p.HSet(ctx, key, j.set, j.value, "_seq", j.seq)
+						} else {
+							p.HDel(ctx, key, j.del)
+							p.HSet(ctx, key, "_seq", j.seq)
+						}
+					}
+					cmds[i] = p.Publish(ctx, j.channel, j.payload)
 				}
-				p.Publish(ctx, j.channel, j.payload)
+				return nil
+			})
+			return err
+		}
+		err := exec(batch, true)
+		if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
+			// Redis restarted and forgot the scripts: the scripts' commands
+			// did nothing, so they run again (with their text) and the rest
+			// is not repeated.
+			var again []*pubJob
+			for i, j := range batch {
+				if j.script != nil && cmds[i] != nil && redis.HasErrorPrefix(cmds[i].Err(), "NOSCRIPT") {
+					again = append(again, j)
+				}
 			}
-			return nil
-		})
+			_ = loadScripts(ctx, rdb)
+			err = nil
+			if len(again) > 0 {
+				err = exec(again, false)
+			}
+		}
 		if err != nil {
 			what := "publish"
 			if presence {
@@ -735,6 +857,7 @@ func (b *redisBridge) work(ctx context.Context, rdb *redis.Client, jobs <-chan i
 		} else {
 			b.met.ClusterPublished(len(batch))
 		}
+		clear(batch)
 		batch = batch[:0]
 	}
 	run := func(j ioJob) {
@@ -746,6 +869,12 @@ func (b *redisBridge) work(ctx context.Context, rdb *redis.Client, jobs <-chan i
 			send(&snapshotResult{node: j.read, fields: fields, err: err})
 		case j.drop != "":
 			_ = rdb.HDel(ctx, b.key("nodes"), j.drop).Err()
+		case j.catch != nil:
+			if res := b.readStored(ctx, rdb, j.catch); res != nil {
+				send(res)
+			}
+		case j.drain != nil:
+			close(j.drain)
 		}
 	}
 	for {
@@ -778,6 +907,29 @@ func (b *redisBridge) work(ctx context.Context, rdb *redis.Client, jobs <-chan i
 	}
 }
 
+// readStored reads a player's stored frames after c.after, for its session
+// to catch up with (nil when there are none or Redis cannot say).
+func (b *redisBridge) readStored(ctx context.Context, rdb *redis.Client, c *catchUp) *caughtUp {
+	var epoch *redis.StringCmd
+	var entries *redis.XMessageSliceCmd
+	_, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		epoch = p.HGet(ctx, b.keys.record(c.id), "epoch")
+		entries = p.XRangeN(ctx, b.keys.stream(c.id), strconv.FormatUint(c.after+1, 10)+"-0", "+", int64(b.maxLen))
+		return nil
+	})
+	if err != nil || len(entries.Val()) == 0 {
+		return nil
+	}
+	out := &caughtUp{id: c.id}
+	for _, e := range entries.Val() {
+		n, _, _ := strings.Cut(e.ID, "-")
+		p, _ := e.Values["p"].(string)
+		ev, _ := e.Values["e"].(string)
+		out.frames = append(out.frames, &messages.Frame{Event: ev, Packet: []byte(p), Offset: epoch.Val() + string(offsetSep) + n})
+	}
+	return out
+}
+
 func (b *redisBridge) runBeat(ctx context.Context, rdb *redis.Client, j *beatJob) *beatResult {
 	key := b.key("presence", b.o.NodeID)
 	var lost *redis.BoolCmd
@@ -798,6 +950,10 @@ func (b *redisBridge) runBeat(ctx context.Context, rdb *redis.Client, j *beatJob
 		p.HSet(ctx, b.key("nodes"), b.o.NodeID, j.value)
 		if j.hello != nil {
 			p.Publish(ctx, b.events, j.hello)
+		}
+		for _, id := range j.refresh {
+			p.PExpire(ctx, b.keys.record(id), b.ttl)
+			p.PExpire(ctx, b.keys.stream(id), b.ttl)
 		}
 		nodes = p.HGetAll(ctx, b.key("nodes"))
 		return nil

@@ -18,6 +18,18 @@ type spawnSession struct {
 	conn     Conn
 	identity *messages.Identity
 	authErr  error
+	// id, when set, is the socket id of a session taken over from another
+	// node (else the conn's).
+	id string
+}
+
+// adoptSession asks the hub to start a session taken over from another
+// node; the session responds with *resumed.
+type adoptSession struct {
+	conn      Conn
+	identity  *messages.Identity
+	privateID string
+	a         *adoption
 }
 
 type spawned struct {
@@ -55,6 +67,9 @@ type hub struct {
 	// sub; reloadKeys lists a session's keys, for its end.
 	reload     map[string]*actor.PID
 	reloadKeys map[string][]string
+	// stored: sessions are also kept in Redis (a cluster with recovery):
+	// a private id then names its socket, so any node finds its record.
+	stored bool
 }
 
 func (h *hub) Receive(ctx actor.Context) {
@@ -78,15 +93,22 @@ func (h *hub) Receive(ctx actor.Context) {
 		privateID := ""
 		if h.recovery && recoverable(m.conn) {
 			privateID = newPrivateID()
+			if h.stored {
+				privateID = m.conn.ID() + string(offsetSep) + privateID
+			}
 		}
 		pid := ctx.SpawnPrefix(h.sessionProps(m, privateID, h.router), "session")
-		if privateID != "" {
-			if h.recoverable == nil {
-				h.recoverable, h.byPID = map[string]*actor.PID{}, map[string]string{}
-			}
-			h.recoverable[privateID], h.byPID[pid.Id] = pid, privateID
-		}
+		h.register(privateID, pid)
 		ctx.Respond(&spawned{pid: pid, privateID: privateID})
+	case *adoptSession:
+		if h.recoverable[m.privateID] != nil {
+			ctx.Respond(&resumed{why: "session already here"})
+			return
+		}
+		req := &spawnSession{conn: m.conn, identity: m.identity, id: m.a.member.ID}
+		pid := ctx.SpawnPrefix(h.sessionProps(req, m.privateID, h.router), "session")
+		h.register(m.privateID, pid)
+		ctx.RequestWithCustomSender(pid, &adoptStart{a: m.a}, ctx.Sender())
 	case *resumeSession:
 		pid := h.recoverable[m.privateID]
 		if pid == nil && m.key != "" {
@@ -96,7 +118,7 @@ func (h *hub) Receive(ctx actor.Context) {
 			ctx.RequestWithCustomSender(pid, &m.resume, ctx.Sender())
 			return
 		}
-		ctx.Respond(&resumed{why: "no such session (ended, or on another node)"})
+		ctx.Respond(&resumed{why: "no such session (ended, or on another node)", notHere: true})
 	case *resumeKeys:
 		if h.reload == nil {
 			h.reload, h.reloadKeys = map[string]*actor.PID{}, map[string][]string{}
@@ -119,6 +141,16 @@ func (h *hub) Receive(ctx actor.Context) {
 	case *routerPIDQuery:
 		ctx.Respond(h.router)
 	}
+}
+
+func (h *hub) register(privateID string, pid *actor.PID) {
+	if privateID == "" {
+		return
+	}
+	if h.recoverable == nil {
+		h.recoverable, h.byPID = map[string]*actor.PID{}, map[string]string{}
+	}
+	h.recoverable[privateID], h.byPID[pid.Id] = pid, privateID
 }
 
 // supervisor is the hub's strategy: restart the router, stop a session.

@@ -41,6 +41,16 @@ type clusterView struct {
 	bridge *actor.PID
 	remote *remotePresence
 	state  ClusterState
+	// seq: players' frames go through their stored sessions
+	// (cluster_store.go); window is the recovery window (0: off).
+	seq    bool
+	window time.Duration
+	// orphans are players of gone nodes, away until their window ends;
+	// the value tells a stale timer from the current one.
+	orphans   map[string]int
+	orphanGen int
+	// stopping: this node is shutting down; its players recover elsewhere.
+	stopping bool
 }
 
 // endedByOperator is what a client hears when an operator ends its chat.
@@ -118,6 +128,10 @@ func (r *router) Receive(ctx actor.Context) {
 		}
 	case *actor.Restarting:
 		r.log.Warn("router restarting; presence kept", "clients", len(r.pr.clients), "operators", len(r.pr.operators))
+	default:
+		if r.cl != nil {
+			r.clusterReceive(ctx, m)
+		}
 	}
 }
 
@@ -221,7 +235,9 @@ func (r *router) join(ctx actor.Context, m *messages.Join) {
 		r.met.Joined(old.role.String(), p.role.String())
 	}
 	if r.cl != nil {
-		r.toBridge(ctx, &clusterJoined{m: memberOf(p)})
+		mem := memberOf(p)
+		mem.Quiet = m.Resumed && old != nil && old.role == p.role
+		r.toBridge(ctx, &clusterJoined{m: mem})
 	}
 	switch p.role {
 	case messages.RoleClient:
@@ -360,6 +376,11 @@ func (r *router) leave(ctx actor.Context, session *actor.PID) {
 		return
 	}
 	r.met.Left(p.role.String())
+	if r.cl != nil && r.cl.stopping && r.cl.window > 0 {
+		// Shutting down: the node's bye makes its players away elsewhere,
+		// and their stored sessions stay for another node to take over.
+		return
+	}
 	if r.cl != nil {
 		r.toBridge(ctx, &clusterLeft{id: p.id})
 	}
@@ -395,6 +416,11 @@ func (r *router) away(ctx actor.Context, session *actor.PID, away bool) {
 		r.pr.away++
 	} else {
 		r.pr.away--
+	}
+	if r.cl != nil {
+		mem := memberOf(p)
+		mem.Quiet = true
+		r.toBridge(ctx, &clusterJoined{m: mem})
 	}
 	switch {
 	case p.role == messages.RoleClient:
@@ -482,16 +508,6 @@ func (r *router) toLocalOperators(ctx actor.Context, f *messages.Frame, except s
 			ctx.Send(op.session, d)
 		}
 	}
-}
-
-// toClient hands a frame to one client, through the bridge when it is on
-// another node.
-func (r *router) toClient(ctx actor.Context, c *participant, f *messages.Frame) {
-	if c.session != nil {
-		ctx.Send(c.session, &messages.Deliver{Frame: f})
-		return
-	}
-	r.toBridge(ctx, &clusterDeliver{frame: f, toClient: c.id, toNode: c.node})
 }
 
 func (r *router) toBridge(ctx actor.Context, msg any) {
@@ -582,9 +598,13 @@ func (r *router) remoteJoined(ctx actor.Context, m *RemoteJoined) {
 		return // a socket id is unique: a local socket wins
 	}
 	p := m.Member.participant()
-	r.cl.remote.upsert(p)
+	old := r.cl.remote.upsert(p)
 	if p.role == messages.RoleClient {
-		r.toLocalOperators(ctx, r.newChatFrame(p), "")
+		_, orphan := r.cl.orphans[p.id]
+		delete(r.cl.orphans, p.id)
+		if !m.Member.Quiet || (old == nil && !orphan) {
+			r.toLocalOperators(ctx, r.newChatFrame(p), "")
+		}
 	} else {
 		r.flushQueue(ctx)
 	}
@@ -597,6 +617,13 @@ func (r *router) remoteLeft(ctx actor.Context, m *RemoteLeft) {
 	if r.cl == nil {
 		return
 	}
+	if m.Moved {
+		return // the node that took it over announces it
+	}
+	if p := r.cl.remote.byID[m.ID]; p == nil || p.node != m.Node {
+		return // it is on another node now
+	}
+	delete(r.cl.orphans, m.ID)
 	p := r.cl.remote.remove(m.ID)
 	if p != nil && p.role == messages.RoleClient {
 		r.toLocalOperators(ctx, r.disconnectedFrame(p.id), "")
@@ -605,6 +632,10 @@ func (r *router) remoteLeft(ctx actor.Context, m *RemoteLeft) {
 
 func (r *router) nodeGone(ctx actor.Context, m *NodeGone) {
 	if r.cl == nil {
+		return
+	}
+	if r.cl.window > 0 {
+		r.nodeGoneAway(ctx, m)
 		return
 	}
 	gone := r.cl.remote.dropNode(m.Node)

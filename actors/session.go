@@ -52,6 +52,14 @@ type session struct {
 	// after the join instead of refused.
 	joined bool
 	held   []messages.RouterMessage
+
+	// With stored sessions (a cluster): the last frame of the player's
+	// stored conversation written or kept here, to drop a frame that
+	// came twice and to notice one that went missing on the way.
+	seqOn    bool
+	seqEpoch string
+	lastSeq  uint64
+	catchAt  time.Time
 }
 
 // Messages a session sends itself from timers.
@@ -87,6 +95,8 @@ type (
 		privateID string
 		missed    int
 		why       string
+		// notHere: this node has no such session (another may).
+		notHere bool
 	}
 )
 
@@ -107,6 +117,9 @@ func newSession(conn Conn, privateID string, router *actor.PID, log *slog.Logger
 func (s *session) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
 	case *messages.Deliver:
+		if s.seqOn && !s.inSequence(ctx, m.Frame) {
+			return
+		}
 		s.deliver(ctx, m.Frame)
 	case *messages.Join:
 		s.join(ctx, m)
@@ -143,6 +156,19 @@ func (s *session) Receive(ctx actor.Context) {
 		}
 	case *holdExpired:
 		s.releaseHeld(ctx)
+	case *caughtUp:
+		s.caughtUp(ctx, m)
+	case *needCatchUp:
+		s.catchUp(ctx, true)
+	case *adoptStart:
+		ctx.Respond(s.adoptStart(ctx, m))
+	case *moveOut:
+		s.closed = "taken over by another node"
+		if s.conn != nil {
+			s.conn.Abandon()
+		}
+		s.log.Info("session taken over by another node", "socket", s.id)
+		ctx.Stop(ctx.Self())
 	case *actor.Stopped:
 		if s.conn != nil && s.closed == "" {
 			// Stopped by a failure, by abuse or by shutdown: the socket must
@@ -425,4 +451,80 @@ func sameIdentity(a, b *messages.Identity) bool {
 		return a == nil && b == nil
 	}
 	return a.Role == b.Role && a.OperatorID == b.OperatorID && a.Username == b.Username && a.Subject == b.Subject
+}
+
+// adoptStart starts a session taken over from another node: the player's
+// frames after its offset, read from the store, are written before the
+// transport answers CONNECT, and the router is told to list it quietly.
+type adoptStart struct {
+	a *adoption
+}
+
+func (s *session) adoptStart(ctx actor.Context, m *adoptStart) *resumed {
+	s.joined, s.quietRejoin = true, true
+	s.seqEpoch, s.lastSeq = m.a.epoch, m.a.n
+	for _, f := range m.a.frames {
+		s.write(f)
+		s.replay.add(f, s.writes)
+	}
+	ctx.Send(s.router, &adopted{session: ctx.Self(), member: m.a.member})
+	// Frames stored after adopt.lua read them may have reached this node
+	// before the router listed the player: read them again.
+	ctx.Send(s.router, &catchUp{id: s.id, after: s.lastSeq})
+	s.met.Recovered()
+	s.log.Info("socket recovered from another node", "socket", s.id, "missed", len(m.a.frames), "from", m.a.oldNode)
+	return &resumed{ok: true, pid: ctx.Self(), id: s.id, privateID: s.privateID, missed: len(m.a.frames)}
+}
+
+// inSequence checks a frame of the player's stored conversation against
+// the last one: a duplicate is dropped, and a gap (a frame lost on the way,
+// e.g. while the subscription was down) is filled from the store first.
+func (s *session) inSequence(ctx actor.Context, f *messages.Frame) bool {
+	epoch, n, ok := redisOffset(f.Offset)
+	if !ok {
+		return true
+	}
+	if epoch != s.seqEpoch {
+		s.seqEpoch, s.lastSeq = epoch, 0
+	}
+	switch {
+	case n <= s.lastSeq:
+		return false
+	case n > s.lastSeq+1:
+		s.catchUp(ctx, false)
+		return false
+	}
+	s.lastSeq = n
+	return true
+}
+
+// catchUp asks for the stored frames after the last, at most twice a
+// second unless forced.
+func (s *session) catchUp(ctx actor.Context, force bool) {
+	now := time.Now()
+	if !force && now.Sub(s.catchAt) < 500*time.Millisecond {
+		return
+	}
+	s.catchAt = now
+	ctx.Send(s.router, &catchUp{id: s.id, after: s.lastSeq})
+}
+
+// caughtUp delivers stored frames that this session has not had, in order.
+// A frame the store no longer has is a gap that cannot be filled: the
+// rest is delivered all the same.
+func (s *session) caughtUp(ctx actor.Context, m *caughtUp) {
+	for _, f := range m.frames {
+		epoch, n, ok := redisOffset(f.Offset)
+		if !ok || (epoch == s.seqEpoch && n <= s.lastSeq) {
+			continue
+		}
+		if epoch != s.seqEpoch || n > s.lastSeq+1 {
+			s.log.Warn("stored frames missing; delivering the rest", "socket", s.id, "after", s.lastSeq, "next", n)
+		}
+		s.seqEpoch, s.lastSeq = epoch, n
+		s.deliver(ctx, f)
+		if s.closed != "" {
+			return
+		}
+	}
 }

@@ -58,6 +58,8 @@ type System struct {
 	failed   chan struct{}
 	failOnce sync.Once
 	failure  error
+	// store keeps sessions in Redis (a cluster with recovery on), or nil.
+	store *clusterStore
 }
 
 // Start spawns the hub and the router.
@@ -85,16 +87,27 @@ func Start(o Options) (*System, error) {
 	}
 	var cv *clusterView
 	var clusterProps func(*actor.PID) *actor.Props
+	var store *clusterStore
 	if o.Cluster.enabled() {
 		o.Cluster.defaults()
 		redis.SetLogger(redisLog{o.Logger.With("component", "redis")})
-		cv = &clusterView{node: o.Cluster.NodeID, remote: newRemotePresence(), state: ClusterState{Node: o.Cluster.NodeID, Nodes: 1}}
+		window := o.Policy.Recovery.Window
+		cv = &clusterView{node: o.Cluster.NodeID, remote: newRemotePresence(), state: ClusterState{Node: o.Cluster.NodeID, Nodes: 1},
+			window: window, seq: window > 0, orphans: map[string]int{}}
+		if window > 0 {
+			var err error
+			if store, err = newClusterStore(o.Cluster, window, max(o.Policy.Recovery.MaxFrames, 1)); err != nil {
+				return nil, fmt.Errorf("start actors: %w", err)
+			}
+		}
 		st := newBridgeState()
 		co, bridgeLog := o.Cluster, o.Logger.With("component", "cluster")
+		seq, maxLen := store != nil, max(o.Policy.Recovery.MaxFrames, 1)
 		clusterProps = func(router *actor.PID) *actor.Props {
 			return actor.PropsFromProducer(func() actor.Actor {
 				// Every incarnation gets the same state, as the router does.
-				return &redisBridge{o: co, st: st, router: router, log: bridgeLog, met: o.Metrics}
+				return &redisBridge{o: co, st: st, router: router, log: bridgeLog, met: o.Metrics,
+					seq: seq, keys: storeKeys{co.Prefix}, ttl: recordTTL(co, window), maxLen: maxLen}
 			})
 		}
 	}
@@ -110,20 +123,28 @@ func Start(o Options) (*System, error) {
 	policy := o.Policy
 	sessionProps := func(req *spawnSession, privateID string, router *actor.PID) *actor.Props {
 		return actor.PropsFromProducer(func() actor.Actor {
-			return newSession(req.conn, privateID, router, sessionLog, &policy, o.Metrics, req.identity, req.authErr)
+			s := newSession(req.conn, privateID, router, sessionLog, &policy, o.Metrics, req.identity, req.authErr)
+			if req.id != "" {
+				s.id = req.id
+			}
+			s.seqOn = store != nil && privateID != ""
+			return s
 		}, actor.WithReceiverMiddleware(o.SessionMiddleware...), actor.WithDispatcher(sessionDispatcher))
 	}
 
 	recovery := policy.Recovery.Window > 0
 	failed := make(chan struct{})
-	s := &System{failed: failed}
+	s := &System{failed: failed, store: store}
 	hubProps := actor.PropsFromProducer(func() actor.Actor {
-		return &hub{routerProps: routerProps, sessionProps: sessionProps, clusterProps: clusterProps, recovery: recovery}
+		return &hub{routerProps: routerProps, sessionProps: sessionProps, clusterProps: clusterProps, recovery: recovery, stored: store != nil}
 	}, actor.WithSupervisor(&supervisor{log: o.Logger.With("component", "supervisor"), max: 10, window: 10 * time.Second, fatal: s.fail}))
 	// A start that fails leaves nothing running.
 	fail := func(err error) (*System, error) {
 		sys.Shutdown()
 		routerLoop.close()
+		if store != nil {
+			store.close()
+		}
 		return nil, fmt.Errorf("start actors: %w", err)
 	}
 	hubPID, err := sys.Root.SpawnNamed(hubProps, "hub")
@@ -153,6 +174,13 @@ func (s *System) Connect(c Conn, identity *messages.Identity, authErr error) (*S
 		return nil, fmt.Errorf("connect %s: %w", c.ID(), err)
 	}
 	sp := res.(*spawned)
+	if s.store != nil && sp.privateID != "" {
+		// Before the CONNECT reply carries the private id: a quick
+		// reconnect elsewhere must find it (redis-streams-adapter #26).
+		if err := s.store.register(c.ID(), sp.privateID, identity); err != nil {
+			s.log.Warn("session not stored; it recovers on this node only", "socket", c.ID(), "err", err)
+		}
+	}
 	return &Session{sys: s.sys, pid: sp.pid, id: c.ID(), privateID: sp.privateID}, nil
 }
 
@@ -188,6 +216,30 @@ func (s *System) Resume(c Conn, r ResumeRequest) (*Session, string) {
 		req.reload = true
 	}
 	res, err := s.sys.Root.RequestFuture(s.hub, req, s.ask).Result()
+	if err != nil {
+		return nil, "session did not answer: " + err.Error()
+	}
+	ans := res.(*resumed)
+	if !ans.ok && s.store != nil && r.PrivateID != "" && ans.notHere {
+		return s.adopt(c, r)
+	}
+	if !ans.ok {
+		return nil, ans.why
+	}
+	return &Session{sys: s.sys, pid: ans.pid, id: ans.id, privateID: ans.privateID}, ""
+}
+
+// adopt takes a session over from another node (stopped, killed, or
+// still holding a half-open transport), from its stored record.
+func (s *System) adopt(c Conn, r ResumeRequest) (*Session, string) {
+	if r.AuthErr != nil {
+		return nil, "token refused"
+	}
+	a, why := s.store.adopt(r)
+	if a == nil {
+		return nil, why
+	}
+	res, err := s.sys.Root.RequestFuture(s.hub, &adoptSession{conn: c, identity: r.Identity, privateID: r.PrivateID, a: a}, s.ask).Result()
 	if err != nil {
 		return nil, "session did not answer: " + err.Error()
 	}
@@ -269,6 +321,18 @@ func (s *System) Root() *actor.RootContext { return s.sys.Root }
 // Stop stops the hub, and with it every session and the router, waiting
 // at most timeout for them to finish.
 func (s *System) Stop(timeout time.Duration) error {
+	if s.store != nil {
+		// The players' last frames are stored before the node says bye, and
+		// their sessions' ends are no chat's end: they recover elsewhere.
+		wait := min(timeout/2, 2*time.Second)
+		if res, err := s.sys.Root.RequestFuture(s.router, &shutdownNotice{}, wait).Result(); err == nil {
+			select {
+			case <-res.(chan struct{}):
+			case <-time.After(wait):
+			}
+		}
+		defer s.store.close()
+	}
 	done := make(chan error, 1)
 	go func() {
 		s.sys.Root.Stop(s.gate)

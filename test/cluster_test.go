@@ -358,23 +358,25 @@ func TestClusterNodeKilled(t *testing.T) {
 	const bound = 15 * time.Second
 	for _, op := range []*client{op1, op2} {
 		deadline := time.After(bound - time.Since(killed))
+		// With recovery on (the default) its players are away, not gone:
+		// they may recover on another node within the window.
 		left := map[string]bool{
-			fmt.Sprintf(`{"clientId":%q,"reason":"disconnect"}`, aID): true,
-			fmt.Sprintf(`{"clientId":%q,"reason":"disconnect"}`, bID): true,
+			fmt.Sprintf(`{"clientId":%q}`, aID): true,
+			fmt.Sprintf(`{"clientId":%q}`, bID): true,
 		}
 		for len(left) > 0 {
 			select {
 			case ev := <-op.events:
-				if ev.Name != "chatEnded" || !left[ev.Raw] {
+				if ev.Name != "chatAway" || !left[ev.Raw] {
 					t.Fatalf("%s: unexpected %s %s", op.label, ev.Name, ev.Raw)
 				}
 				delete(left, ev.Raw)
 			case <-deadline:
-				t.Fatalf("%s: no chatEnded within %s of kill -9 for %v", op.label, bound, left)
+				t.Fatalf("%s: no chatAway within %s of kill -9 for %v", op.label, bound, left)
 			}
 		}
 	}
-	t.Logf("chats of the killed node ended %s after kill -9", time.Since(killed).Round(100*time.Millisecond))
+	t.Logf("players of the killed node away %s after kill -9", time.Since(killed).Round(100*time.Millisecond))
 	waitNodes(t, nodes, 2)
 
 	// The node comes back under the same id: it rejoins cleanly.
@@ -386,8 +388,15 @@ func TestClusterNodeKilled(t *testing.T) {
 		op.expectJSON("newChat", fmt.Sprintf(`{"clientId":%q,"username":"c"}`, c.id()), false)
 		op.expectNothing()
 	}
-	for _, s := range all {
-		if h := clusterHealth(t, s); h.Connections.Clients != 2 || h.Connections.Operators != 2 {
+	for i, s := range all {
+		// a and b stay listed (away) until the window ends on the nodes
+		// that saw them; a node started since does not know them (their
+		// stored sessions are not read into presence: docs/CONTINUITY.md).
+		want := 4
+		if i == 2 {
+			want = 2
+		}
+		if h := clusterHealth(t, s); h.Connections.Clients != want || h.Connections.Operators != 2 {
 			t.Fatalf("%s: %+v", s.URL, h.Connections)
 		}
 	}

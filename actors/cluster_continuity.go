@@ -1,0 +1,191 @@
+package actors
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/switchboard/switchboard/messages"
+)
+
+// Continuity across nodes, the router's part. A player whose node died or
+// left is an orphan on the other nodes: still listed, away, and its
+// operators' messages are kept in its stored conversation, until the
+// recovery window ends (then each node's operators get one chatEnded) or
+// another node takes its session over (then operators get chatBack, and
+// no second newChat).
+
+// adopted tells the router that a session of this node took a player over
+// from another node (System.Resume): it joins quietly.
+type adopted struct {
+	session *actor.PID
+	member  *Member
+}
+
+// shutdownNotice tells the router that the node is stopping: its sessions
+// end without their chats ending elsewhere (their players are away and
+// recover on another node). It responds with a channel closed once what
+// waited for Redis is written.
+type shutdownNotice struct{}
+
+// orphanExpired ends an orphan's chat when its window is over.
+type orphanExpired struct {
+	id  string
+	gen int
+}
+
+// Messages to a session.
+type (
+	// needCatchUp asks a player's session to read its stored frames after
+	// its last (the bridge's subscription was down).
+	needCatchUp struct{}
+	// moveOut stops a session that another node took over, quietly.
+	moveOut struct{}
+)
+
+func (r *router) clusterReceive(ctx actor.Context, msg any) bool {
+	switch m := msg.(type) {
+	case *adopted:
+		r.adopted(ctx, m)
+	case *movedOut:
+		r.movedOut(ctx, m)
+	case *orphanExpired:
+		r.orphanExpired(ctx, m)
+	case *catchUp:
+		r.toBridge(ctx, m)
+	case *caughtUp:
+		if c := r.pr.clients[m.id]; c != nil {
+			ctx.Send(c.session, m)
+		}
+	case *resubscribed:
+		for _, c := range r.pr.clients {
+			ctx.Send(c.session, &needCatchUp{})
+		}
+	case *shutdownNotice:
+		r.cl.stopping = true
+		done := make(chan struct{})
+		if r.cl.bridge == nil {
+			close(done)
+		} else {
+			ctx.Send(r.cl.bridge, &drainBridge{done: done})
+		}
+		ctx.Respond(done)
+	default:
+		return false
+	}
+	return true
+}
+
+func (r *router) adopted(ctx actor.Context, m *adopted) {
+	p := m.member.participant()
+	p.node, p.session, p.away = "", m.session, false
+	if r.pr.byID[p.id] != nil {
+		return // cannot be: the hub had no session for it
+	}
+	r.cl.remote.remove(p.id)
+	delete(r.cl.orphans, p.id)
+	r.pr.upsert(p)
+	ctx.Watch(m.session)
+	r.met.Joined("none", p.role.String())
+	mem := memberOf(p)
+	mem.Quiet = true
+	r.toBridge(ctx, &clusterJoined{m: mem})
+	// Its transport dropped with its node: operators hear it is back.
+	r.toOperators(ctx, r.frame(messages.EventChatBack, &messages.ChatPresence{ClientID: p.id}, time.Time{}), "")
+	r.log.Info("player taken over from another node", "socket", p.id)
+}
+
+// movedOut lets a local player go quietly: another node took its session
+// over and announces it.
+func (r *router) movedOut(ctx actor.Context, m *movedOut) {
+	p := r.pr.clients[m.id]
+	if p == nil {
+		return
+	}
+	r.pr.removeSession(p.session)
+	ctx.Unwatch(p.session)
+	r.met.Left(p.role.String())
+	r.toBridge(ctx, &clusterLeft{id: p.id, moved: true})
+	ctx.Send(p.session, &moveOut{})
+	r.log.Info("player taken over by another node", "socket", p.id)
+}
+
+// orphan makes a dead node's player away until since plus the window.
+func (r *router) orphan(ctx actor.Context, p *participant, since time.Time) {
+	if _, ok := r.cl.orphans[p.id]; ok {
+		return
+	}
+	left := time.Until(since.Add(r.cl.window))
+	if left <= 0 {
+		r.cl.remote.remove(p.id)
+		r.toLocalOperators(ctx, r.disconnectedFrame(p.id), "")
+		r.toBridge(ctx, &forgetSession{id: p.id, node: p.node})
+		return
+	}
+	if !p.away {
+		p.away = true
+		r.toLocalOperators(ctx, r.frame(messages.EventChatAway, &messages.ChatPresence{ClientID: p.id}, time.Time{}), "")
+	}
+	r.cl.orphanGen++
+	gen, self, sys := r.cl.orphanGen, ctx.Self(), ctx.ActorSystem()
+	r.cl.orphans[p.id] = gen
+	time.AfterFunc(left, func() { sys.Root.Send(self, &orphanExpired{id: p.id, gen: gen}) })
+}
+
+func (r *router) orphanExpired(ctx actor.Context, m *orphanExpired) {
+	if gen, ok := r.cl.orphans[m.id]; !ok || gen != m.gen {
+		return
+	}
+	delete(r.cl.orphans, m.id)
+	p := r.cl.remote.remove(m.id)
+	if p == nil {
+		return
+	}
+	r.toLocalOperators(ctx, r.disconnectedFrame(p.id), "")
+	// Every node may do it; only a record its dead node still owns goes.
+	r.toBridge(ctx, &forgetSession{id: p.id, node: p.node})
+	r.log.Info("away player of a gone node did not come back; chat ended", "socket", p.id, "peer", p.node)
+}
+
+// nodeGoneAway is nodeGone with recovery on: players are orphans, away
+// until the window ends; operators go.
+func (r *router) nodeGoneAway(ctx actor.Context, m *NodeGone) {
+	clients, operators := 0, 0
+	for _, p := range ordered(r.cl.remote.byNode[m.Node]) {
+		if p.role == messages.RoleOperator {
+			r.cl.remote.remove(p.id)
+			operators++
+			continue
+		}
+		clients++
+		r.orphan(ctx, p, m.Since)
+	}
+	level := slog.LevelWarn
+	if clients == 0 {
+		level = slog.LevelInfo
+	}
+	r.log.Log(context.Background(), level, "node gone; its players are away until the recovery window ends", "peer", m.Node, "reason", m.Reason,
+		"clients", clients, "operators", operators, "window", r.cl.window.String())
+}
+
+// toClient hands a frame to one client. With stored sessions a frame with
+// an offset goes through the store, which numbers it in the player's
+// conversation, wherever the player is; while Redis is away it goes the
+// direct way (and is not stored: a later recovery on another node from
+// an offset the store does not know starts afresh).
+func (r *router) toClient(ctx actor.Context, c *participant, f *messages.Frame) {
+	if r.cl != nil && r.cl.seq && f.Offset != "" && r.cl.state.Up && r.cl.bridge != nil {
+		node := c.node
+		if node == "" {
+			node = r.cl.node
+		}
+		ctx.Send(r.cl.bridge, &clusterDeliver{frame: f, toClient: c.id, toNode: node, seq: true})
+		return
+	}
+	if c.session != nil {
+		ctx.Send(c.session, &messages.Deliver{Frame: f})
+		return
+	}
+	r.toBridge(ctx, &clusterDeliver{frame: f, toClient: c.id, toNode: c.node})
+}
