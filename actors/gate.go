@@ -15,7 +15,9 @@ type GateLimits struct {
 }
 
 // admit asks the gate whether an address may open a connection; the gate
-// responds with a *gateAnswer.
+// responds with a *gateAnswer, and counts an admitted one open at once, so
+// that handshakes arriving together cannot all pass the cap: a closed
+// must follow.
 type admit struct{ addr string }
 
 type gateAnswer struct{ reason string } // empty: admitted
@@ -71,6 +73,7 @@ func (g *gate) admit(addr string, now time.Time) string {
 	if !st.bucket.take(now) {
 		return "too many new connections from this address; retry shortly"
 	}
+	st.open++
 	return ""
 }
 

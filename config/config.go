@@ -108,6 +108,35 @@ type Config struct {
 	// images). Each stalled socket can hold up to this much memory.
 	MaxPendingBytes int
 
+	// MaxBufferedBytes bounds what every connection together may hold of
+	// messages not yet whole: websocket frames and fragmented messages
+	// still arriving, and binary events waiting for their attachments
+	// (SWITCHBOARD_MAX_BUFFERED_BYTES, default 256 MiB: a dozen largest
+	// images arriving at once; at least one largest message). A peer holds
+	// at most twice what it sent; the connection whose bytes would pass the
+	// bound is closed with 1013 (try again later).
+	MaxBufferedBytes int
+	// MessageTimeout is how long a message may take to arrive whole, from
+	// its first byte to its last, a binary event with all its attachments
+	// included (SWITCHBOARD_MESSAGE_TIMEOUT, default 30s: a 20 MB image at
+	// 700 KB/s). A connection that takes longer is closed with 1008.
+	MessageTimeout time.Duration
+	// ConnectTimeout is how long a new Engine.IO connection may go without
+	// a Socket.IO CONNECT before it is closed (SWITCHBOARD_CONNECT_TIMEOUT,
+	// default 45s, as Socket.IO's connectTimeout). Until then it counts
+	// against its address's connections like any other.
+	ConnectTimeout time.Duration
+	// MemoryLimit is the memory budget of the whole process, in bytes
+	// (SWITCHBOARD_MEMORY_LIMIT, default "auto": three quarters of the
+	// cgroup's memory limit, or of the machine's RAM without one; 0 turns
+	// it off). GOMEMLIMIT is set from it unless the environment sets
+	// GOMEMLIMIT. Past 90% of it, in live heap or in what connections hold
+	// of unfinished input, new connections are answered 503 and the
+	// sockets holding the most are cut (1013), before the kernel's OOM
+	// killer would take the whole process. The quarter left is for what
+	// Go does not count: kernel socket buffers, which a cgroup charges.
+	MemoryLimit int64
+
 	// WriteCoalesce is how long a websocket's outgoing frames may wait to
 	// leave together in one system call (SWITCHBOARD_WRITE_COALESCE,
 	// default 500µs; 0 writes each at once). Longer saves CPU under load and
@@ -241,6 +270,17 @@ func (c *Config) OperatorAuth() bool {
 	return c.JWTSecret != "" || c.JWTPublicKeyFile != "" || c.JWTJWKSFile != ""
 }
 
+// MaxPayload is the largest message a socket may send, in bytes: twice the
+// largest image and room for the rest of the message. On the Node server
+// an image over the buffer silently disconnects the player; here one up to
+// twice the limit is read and refused with an answer, and only a larger
+// one (which no widget sends) closes the connection.
+func (c *Config) MaxPayload() int { return 2*c.MaxImageBytes + envelopeBytes }
+
+// envelopeBytes is room beyond the largest image for the rest of a
+// message (its JSON, the other fields, the packet header).
+const envelopeBytes = 64 << 10
+
 // Addr is the listen address.
 func (c *Config) Addr() string { return fmt.Sprintf("%s:%d", c.Host, c.Port) }
 
@@ -275,6 +315,10 @@ var settings = []setting{
 	{"client_secret", "SWITCHBOARD_CLIENT_SECRET", "client-secret", "", "HS256 secret for player identity tokens"},
 	{"client_token_required", "SWITCHBOARD_CLIENT_TOKEN_REQUIRED", "client-token-required", "false", "refuse players without a verified token"},
 	{"max_pending_bytes", "SWITCHBOARD_MAX_PENDING_BYTES", "max-pending-bytes", "33554432", "unsent bytes that make a socket a slow consumer"},
+	{"max_buffered_bytes", "SWITCHBOARD_MAX_BUFFERED_BYTES", "max-buffered-bytes", "268435456", "bytes of unfinished messages all connections may hold"},
+	{"message_timeout", "SWITCHBOARD_MESSAGE_TIMEOUT", "message-timeout", "30s", "how long a message (a binary event with its attachments) may take to arrive whole"},
+	{"connect_timeout", "SWITCHBOARD_CONNECT_TIMEOUT", "connect-timeout", "45s", "how long a connection may go without a Socket.IO CONNECT"},
+	{"memory_limit", "SWITCHBOARD_MEMORY_LIMIT", "memory-limit", "auto", "memory budget in bytes (auto: 3/4 of the cgroup limit or RAM; 0: none); sets GOMEMLIMIT"},
 	{"write_coalesce", "SWITCHBOARD_WRITE_COALESCE", "write-coalesce", "500us", "how long websocket frames may wait to be written together (0: never)"},
 	{"websocket", "SWITCHBOARD_WEBSOCKET", "websocket", "native", "who serves new websockets: native (epoll, no goroutine per connection) or library"},
 	{"recovery_window", "SWITCHBOARD_RECOVERY_WINDOW", "recovery-window", "2m", "how long a dropped participant stays joined and may recover (0: off)"},
@@ -397,6 +441,9 @@ func build(get func(setting) (value, source string)) (*Config, error) {
 	if c.NodeID == "" {
 		c.NodeID = generatedNodeID()
 	}
+	if largest := c.MaxPayload(); c.MaxBufferedBytes < largest {
+		return nil, fmt.Errorf("SWITCHBOARD_MAX_BUFFERED_BYTES=%d: must hold at least one largest message, %d bytes (from SWITCHBOARD_MAX_IMAGE_BYTES)", c.MaxBufferedBytes, largest)
+	}
 	if c.Routing != "broadcast" && c.RedisURL != "" {
 		return nil, fmt.Errorf("SWITCHBOARD_ROUTING=%s: chats are assigned on one node only for now; unset REDIS_URL or use broadcast", c.Routing)
 	}
@@ -474,6 +521,14 @@ func apply(c *Config, key, val string) error {
 		c.ClientTokenRequired, err = boolean(val)
 	case "max_pending_bytes":
 		c.MaxPendingBytes, err = intIn(val, 65_536, 1<<31-1)
+	case "max_buffered_bytes":
+		c.MaxBufferedBytes, err = intIn(val, 1<<20, 1<<40)
+	case "message_timeout":
+		c.MessageTimeout, err = durationIn(val, 100*time.Millisecond, time.Hour)
+	case "connect_timeout":
+		c.ConnectTimeout, err = durationIn(val, 100*time.Millisecond, 10*time.Minute)
+	case "memory_limit":
+		c.MemoryLimit, err = memoryLimit(val)
 	case "write_coalesce":
 		c.WriteCoalesce, err = durationIn(val, 0, 50*time.Millisecond)
 	case "websocket":
@@ -590,6 +645,66 @@ func redisURL(s string) (string, error) {
 		}
 	}
 	return s, nil
+}
+
+// memoryLimit reads the memory budget: "auto", 0 (none), or bytes, which
+// may end in KiB, MiB or GiB.
+func memoryLimit(s string) (int64, error) {
+	if strings.EqualFold(s, "auto") {
+		return autoMemoryLimit(), nil
+	}
+	unit := int64(1)
+	for _, u := range []struct {
+		suffix string
+		n      int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}} {
+		if rest, ok := strings.CutSuffix(s, u.suffix); ok {
+			s, unit = strings.TrimSpace(rest), u.n
+			break
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 0 || n > (1<<50)/unit || (n > 0 && n*unit < 64<<20) {
+		return 0, errors.New("must be auto, 0 (no budget), or bytes from 64 MiB up, such as 2147483648 or 2GiB")
+	}
+	return n * unit, nil
+}
+
+// autoMemoryLimit is three quarters of the memory this process may use:
+// its cgroup's limit when it has one under the machine's RAM, else the
+// RAM; 0 when neither can be read (no budget).
+func autoMemoryLimit() int64 {
+	avail := memTotal()
+	for _, f := range []string{"/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		if n, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64); err == nil && n > 0 && (avail == 0 || n < avail) {
+			avail = n // "max", or v1's huge number for none, leave the RAM
+		}
+		break
+	}
+	return avail / 4 * 3
+}
+
+// memTotal is the machine's RAM from /proc/meminfo, 0 if unknown.
+func memTotal() int64 {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "MemTotal:"); ok {
+			f := strings.Fields(rest)
+			if len(f) == 2 && f[1] == "kB" {
+				if n, err := strconv.ParseInt(f[0], 10, 64); err == nil {
+					return n << 10
+				}
+			}
+		}
+	}
+	return 0
 }
 
 func intIn(s string, lo, hi int) (int, error) {

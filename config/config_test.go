@@ -75,6 +75,14 @@ func TestBadValuesNameTheSetting(t *testing.T) {
 		{nil, []string{"SWITCHBOARD_HTTP_IDLE_TIMEOUT", "2h"}, "SWITCHBOARD_HTTP_IDLE_TIMEOUT"},
 		{[]string{"--http-idle-timeout", "-1s"}, nil, "--http-idle-timeout"},
 		{[]string{"--port", "x"}, nil, "--port"},
+		{nil, []string{"SWITCHBOARD_MAX_BUFFERED_BYTES", "lots"}, "SWITCHBOARD_MAX_BUFFERED_BYTES"},
+		{nil, []string{"SWITCHBOARD_MAX_BUFFERED_BYTES", "1048576"}, "SWITCHBOARD_MAX_BUFFERED_BYTES"}, // under one largest message
+		{nil, []string{"SWITCHBOARD_MESSAGE_TIMEOUT", "0"}, "SWITCHBOARD_MESSAGE_TIMEOUT"},
+		{nil, []string{"SWITCHBOARD_MESSAGE_TIMEOUT", "soon"}, "SWITCHBOARD_MESSAGE_TIMEOUT"},
+		{nil, []string{"SWITCHBOARD_CONNECT_TIMEOUT", "-1s"}, "SWITCHBOARD_CONNECT_TIMEOUT"},
+		{nil, []string{"SWITCHBOARD_MEMORY_LIMIT", "plenty"}, "SWITCHBOARD_MEMORY_LIMIT"},
+		{nil, []string{"SWITCHBOARD_MEMORY_LIMIT", "1000000"}, "SWITCHBOARD_MEMORY_LIMIT"}, // under 64 MiB
+		{nil, []string{"SWITCHBOARD_MEMORY_LIMIT", "-1GiB"}, "SWITCHBOARD_MEMORY_LIMIT"},
 		{nil, []string{"SWITCHBOARD_JWT_SECRET", "short"}, "SWITCHBOARD_JWT_SECRET"},
 		{nil, []string{"SWITCHBOARD_JWT_PUBLIC_KEY_FILE", "/nonexistent.pem"}, "SWITCHBOARD_JWT_PUBLIC_KEY_FILE"},
 		{nil, []string{"SWITCHBOARD_IMAGE_TYPES", "png,bmp"}, "SWITCHBOARD_IMAGE_TYPES"},

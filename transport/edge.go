@@ -83,26 +83,6 @@ func (s *Server) idleTimeout() time.Duration {
 	return cmp.Or(s.cfg.HTTPIdleTimeout, 5*time.Second)
 }
 
-// gateHandshakes bounds new connections per client address. Only a
-// handshake (a request without an Engine.IO session id) is counted, so a
-// long-polling client's steady requests are never throttled.
-func (s *Server) gateHandshakes(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Query().Get("sid") == "" {
-			if addr := s.limitedAddr(r); addr != "" {
-				if reason := s.sys.Admit(addr); reason != "" {
-					s.met.Refused("handshake", "rate_limited")
-					s.log.Info("handshake refused", "remote", addr, "reason", reason)
-					w.Header().Set("Retry-After", "1")
-					writeError(w, http.StatusTooManyRequests, "rate_limited", reason)
-					return
-				}
-			}
-		}
-		next.ServeHTTP(w, r)
-	})
-}
-
 // limitedAddr is the address that limits apply to, or "" for an exempt one.
 func (s *Server) limitedAddr(r *http.Request) string {
 	addr := s.clientAddr(r)

@@ -2,6 +2,7 @@ package transport
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
@@ -23,10 +24,8 @@ import (
 // one small struct per socket and no goroutine of its own. Engine.IO 3
 // clients go to the Socket.IO library (engine.go).
 
-const (
-	connectTimeout = 45 * time.Second // Socket.IO's default for CONNECT
-	maxAttachments = 10               // binary attachments in one event
-)
+// maxAttachments bounds the binary attachments one event may announce.
+const maxAttachments = 10
 
 // closeReason is why a socket ended, in Socket.IO's words.
 type closeReason string
@@ -44,22 +43,51 @@ const (
 	// Not Socket.IO's: the transport of a socket that recovered elsewhere.
 	reasonReplaced       closeReason = "replaced by a recovered connection"
 	reasonTransportError closeReason = "transport error"
+	// Not Socket.IO's either: bounds on what a peer may make the server hold.
+	reasonTooLarge closeReason = "message too large"
+	reasonTimeout  closeReason = "message timeout"
+	reasonBusy     closeReason = "server busy"
+	reasonFlood    closeReason = "too many packets dropped"
 )
 
 // serveNative upgrades r and serves it as one Socket.IO connection.
 func (s *Server) serveNative(w http.ResponseWriter, r *http.Request) {
 	addr, token := s.clientAddr(r), bearer(r)
 	_, err := s.wss.Upgrade(w, r, func(c *ws.Conn) ws.Handler {
-		e := &eioSocket{srv: s, c: c, addr: addr, bearer: token, opened: time.Now()}
-		e.mu.Lock()
-		e.timer = time.AfterFunc(s.cfg.PingInterval, e.beat)
-		e.mu.Unlock()
+		e := s.newSocket(c, r, addr, token)
 		_ = c.WriteText("0", s.openPacket(newID(), false))
 		return e
 	})
 	if err != nil {
 		s.log.Debug("websocket upgrade failed", "remote", addr, "err", err)
 	}
+}
+
+// newSocket starts a native socket's life on transport c: it counts
+// against its address from now on (the handshake's admission), its
+// heartbeat runs, and it must CONNECT within the connect timeout.
+func (s *Server) newSocket(c engineConn, r *http.Request, addr, token string) *eioSocket {
+	e := &eioSocket{srv: s, c: c, addr: addr, bearer: token, opened: time.Now()}
+	if admitted(r) {
+		e.counted = addr
+	}
+	e.drops = newBucket(s.cfg.MessageRate+s.cfg.TypingRate, s.cfg.MessageBurst+s.cfg.TypingBurst, e.opened)
+	e.mu.Lock()
+	e.timer = time.AfterFunc(s.cfg.PingInterval, e.beat)
+	e.connectTimer = time.AfterFunc(s.connectTimeout(), e.noConnect)
+	e.mu.Unlock()
+	return e
+}
+
+// connectTimeout is the configured one, or Socket.IO's 45 s for a Config
+// not from Load.
+func (s *Server) connectTimeout() time.Duration {
+	return cmp.Or(s.cfg.ConnectTimeout, 45*time.Second)
+}
+
+// messageTimeout bounds how long a message may take to arrive whole.
+func (s *Server) messageTimeout() time.Duration {
+	return cmp.Or(s.cfg.MessageTimeout, ws.DefaultMessageTimeout)
 }
 
 // openPacket is Engine.IO's handshake; a polling session may upgrade.
@@ -94,17 +122,35 @@ type eioSocket struct {
 	sess       atomic.Pointer[actors.Session] // the session, once connected
 	connecting atomic.Bool                    // a CONNECT was taken: only one is
 	closed     atomic.Bool
-	binary     *binaryEvent // an event waiting for its attachments (poller only)
+
+	// counted is the address whose gate counts this connection, from its
+	// handshake until Closed ("" when not counted: an exempt address).
+	counted  string
+	released atomic.Bool
+	// binary is an event waiting for its attachments; its bytes are held
+	// against the server's buffer budget until it is whole or the socket
+	// ends.
+	binary atomic.Pointer[binaryEvent]
+	// reading is what a polling POST under way holds of its body.
+	reading atomic.Int64
 
 	// writes counts frames written; a heartbeat answered after them
 	// confirms them (confirmed), so the session can forget them.
 	writes    atomic.Uint64
 	confirmed atomic.Uint64
 
-	mu           sync.Mutex // heartbeat; orders a CONNECT's end with Closed
+	mu           sync.Mutex // heartbeat; orders a CONNECT's end with Closed; what follows
 	timer        *time.Timer
+	connectTimer *time.Timer
 	awaitingPong bool
 	pingMark     uint64 // writes before the ping awaiting its pong
+	// drops bounds the packets the server reads and drops (noops, acks,
+	// other namespaces, events before CONNECT): past it each one is a
+	// strike, and AbuseLimit strikes within abuseWindow end the socket, as
+	// refused events do in its session.
+	drops       bucket
+	strikes     int
+	strikesFrom time.Time
 }
 
 // ID is the Socket.IO socket id ("" before CONNECT).
@@ -121,6 +167,18 @@ func (e *eioSocket) Write(f *messages.Frame) {
 	err := e.c.WriteText("4", f.Packet)
 	// Counted once queued, so a ping's mark never covers a frame behind it.
 	e.writes.Add(1)
+	e.slow(err)
+}
+
+// reply queues an answer of the transport's own (a pong, an ack, an
+// error), bounded as frames are.
+func (e *eioSocket) reply(prefix string, payload []byte) {
+	e.slow(e.c.WriteText(prefix, payload))
+}
+
+// slow disconnects a socket whose write found it past the pending-bytes
+// limit: it has stopped reading.
+func (e *eioSocket) slow(err error) {
 	if errors.Is(err, ws.ErrSlow) {
 		e.Close(fmt.Sprintf("slow consumer: %d bytes unsent", e.c.Pending()))
 	}
@@ -140,11 +198,16 @@ func (e *eioSocket) Close(reason string) {
 }
 
 func (e *eioSocket) shut(why closeReason, logReason string) {
+	e.end(ws.CloseNormal, why, logReason)
+}
+
+// end closes the socket's transport with a websocket close code.
+func (e *eioSocket) end(code int, why closeReason, logReason string) {
 	if e.closed.Swap(true) {
 		return
 	}
 	if logReason != "" {
-		e.srv.log.Info("closing socket", "socket", e.ID(), "reason", logReason)
+		e.srv.log.Info("closing socket", "socket", e.ID(), "remote", e.addr, "reason", logReason)
 	}
 	// Only a server's deliberate disconnect says so: socket.io-client never
 	// reconnects after a DISCONNECT ("io server disconnect"), so a shutdown
@@ -152,7 +215,43 @@ func (e *eioSocket) shut(why closeReason, logReason string) {
 	if why == reasonServer {
 		_ = e.c.WriteText("41", nil)
 	}
-	e.c.Close(ws.CloseNormal, why)
+	e.c.Close(code, why)
+}
+
+// noConnect ends a connection that sent no CONNECT in time: until then it
+// holds a descriptor and counts against its address for nothing.
+func (e *eioSocket) noConnect() {
+	if e.sess.Load() == nil && !e.connecting.Load() {
+		e.shut(reasonNoConnect, fmt.Sprintf("no CONNECT within %s", e.srv.connectTimeout()))
+	}
+}
+
+// abuseWindow is how long dropped packets' strikes are remembered, as
+// refused events' in a session.
+const abuseWindow = 10 * time.Second
+
+// dropped counts a packet that the server read and does nothing with, or
+// only answers. Within the socket's rate it is free, and true says it may
+// be answered; past it, it is a strike, and AbuseLimit strikes within
+// abuseWindow close the socket (1008).
+func (e *eioSocket) dropped() bool {
+	now := time.Now()
+	e.mu.Lock()
+	if e.drops.take(now) {
+		e.mu.Unlock()
+		return true
+	}
+	if now.Sub(e.strikesFrom) > abuseWindow {
+		e.strikes, e.strikesFrom = 0, now
+	}
+	e.strikes++
+	over := e.srv.cfg.AbuseLimit > 0 && e.strikes >= e.srv.cfg.AbuseLimit
+	e.mu.Unlock()
+	if over {
+		e.srv.met.Refused("packet", "flood")
+		e.end(ws.ClosePolicy, reasonFlood, fmt.Sprintf("%d packets dropped past the rate within %s", e.srv.cfg.AbuseLimit, abuseWindow))
+	}
+	return false
 }
 
 // beat is the heartbeat: a ping every interval, and the end of a socket
@@ -169,8 +268,6 @@ func (e *eioSocket) beat() {
 	switch {
 	case late, e.pollStale():
 		e.shut(reasonPingTimeout, "")
-	case e.sess.Load() == nil && time.Since(e.opened) > connectTimeout:
-		e.shut(reasonNoConnect, "")
 	default:
 		_ = e.c.WriteText("2", nil)
 	}
@@ -184,12 +281,16 @@ func (e *eioSocket) pollStale() bool {
 
 func (e *eioSocket) pong() {
 	e.mu.Lock()
-	if e.awaitingPong {
+	answer := e.awaitingPong
+	if answer {
 		e.awaitingPong = false
 		e.confirmed.Store(e.pingMark)
 		e.timer.Reset(e.srv.cfg.PingInterval)
 	}
 	e.mu.Unlock()
+	if !answer {
+		e.dropped() // a pong nobody asked for
+	}
 }
 
 // Message handles one Engine.IO packet.
@@ -207,11 +308,14 @@ func (e *eioSocket) Message(_ *ws.Conn, text bool, data []byte) {
 		e.packet(data[1:])
 	case '3':
 		e.pong()
-	case '2': // a client's ping (probe): answer it
-		_ = e.c.WriteText("3", data[1:])
+	case '2': // a client's ping: answered, though Engine.IO 4 clients only probe
+		if e.dropped() {
+			e.reply("3", data[1:])
+		}
 	case '1':
 		e.shut(reasonTransport, "")
 	case '5', '6': // upgrade, noop: nothing to do on a websocket
+		e.dropped()
 	default:
 		e.shut(reasonParse, "unknown Engine.IO packet")
 	}
@@ -243,16 +347,28 @@ func (e *eioSocket) packet(p []byte) {
 		nsp = string(rest[:i])
 		rest = rest[min(i+1, len(rest)):]
 	}
+	if e.binary.Load() != nil {
+		// Socket.IO's decoder refuses it too: "got plaintext data when
+		// reconstructing a packet".
+		e.shut(reasonParse, "a packet while a binary event waits for its attachments")
+		return
+	}
 	switch typ {
 	case '0':
 		e.connect(nsp, rest)
 	case '1':
 		if nsp == "/" {
 			e.shut(reasonClient, "")
+			return
 		}
+		e.dropped()
 	case '2', '5':
 		if nsp != "/" || e.sess.Load() == nil {
-			return // not connected to that namespace: dropped, as Socket.IO does
+			// Not connected to that namespace: dropped, as Socket.IO does,
+			// and counted. A binary event's attachments would follow; they
+			// end the socket ("binary frame without an event").
+			e.dropped()
+			return
 		}
 		ackID := -1
 		i := 0
@@ -263,11 +379,12 @@ func (e *eioSocket) packet(p []byte) {
 			ackID, _ = strconv.Atoi(string(rest[:i]))
 		}
 		if typ == '5' {
-			e.binary = &binaryEvent{ack: ackID, json: bytes.Clone(rest[i:]), want: attachments}
+			e.startBinary(ackID, rest[i:], attachments)
 			return
 		}
 		e.dispatch(rest[i:], ackID, nil)
 	case '3', '6': // acknowledgements: Switchboard asks for none
+		e.dropped()
 	default:
 		e.shut(reasonParse, "unknown Socket.IO packet")
 	}
@@ -279,7 +396,9 @@ func (e *eioSocket) packet(p []byte) {
 // run on one of their own, never on the poller.
 func (e *eioSocket) connect(nsp string, auth []byte) {
 	if nsp != "/" {
-		_ = e.c.WriteText("44", fmt.Appendf(nil, `%s,{"message":"Invalid namespace"}`, nsp))
+		if e.dropped() {
+			e.reply("44", fmt.Appendf(nil, `%s,{"message":"Invalid namespace"}`, nsp))
+		}
 		return
 	}
 	var a connectAuth
@@ -290,7 +409,8 @@ func (e *eioSocket) connect(nsp string, auth []byte) {
 		}
 	}
 	if e.connecting.Swap(true) {
-		return // a second CONNECT to the main namespace changes nothing
+		e.dropped() // a second CONNECT to the main namespace changes nothing
+		return
 	}
 	if a.Token == "" {
 		a.Token = e.bearer
@@ -304,6 +424,11 @@ func (e *eioSocket) open(a connectAuth) {
 	sess, err := e.srv.open(e, e.addr, a, e.transportName())
 	if err != nil {
 		_ = e.c.WriteText("44", []byte(`{"message":"server unavailable"}`))
+		// The client may try again, within the connect timeout.
+		e.connecting.Store(false)
+		if time.Since(e.opened) > e.srv.connectTimeout() {
+			e.noConnect()
+		}
 		return
 	}
 	id := sess.ID()
@@ -317,6 +442,7 @@ func (e *eioSocket) open(a connectAuth) {
 		return
 	}
 	e.sess.Store(sess)
+	e.connectTimer.Stop()
 	e.mu.Unlock()
 	if pid := sess.PrivateID(); pid != "" {
 		_ = e.c.WriteText("40", fmt.Appendf(nil, `{"sid":"%s","pid":"%s"}`, id, pid))
@@ -358,7 +484,7 @@ func (e *eioSocket) dispatch(data []byte, ackID int, attachments [][]byte) {
 		ack = func(r *messages.AckReply) {
 			b, err := json.Marshal([1]*messages.AckReply{r})
 			if err == nil {
-				_ = e.c.WriteText(prefix, b)
+				e.reply(prefix, b)
 			}
 		}
 	}
@@ -366,24 +492,94 @@ func (e *eioSocket) dispatch(data []byte, ackID int, attachments [][]byte) {
 }
 
 // binaryEvent is an event whose binary attachments are still arriving.
+// Everything it holds (its JSON and its attachments, at most the largest
+// message together) is taken from the server's buffer budget, and it must
+// be whole within the message timeout. Only the reader adds to it; the
+// timeout, Closed and the memory guard may end it from elsewhere.
 type binaryEvent struct {
 	ack   int
 	json  []byte
 	want  int
 	parts [][]byte
+	held  atomic.Int64 // bytes taken from the budget
+	timer *time.Timer
+}
+
+// startBinary keeps a binary event's JSON until its attachments arrive.
+func (e *eioSocket) startBinary(ack int, js []byte, want int) {
+	b := &binaryEvent{ack: ack, want: want, parts: make([][]byte, 0, want)}
+	if !e.hold(b, len(js)) {
+		return
+	}
+	b.json = bytes.Clone(js)
+	b.timer = time.AfterFunc(e.srv.messageTimeout(), func() { e.binaryTimeout(b) })
+	e.binary.Store(b)
+	if e.closed.Load() { // Closed may have looked before the Store
+		e.dropBinary(b)
+	}
+}
+
+// hold takes n more bytes for b from the socket's bound (the largest
+// message) and the server's budget; past either the socket ends (1009 or
+// 1013) and b's bytes are given back.
+func (e *eioSocket) hold(b *binaryEvent, n int) bool {
+	switch {
+	case b.held.Load()+int64(n) > int64(e.srv.wssMaxPayload):
+		e.end(ws.CloseTooBig, reasonTooLarge, fmt.Sprintf("binary event over %d bytes", e.srv.wssMaxPayload))
+	case !e.srv.wss.Reserve(n):
+		e.end(ws.CloseTryAgain, reasonBusy, "binary event past the server's buffer budget")
+	default:
+		b.held.Add(int64(n))
+		if !e.closed.Load() {
+			return true
+		}
+		// Whoever closed it set closed before giving b's bytes back, so
+		// either it saw n or this does.
+	}
+	e.dropBinary(b)
+	return false
+}
+
+// dropBinary forgets b and gives its bytes back.
+func (e *eioSocket) dropBinary(b *binaryEvent) {
+	e.binary.CompareAndSwap(b, nil)
+	if b.timer != nil {
+		b.timer.Stop()
+	}
+	e.srv.wss.Release(int(b.held.Swap(0)))
+}
+
+// binaryTimeout ends a socket whose binary event is still not whole.
+func (e *eioSocket) binaryTimeout(b *binaryEvent) {
+	if e.binary.Load() == b {
+		e.end(ws.ClosePolicy, reasonTimeout, fmt.Sprintf("binary event incomplete after %s", e.srv.messageTimeout()))
+		e.dropBinary(b)
+	}
 }
 
 func (e *eioSocket) attachment(data []byte) {
-	b := e.binary
+	b := e.binary.Load()
 	if b == nil {
 		e.shut(reasonParse, "binary frame without an event")
 		return
 	}
-	b.parts = append(b.parts, bytes.Clone(data))
-	if len(b.parts) == b.want {
-		e.binary = nil
-		e.dispatch(b.json, b.ack, b.parts)
+	if !e.hold(b, len(data)) {
+		return
 	}
+	b.parts = append(b.parts, bytes.Clone(data))
+	if len(b.parts) < b.want {
+		return
+	}
+	e.dropBinary(b) // handed on: the event's own limits apply from here
+	e.dispatch(b.json, b.ack, b.parts)
+}
+
+// binaryHeld is what the socket's binary event holds.
+func (e *eioSocket) binaryHeld() int64 {
+	if b := e.binary.Load(); b != nil {
+		return b.held.Load()
+	}
+	return 0
 }
 
 // fillPlaceholders puts binary attachments where the event's JSON has
@@ -413,8 +609,15 @@ func (e *eioSocket) Closed(_ *ws.Conn, err error) {
 	e.closed.Store(true)
 	e.mu.Lock()
 	e.timer.Stop()
+	e.connectTimer.Stop()
 	sess := e.sess.Load()
 	e.mu.Unlock()
+	if b := e.binary.Load(); b != nil {
+		e.dropBinary(b)
+	}
+	if e.counted != "" && !e.released.Swap(true) {
+		e.srv.sys.Closed(e.counted)
+	}
 	if sess == nil {
 		return
 	}
@@ -439,10 +642,10 @@ func (r closeReason) recoverable() bool {
 	return false
 }
 
-// gone tells the actors that a socket has disconnected.
+// gone tells the actors that a socket has disconnected. The address's
+// count is the transport's to release (admission.go).
 func (s *Server) gone(sess *actors.Session, conn actors.Conn, addr, reason string, recoverable bool) {
-	s.log.Info("socket disconnected", "socket", sess.ID(), "reason", reason, "recoverable", recoverable && s.cfg.RecoveryWindow > 0)
+	s.log.Info("socket disconnected", "socket", sess.ID(), "remote", addr, "reason", reason, "recoverable", recoverable && s.cfg.RecoveryWindow > 0)
 	sess.Disconnected(conn, reason, recoverable)
-	s.sys.Closed(addr)
 	s.met.Disconnected()
 }

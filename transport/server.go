@@ -25,10 +25,6 @@ import (
 	"github.com/zishang520/socket.io/servers/socket/v3"
 )
 
-// envelopeBytes is room in the HTTP buffer beyond the largest image for the
-// rest of a message (its JSON, the other fields, the packet header).
-const envelopeBytes = 64 << 10
-
 // Server is the Socket.IO endpoint and the HTTP endpoints on one port.
 type Server struct {
 	cfg  *config.Config
@@ -45,6 +41,9 @@ type Server struct {
 	limits        messages.Limits
 	handler       http.Handler
 	httpSrv       *http.Server
+
+	// mem keeps the process within cfg.MemoryLimit (nil: no budget).
+	mem *memGuard
 }
 
 // New builds the server; Serve starts it. verifier and met may be nil.
@@ -68,11 +67,8 @@ func New(cfg *config.Config, sys *actors.System, log *slog.Logger, verifier *aut
 	opts.SetServeClient(false)
 	opts.SetPingInterval(cfg.PingInterval)
 	opts.SetPingTimeout(cfg.PingTimeout)
-	// Twice the image limit: on the Node server an image over the buffer
-	// silently disconnects the player; here one up to twice the limit is
-	// read and refused with an answer, and only a larger one (which no
-	// widget sends) meets Engine.IO's own limit.
-	maxPayload := 2*cfg.MaxImageBytes + envelopeBytes
+	// Twice the image limit (config.MaxPayload says why).
+	maxPayload := cfg.MaxPayload()
 	opts.SetMaxHttpBufferSize(int64(maxPayload))
 	opts.SetAllowEIO3(cfg.AllowEIO3)
 	s.io = socket.NewServer(nil, opts)
@@ -89,16 +85,18 @@ func New(cfg *config.Config, sys *actors.System, log *slog.Logger, verifier *aut
 
 	eio := s.io.ServeHandler(nil)
 	gates := &connectGates{}
-	_ = s.io.Engine().On("connection", gates.guard)
+	_ = s.io.Engine().On("connection", gates.guard, s.admitLibrary)
 	s.io.On("connection", gates.connected)
 
 	sio := coalesceWebSockets(cfg.WriteCoalesce, eio)
 	if cfg.WebSocketServer == "native" && ws.Supported {
 		wss, err := ws.NewServer(ws.Options{
-			MaxMessage:  maxPayload,
-			MaxPending:  cfg.MaxPendingBytes,
-			WriteWindow: cfg.WriteCoalesce,
-			Pollers:     min(runtime.GOMAXPROCS(0), 4),
+			MaxMessage:     maxPayload,
+			MaxPending:     cfg.MaxPendingBytes,
+			WriteWindow:    cfg.WriteCoalesce,
+			Pollers:        min(runtime.GOMAXPROCS(0), 4),
+			MaxBuffered:    cfg.MaxBufferedBytes,
+			MessageTimeout: cfg.MessageTimeout,
 		})
 		if err != nil {
 			s.log.Warn("native websocket server unavailable; the Socket.IO library serves websockets", "err", err)
@@ -107,6 +105,7 @@ func New(cfg *config.Config, sys *actors.System, log *slog.Logger, verifier *aut
 			sio = s.serveEngine(sio) // Engine.IO 4 natively, Engine.IO 3 to the library
 		}
 	}
+	s.mem = s.startMemGuard(cfg.MemoryLimit)
 
 	mux := http.NewServeMux()
 	mux.Handle(cfg.Path+"/", s.cors(s.gateHandshakes(sio)))
@@ -238,6 +237,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if s.wss != nil {
 		s.wss.Close()
 	}
+	s.mem.stop()
 	if err := <-stopped; err != nil && !errors.Is(err, http.ErrServerClosed) {
 		errs = append(errs, fmt.Errorf("http: %w", err))
 	}
@@ -325,7 +325,6 @@ func (s *Server) open(conn actors.Conn, addr string, a connectAuth, transport st
 		}
 		sess, why := s.sys.Resume(conn, req)
 		if sess != nil {
-			s.sys.Opened(addr)
 			s.met.Connected()
 			s.log.Info("socket recovered", "socket", sess.ID(), "transport", transport, "remote", addr, "reload", a.PID == "")
 			return sess, nil
@@ -340,7 +339,6 @@ func (s *Server) open(conn actors.Conn, addr string, a connectAuth, transport st
 		s.log.Error("no session for socket; refusing it", "socket", conn.ID(), "err", err)
 		return nil, err
 	}
-	s.sys.Opened(addr)
 	s.met.Connected()
 	s.log.Info("socket connected", "socket", conn.ID(), "transport", transport, "remote", addr, "token", tokenState(identity, authErr))
 	return sess, nil

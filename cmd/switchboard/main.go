@@ -3,6 +3,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"syscall"
 
@@ -33,6 +35,7 @@ func run(args []string) int {
 	}
 	log := newLogger(cfg)
 	slog.SetDefault(log)
+	memoryBudget(cfg, log, os.Getenv("GOMEMLIMIT"))
 	// Before anything can be seen to run: a SIGTERM right after the banner
 	// must still shut down gracefully.
 	sig := make(chan os.Signal, 1)
@@ -70,6 +73,21 @@ func run(args []string) int {
 	}
 	log.Info("stopped")
 	return code
+}
+
+// memoryBudget sets GOMEMLIMIT from the memory budget, so that the
+// collector works harder as the process nears it rather than let the heap
+// double past it; a GOMEMLIMIT in the environment (env) wins.
+func memoryBudget(cfg *config.Config, log *slog.Logger, env string) {
+	switch {
+	case cfg.MemoryLimit <= 0:
+		log.Info("no memory budget", "gomemlimit", cmp.Or(env, "off"))
+	case env != "":
+		log.Info("memory budget", "bytes", cfg.MemoryLimit, "gomemlimit", env+" (from the environment)")
+	default:
+		debug.SetMemoryLimit(cfg.MemoryLimit)
+		log.Info("memory budget", "bytes", cfg.MemoryLimit, "gomemlimit", cfg.MemoryLimit)
+	}
 }
 
 func newLogger(cfg *config.Config) *slog.Logger {

@@ -235,6 +235,20 @@ func (c *Conn) Pending() int {
 	return len(c.out) - c.off
 }
 
+// Holding is the memory the connection holds for its peer: bytes of an
+// unfinished message and bytes written and not yet sent. It may be called
+// from any goroutine; the server's memory guard ranks connections by it.
+func (c *Conn) Holding() int64 { return c.rd.holding.Load() + int64(c.Pending()) }
+
+// Reserve takes n bytes from the server-wide budget of unfinished input
+// (Options.MaxBuffered), for input held above the websocket layer (a
+// Socket.IO binary event waiting for its attachments); false when they do
+// not fit, and then nothing is taken.
+func (s *Server) Reserve(n int) bool { return s.budget.take(n) }
+
+// Release gives back bytes that Reserve took.
+func (s *Server) Release(n int) { s.budget.give(n) }
+
 // WriteText queues one text message, prefix followed by payload. It never
 // blocks on the network: past the pending-bytes limit it returns ErrSlow
 // and queues nothing.
@@ -308,6 +322,17 @@ func (c *Conn) Close(code int, why error) {
 	c.mu.Unlock()
 	if err != nil {
 		c.finish(why)
+	}
+}
+
+// Shed closes the connection as Close does, and gives back at once what it
+// holds of an unfinished message: for a server that must free memory now.
+// What the peer still sends is parsed afresh and dropped.
+func (c *Conn) Shed(code int, why error) {
+	c.Close(code, why)
+	if c.rmu.TryLock() { // else the reader is busy, and drops it as it closes
+		c.rd.release()
+		c.rmu.Unlock()
 	}
 }
 

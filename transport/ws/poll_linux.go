@@ -53,8 +53,9 @@ func (s *Server) Len() int {
 }
 
 // Buffered is the number of bytes the server holds for frames and
-// fragmented messages not yet whole, across all connections (at most
-// Options.MaxBuffered): a metric of what peers make it keep.
+// fragmented messages not yet whole, across all connections, and what
+// Reserve took (at most Options.MaxBuffered): a metric of what peers make
+// it keep.
 func (s *Server) Buffered() int64 { return s.budget.n.Load() }
 
 // Each calls fn with every open connection's handler.

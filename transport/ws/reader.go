@@ -48,6 +48,8 @@ type frameReader struct {
 	msg   []byte // the data message's payload so far
 	ctl   []byte // the payload of a control frame split across chunks
 	held  int    // bytes taken from the budget: cap(msg)
+	// holding is held for other goroutines (the server's memory guard).
+	holding atomic.Int64
 
 	// discard drops data payloads instead of keeping them: the
 	// connection is closing and only a close frame still matters.
@@ -244,6 +246,7 @@ func (r *frameReader) grow(need int) error {
 	copy(b, r.msg)
 	putReadBuffer(r.msg)
 	r.msg, r.held = b, size
+	r.holding.Store(int64(size))
 	return nil
 }
 
@@ -286,6 +289,7 @@ func (r *frameReader) dropMessage() {
 	putReadBuffer(r.msg)
 	r.budget.give(r.held)
 	r.msg, r.held = nil, 0
+	r.holding.Store(0)
 }
 
 // release forgets everything incomplete and gives its memory back; the

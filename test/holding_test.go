@@ -1,0 +1,360 @@
+package test
+
+import (
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	gws "github.com/gorilla/websocket"
+	"github.com/switchboard/switchboard/config"
+)
+
+// What a peer can make the server hold, through the Engine.IO and
+// Socket.IO layers and the settings that bound it: each attack gets its
+// answer (a close code, an HTTP status) and an honest bystander on the
+// same server notices nothing.
+
+// frameHeader is a client frame's header announcing n bytes, masked with
+// a zero key so that the payload goes on the wire as it is.
+func frameHeader(op byte, fin bool, n int) []byte {
+	b0 := op
+	if fin {
+		b0 |= 0x80
+	}
+	var h []byte
+	switch {
+	case n <= 125:
+		h = []byte{b0, 0x80 | byte(n)}
+	case n <= 0xffff:
+		h = []byte{b0, 0x80 | 126, byte(n >> 8), byte(n)}
+	default:
+		h = binary.BigEndian.AppendUint64([]byte{b0, 0x80 | 127}, uint64(n))
+	}
+	return append(h, 0, 0, 0, 0)
+}
+
+// sendRaw writes bytes straight to the socket under the websocket.
+func (r *rawSocket) sendRaw(b []byte) {
+	r.t.Helper()
+	if _, err := r.ws.UnderlyingConn().Write(b); err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+// closeCode waits for the server's close frame and returns its code (0
+// when the connection ended without one).
+func (r *rawSocket) closeCode() int {
+	r.t.Helper()
+	_ = r.ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for {
+		_, _, err := r.ws.ReadMessage()
+		if err == nil {
+			continue
+		}
+		var ce *gws.CloseError
+		if errors.As(err, &ce) {
+			return ce.Code
+		}
+		if ne, ok := err.(interface{ Timeout() bool }); ok && ne.Timeout() {
+			r.t.Fatal("still open after 10 s")
+		}
+		return 0
+	}
+}
+
+// bystander is one joined operator and one joined player that exchange a
+// message on demand.
+type bystander struct {
+	t      *testing.T
+	op, cl *client
+}
+
+func newBystander(t *testing.T, s *server) *bystander {
+	t.Helper()
+	op := ws(t, s, "bystander op", nil, nil)
+	op.join(s, map[string]any{"role": "operator", "name": "Ana", "operatorId": 1})
+	cl := ws(t, s, "bystander player", nil, nil)
+	cl.join(s, map[string]any{"role": "client", "name": "Bob"})
+	op.expect("newChat")
+	return &bystander{t: t, op: op, cl: cl}
+}
+
+// check sends a message each way and expects both within a second.
+func (b *bystander) check() {
+	b.t.Helper()
+	start := time.Now()
+	b.cl.emit("clientMessage", map[string]any{"type": "text", "message": "still there?"})
+	b.op.expectWithin("incomingMessage", time.Second)
+	b.op.emit("operatorMessage", map[string]any{"to": b.cl.id(), "type": "text", "message": "yes", "operatorId": 1, "operatorName": "Ana"})
+	b.cl.expectWithin("operatorMessage", time.Second)
+	if d := time.Since(start); d > 500*time.Millisecond {
+		b.t.Logf("bystander round trip took %s", d)
+	}
+}
+
+// SWITCHBOARD_MAX_BUFFERED_BYTES and SWITCHBOARD_MESSAGE_TIMEOUT reach the
+// websocket server: past the budget a socket is told to try again later
+// (1013), and a message left unfinished ends its socket with 1008.
+func TestBufferBudgetAndMessageTimeoutFromConfig(t *testing.T) {
+	s := startServer(t, func(c *config.Config) {
+		c.MaxImageBytes = 100_000    // largest message 264 KB
+		c.MaxBufferedBytes = 200_000 // one half-sent 200 KB frame (a 128 KiB buffer) fits, two do not
+		c.MessageTimeout = 400 * time.Millisecond
+	})
+	by := newBystander(t, s)
+	first := rawConnect(t, s)
+	first.connect()
+	start := time.Now()
+	first.sendRaw(append(frameHeader(1, true, 200_000), strings.Repeat("x", 100_000)...))
+	time.Sleep(50 * time.Millisecond) // the first is read before the second
+	second := rawConnect(t, s)
+	second.connect()
+	second.sendRaw(append(frameHeader(1, true, 200_000), strings.Repeat("x", 100_000)...))
+	if code := second.closeCode(); code != gws.CloseTryAgainLater {
+		t.Fatalf("over the buffer budget: close %d, want 1013", code)
+	}
+	by.check()
+	if code := first.closeCode(); code != gws.ClosePolicyViolation {
+		t.Fatalf("unfinished message: close %d, want 1008", code)
+	}
+	if d := time.Since(start); d < 400*time.Millisecond || d > 3*time.Second {
+		t.Fatalf("unfinished message closed after %s, want about 400 ms", d)
+	}
+	by.check()
+}
+
+// pollSession is an Engine.IO long-polling session driven by hand.
+type pollSession struct {
+	t   *testing.T
+	url string
+}
+
+func pollOpen(t *testing.T, s *server) (*pollSession, int) {
+	t.Helper()
+	res, err := http.Get(s.URL + s.cfg.Path + "/?EIO=4&transport=polling")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != 200 {
+		return nil, res.StatusCode
+	}
+	var hs struct{ SID string }
+	if len(b) == 0 || json.Unmarshal(b[1:], &hs) != nil || hs.SID == "" {
+		t.Fatalf("polling handshake %q", b)
+	}
+	return &pollSession{t: t, url: s.URL + s.cfg.Path + "/?EIO=4&transport=polling&sid=" + hs.SID}, 200
+}
+
+func (p *pollSession) post(body string) int {
+	p.t.Helper()
+	res, err := http.Post(p.url, "text/plain;charset=UTF-8", strings.NewReader(body))
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, res.Body)
+	res.Body.Close()
+	return res.StatusCode
+}
+
+// packets is what the next GET answers (pings answered), or nil once the
+// session is gone.
+func (p *pollSession) packets() []string {
+	p.t.Helper()
+	for {
+		res, err := (&http.Client{Timeout: 10 * time.Second}).Get(p.url)
+		if err != nil {
+			p.t.Fatal(err)
+		}
+		b, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if res.StatusCode != 200 {
+			return nil
+		}
+		var out []string
+		for _, pkt := range strings.Split(string(b), "\x1e") {
+			if pkt == "2" {
+				p.post("3")
+				continue
+			}
+			out = append(out, pkt)
+		}
+		if len(out) > 0 {
+			return out
+		}
+	}
+}
+
+// closedWithin reads until the session's close packet comes, within d.
+func (p *pollSession) closedWithin(d time.Duration) {
+	p.t.Helper()
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		got := p.packets()
+		if got == nil || got[len(got)-1] == "1" {
+			return
+		}
+	}
+	p.t.Fatalf("polling session still open after %s", d)
+}
+
+// A binary event counts as one message: its JSON and its attachments
+// together are bounded by the largest message (1009 past it) and by the
+// server's buffer budget (1013), and must be whole within the message
+// timeout (1008); on websocket and on polling alike.
+func TestUnfinishedBinaryEventsAreBounded(t *testing.T) {
+	const timeout = 500 * time.Millisecond
+	s := startServer(t, func(c *config.Config) {
+		c.MaxImageBytes = 100_000    // largest message 264 KB
+		c.MaxBufferedBytes = 700_000 // a frame is counted twice while its attachment is copied
+		c.MessageTimeout = timeout
+	})
+	by := newBystander(t, s)
+	event := `["clientMessage",{"type":"image","image":{"_placeholder":true,"num":0}}]`
+	binary := func(r *rawSocket, n int) {
+		r.t.Helper()
+		if err := r.ws.WriteMessage(gws.BinaryMessage, make([]byte, n)); err != nil {
+			r.t.Fatal(err)
+		}
+	}
+
+	// Never whole: closed after the timeout, on both transports.
+	waiting := rawConnect(t, s)
+	waiting.connect()
+	start := time.Now()
+	waiting.send("452-" + event)
+	binary(waiting, 1000)
+	if code := waiting.closeCode(); code != gws.ClosePolicyViolation {
+		t.Fatalf("unfinished binary event: close %d, want 1008", code)
+	}
+	if d := time.Since(start); d < timeout || d > timeout+2*time.Second {
+		t.Fatalf("unfinished binary event closed after %s, want %s", d, timeout)
+	}
+	polling, _ := pollOpen(t, s)
+	polling.post("40")
+	polling.packets()
+	polling.post("452-" + event + "\x1eb" + base64.StdEncoding.EncodeToString(make([]byte, 1000)))
+	start = time.Now()
+	polling.closedWithin(timeout + 3*time.Second)
+	if d := time.Since(start); d < timeout-100*time.Millisecond {
+		t.Fatalf("polling binary event closed after %s, want %s", d, timeout)
+	}
+	by.check()
+
+	// Larger than the largest message, all attachments together.
+	big := rawConnect(t, s)
+	big.connect()
+	big.send("453-" + event)
+	binary(big, 150_000)
+	binary(big, 150_000)
+	if code := big.closeCode(); code != gws.CloseMessageTooBig {
+		t.Fatalf("attachments over the largest message: close %d, want 1009", code)
+	}
+
+	// Past the server's budget: two events of 250 KB unfinished.
+	held := rawConnect(t, s)
+	held.connect()
+	held.send("452-" + event)
+	binary(held, 250_000)
+	time.Sleep(100 * time.Millisecond)
+	over := rawConnect(t, s)
+	over.connect()
+	over.send("452-" + event)
+	binary(over, 250_000)
+	if code := over.closeCode(); code != gws.CloseTryAgainLater {
+		t.Fatalf("attachments past the buffer budget: close %d, want 1013", code)
+	}
+	by.check()
+	if code := held.closeCode(); code != gws.ClosePolicyViolation {
+		t.Fatalf("the held event: close %d, want 1008 at its timeout", code)
+	}
+	by.check()
+}
+
+// A connection counts against its address from its handshake, whether or
+// not it ever sends CONNECT, and one that does not is closed after the
+// connect timeout, which gives its place back.
+func TestNeverConnectedSocketsCountAndTimeOut(t *testing.T) {
+	const timeout = 500 * time.Millisecond
+	s := startServer(t, func(c *config.Config) {
+		c.IPLimitLoopback, c.IPMaxConnections = true, 6
+		c.IPHandshakeRate, c.IPHandshakeBurst = 1000, 1000
+		c.ConnectTimeout = timeout
+	})
+	by := newBystander(t, s) // two of the six
+	var silent []*rawSocket
+	for range 2 {
+		silent = append(silent, rawConnect(t, s))
+	}
+	p1, code := pollOpen(t, s)
+	if code != 200 {
+		t.Fatalf("polling handshake %d", code)
+	}
+	if _, code := pollOpen(t, s); code != 200 {
+		t.Fatalf("polling handshake %d", code)
+	}
+	if _, code := pollOpen(t, s); code != http.StatusTooManyRequests {
+		t.Fatalf("seventh connection from the address: %d, want 429", code)
+	}
+	url := "ws" + strings.TrimPrefix(s.URL, "http") + s.cfg.Path + "/?EIO=4&transport=websocket"
+	if _, res, err := gws.DefaultDialer.Dial(url, nil); err == nil || res == nil || res.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("seventh connection over websocket: %v, want 429", err)
+	}
+	for _, r := range silent {
+		r.closed()
+	}
+	p1.closedWithin(3 * time.Second)
+	waitFor(t, 3*time.Second, func() error {
+		r, code := pollOpen(t, s)
+		if code != 200 {
+			return errorf("after the connect timeout: %d", code)
+		}
+		r.post("40")
+		return nil
+	})
+	by.check()
+}
+
+// Packets the server reads and drops (noops, pongs nobody asked for,
+// acknowledgements, other namespaces, events before CONNECT) are counted
+// like refused events: past the socket's rate each is a strike, and the
+// abuse limit of them closes the socket with 1008.
+func TestDroppedPacketsAreLimited(t *testing.T) {
+	s := startServer(t, nil)
+	by := newBystander(t, s)
+	for _, tc := range []struct {
+		name, packet string
+		connect      bool
+	}{
+		{"noop", "6", true},
+		{"unsolicited pong", "3", true},
+		{"client ping", "2", true},
+		{"acknowledgement", `43["nobody asked"]`, true},
+		{"other namespace", `42/admin,["join",{}]`, true},
+		{"CONNECT to another namespace", "40/admin,", false},
+		{"event before CONNECT", `42["join",{"role":"client"}]`, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := rawConnect(t, s)
+			if tc.connect {
+				r.connect()
+			}
+			for range 500 {
+				if r.ws.WriteMessage(gws.TextMessage, []byte(tc.packet)) != nil {
+					break // closed meanwhile
+				}
+			}
+			if code := r.closeCode(); code != gws.ClosePolicyViolation {
+				t.Fatalf("500 × %q: close %d, want 1008", tc.packet, code)
+			}
+		})
+	}
+	by.check()
+}

@@ -1,0 +1,273 @@
+package transport
+
+import (
+	"cmp"
+	"errors"
+	"runtime"
+	"runtime/metrics"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/switchboard/switchboard/transport/ws"
+)
+
+// The memory guard keeps the process within its memory budget
+// (cfg.MemoryLimit) before the kernel's OOM killer would end it, and every
+// socket with it. Every memTick it reads what is in use: the live heap and
+// goroutine stacks (runtime/metrics, without stopping the world), or, if
+// more, what the transport counts itself of peers' unfinished input. Past
+// shedAt of the budget, handshakes are refused with 503 and the sockets
+// holding the most (unfinished input, unsent output, a polling queue) are
+// cut with 1013, each with a log line, until what is in use can fall under
+// recoverAt; handshakes are admitted again once it has.
+
+const (
+	memTick = 200 * time.Millisecond
+	// shedAt and recoverAt are fractions of the budget, in tenths: the gap
+	// keeps the guard from flapping.
+	shedAt    = 9
+	recoverAt = 8
+	// minCut is the least a socket must hold to be cut: cutting sockets
+	// that hold nothing frees nothing.
+	minCut = 64 << 10
+	// maxCutsPerTick bounds one round; the next follows a tick later, once
+	// the collector has seen what the last one freed.
+	maxCutsPerTick = 64
+	// staleGC is how long the guard waits, while over, for a collection to
+	// bring news before it runs one itself.
+	staleGC = 2 * time.Second
+)
+
+var memSamples = []string{"/gc/heap/live:bytes", "/memory/classes/heap/stacks:bytes", "/gc/cycles/total:gc-cycles"}
+
+type memGuard struct {
+	s        *Server
+	budget   int64
+	shedding atomic.Bool
+	samples  []metrics.Sample
+	done     chan struct{}
+	stopped  sync.Once
+
+	cycles  uint64    // collections seen
+	newsAt  time.Time // when the last one was seen
+	lastCut time.Time
+}
+
+// startMemGuard watches memory against budget until stop; nil for none.
+func (s *Server) startMemGuard(budget int64) *memGuard {
+	if budget <= 0 {
+		return nil
+	}
+	m := &memGuard{s: s, budget: budget, done: make(chan struct{}), newsAt: time.Now()}
+	for _, name := range memSamples {
+		m.samples = append(m.samples, metrics.Sample{Name: name})
+	}
+	go m.run()
+	return m
+}
+
+// over tells whether the server is past its budget and refuses handshakes.
+func (m *memGuard) over() bool { return m != nil && m.shedding.Load() }
+
+func (m *memGuard) stop() {
+	if m != nil {
+		m.stopped.Do(func() { close(m.done) })
+	}
+}
+
+func (m *memGuard) run() {
+	t := time.NewTicker(memTick)
+	defer t.Stop()
+	for {
+		select {
+		case <-m.done:
+			return
+		case now := <-t.C:
+			m.tick(now)
+		}
+	}
+}
+
+// used is what the process holds now, by the runtime's count or the
+// transport's, whichever is more.
+func (m *memGuard) used(now time.Time) int64 {
+	metrics.Read(m.samples)
+	var heap int64
+	for _, s := range m.samples[:2] {
+		if s.Value.Kind() == metrics.KindUint64 {
+			heap += int64(s.Value.Uint64())
+		}
+	}
+	if c := m.samples[2].Value; c.Kind() == metrics.KindUint64 && c.Uint64() != m.cycles {
+		m.cycles, m.newsAt = c.Uint64(), now
+	}
+	return max(heap, m.s.accounted())
+}
+
+func (m *memGuard) tick(now time.Time) {
+	used := m.used(now)
+	switch {
+	case used >= m.budget/10*shedAt:
+		if !m.shedding.Swap(true) {
+			m.s.log.Warn("memory over budget: refusing new connections and cutting the sockets that hold the most",
+				"used", used, "budget", m.budget)
+		}
+		if now.Sub(m.lastCut) >= memTick && m.cut(used-m.budget/10*recoverAt) > 0 {
+			m.lastCut = now
+			m.refresh(now) // see what the cuts freed before the next round
+			return
+		}
+		if now.Sub(m.newsAt) > staleGC {
+			m.refresh(now) // nothing allocates: the live heap may be old news
+		}
+	case used < m.budget/10*recoverAt && m.shedding.Load():
+		m.shedding.Store(false)
+		m.s.log.Info("memory back under budget: accepting new connections", "used", used, "budget", m.budget)
+	}
+}
+
+// refresh runs a collection, on the guard's goroutine only, so that the
+// live heap it reads next is today's.
+func (m *memGuard) refresh(now time.Time) {
+	runtime.GC()
+	m.newsAt = now
+}
+
+// holder is a socket and what it holds.
+type holder struct {
+	n   int64
+	e   *eioSocket // nil for a probe
+	ws  *ws.Conn   // a probe websocket that has not taken its session over
+	sid string
+}
+
+// cut ends the sockets holding the most, largest first, until they held
+// need bytes together; it returns how many it cut.
+func (m *memGuard) cut(need int64) int {
+	var hs []holder
+	add := func(h holder) {
+		if h.n >= minCut {
+			hs = append(hs, h)
+		}
+	}
+	s := m.s
+	if s.wss != nil {
+		s.wss.Each(func(h ws.Handler) {
+			switch h := h.(type) {
+			case *eioSocket:
+				add(holder{n: h.holding(), e: h})
+			case *upgradeConn:
+				if h.p.ws.Load() == h.c { // it carries its session
+					add(holder{n: h.p.e.holding(), e: h.p.e})
+				} else {
+					add(holder{n: h.c.Holding(), ws: h.c, sid: h.p.sid})
+				}
+			}
+		})
+	}
+	s.polls.each(func(p *pollConn) { add(holder{n: p.e.holding(), e: p.e}) })
+	slices.SortFunc(hs, func(a, b holder) int { return cmp.Compare(b.n, a.n) })
+	cut := 0
+	for _, h := range hs {
+		if need <= 0 || cut == maxCutsPerTick {
+			break
+		}
+		need -= h.n
+		cut++
+		s.met.Refused("connection", "memory_budget")
+		if h.e == nil {
+			s.log.Warn("websocket cut: server over its memory budget", "session", h.sid, "held", h.n, "budget", m.budget)
+			h.ws.Shed(ws.CloseTryAgain, reasonBusy)
+			continue
+		}
+		s.log.Warn("socket cut: server over its memory budget", "socket", h.e.ID(), "remote", h.e.addr,
+			"transport", h.e.transportName(), "held", h.n, "budget", m.budget)
+		h.e.cut()
+	}
+	return cut
+}
+
+// holding is what the socket holds for its peer: unfinished input,
+// unsent output, a binary event's attachments.
+func (e *eioSocket) holding() int64 {
+	n := e.binaryHeld()
+	switch c := e.c.(type) {
+	case *ws.Conn:
+		n += c.Holding()
+	case *pollConn:
+		n += c.holding()
+	}
+	return n
+}
+
+// cut ends the socket for the memory guard (1013 on a websocket), freeing
+// what it holds at once.
+func (e *eioSocket) cut() {
+	if e.closed.Swap(true) {
+		return
+	}
+	switch c := e.c.(type) {
+	case *ws.Conn:
+		c.Shed(ws.CloseTryAgain, reasonBusy)
+	case *pollConn:
+		c.shed()
+	}
+	if b := e.binary.Load(); b != nil {
+		e.dropBinary(b)
+	}
+}
+
+// accounted is what the transport counts itself of peers' input not yet
+// handled: websocket frames and messages not yet whole, binary events
+// waiting for attachments, polling bodies being read (all taken from the
+// websocket server's buffer budget).
+func (s *Server) accounted() int64 {
+	if s.wss == nil {
+		return 0
+	}
+	return s.wss.Buffered()
+}
+
+// busy says why the server refuses new connections now, or "".
+func (s *Server) busy() string {
+	if s.mem.over() {
+		return "the server is over its memory budget; retry shortly"
+	}
+	if s.wss != nil {
+		budget := int64(max(cmp.Or(s.cfg.MaxBufferedBytes, ws.DefaultMaxBuffered), s.wssMaxPayload))
+		if s.wss.Buffered() >= budget/10*shedAt {
+			return "the server's budget for unfinished messages is nearly spent; retry shortly"
+		}
+	}
+	return ""
+}
+
+// errBusy ends a polling body that does not fit the server's budget.
+var errBusy = errors.New("polling: server buffer budget exhausted")
+
+// holding is what a polling session holds: its queue and the body of a
+// POST under way, or after an upgrade what its websocket holds.
+func (p *pollConn) holding() int64 {
+	if c := p.ws.Load(); c != nil {
+		return c.Holding()
+	}
+	return int64(p.Pending()) + p.e.reading.Load()
+}
+
+// shed closes the session for the memory guard: its queue is dropped,
+// since the close packet need not wait behind it.
+func (p *pollConn) shed() {
+	if c := p.ws.Load(); c != nil {
+		c.Shed(ws.CloseTryAgain, reasonBusy)
+		return
+	}
+	p.mu.Lock()
+	if p.state != stateClosed && p.ws.Load() == nil {
+		putBuf(p.out)
+		p.out = nil
+	}
+	p.mu.Unlock()
+	p.Close(ws.CloseTryAgain, reasonBusy)
+}
