@@ -24,6 +24,12 @@ import (
 // to close its connection, a server not started by Serve) the request is
 // served on its goroutine as before.
 
+// parkAfter is how long a GET waits on its goroutine before it is parked,
+// and how long a POST's session must have been quiet for its connection to
+// be parked: parking and the way back cost more than a wait or an idle
+// keep-alive, so a busy session (an operator's) is served as before.
+var parkAfter = time.Second // a variable for the tests
+
 // answerTimeout bounds how long writing one answer may take: a client
 // that stops reading its poll must not hold a goroutine for good.
 const answerTimeout = 20 * time.Second
@@ -140,10 +146,10 @@ func (ps *polls) answer(g *parkedConn, body []byte, closeConn bool) {
 		return
 	}
 	_ = g.conn.SetWriteDeadline(time.Time{})
-	ps.parkIdle(g)
+	ps.back.give(g.conn) // the client's next GET follows at once
 }
 
-// parkIdle parks an answered request's connection until the client's next
+// parkIdle parks an answered POST's connection until the client's next
 // request on it: the client may well send that on another connection.
 func (ps *polls) parkIdle(g *parkedConn) {
 	g.p, g.head = nil, nil
@@ -153,10 +159,11 @@ func (ps *polls) parkIdle(g *parkedConn) {
 }
 
 // answerPost answers a POST "ok" on its connection, taken from net/http,
-// and parks the connection until the client's next request on it. false:
-// not taken, answer as usual.
-func (ps *polls) answerPost(w http.ResponseWriter, r *http.Request) bool {
-	if !ps.parkable(r) {
+// and parks the connection until the client's next request on it; only
+// when the session had been quiet (quiet). false: not taken, answer as
+// usual.
+func (ps *polls) answerPost(w http.ResponseWriter, r *http.Request, quiet bool) bool {
+	if !quiet || !ps.parkable(r) {
 		return false
 	}
 	g, err := ps.hijack(nil, w)

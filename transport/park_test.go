@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/switchboard/switchboard/config"
+	"github.com/switchboard/switchboard/transport"
 )
 
 // Parked long-polls and idle connections (park.go), over raw keep-alive
@@ -67,7 +68,14 @@ func (r *rawConn) answer(d time.Duration) (*http.Response, string) {
 	return res, string(b)
 }
 
+// parkSoon parks every waiting GET after d, and every POST's connection
+// (d 0), for the rest of the test.
+func parkSoon(t *testing.T, d time.Duration) {
+	t.Cleanup(transport.SetParkAfter(d)) // runs after the server's cleanup
+}
+
 func TestPollingParkedGetHoldsNoGoroutine(t *testing.T) {
+	parkSoon(t, 20*time.Millisecond)
 	s := startServer(t, nil)
 	const n = 100
 	ps := make([]*poller, n)
@@ -99,7 +107,7 @@ func TestPollingParkedGetHoldsNoGoroutine(t *testing.T) {
 	}
 
 	// A parked GET is answered with what comes, CORS headers included,
-	// and its connection serves the next request.
+	// and its connection serves the next request (parked again).
 	p, c := ps[0], conns[0]
 	p.post(`427["clientMessage",{"type":"text","message":"hi"}]`)
 	res, b := c.answer(5 * time.Second)
@@ -108,6 +116,7 @@ func TestPollingParkedGetHoldsNoGoroutine(t *testing.T) {
 		t.Fatalf("parked GET answered %d %v %q", res.StatusCode, res.Header, b)
 	}
 	c.send(p.sid, "")
+	time.Sleep(100 * time.Millisecond)
 	p.post(`428["clientMessage",{"type":"text","message":"again"}]`)
 	if _, b := c.answer(5 * time.Second); !strings.HasPrefix(b, `438[{"ok":true`) {
 		t.Fatalf("second GET on the connection answered %q", b)
@@ -120,6 +129,7 @@ func TestPollingParkedGetHoldsNoGoroutine(t *testing.T) {
 }
 
 func TestPollingHangUpOfParkedGetEndsSession(t *testing.T) {
+	parkSoon(t, 20*time.Millisecond)
 	s := startServer(t, func(c *config.Config) { c.RecoveryWindow = 0 })
 	bystander := handshake(t, s)
 	bystander.connect()
@@ -188,6 +198,7 @@ func clients(t *testing.T, s *testServer) int {
 // A client may send its next POST, on another connection, the moment it
 // reads "ok": the session must be done with the first one by then.
 func TestPollingNextPostRightAfterOk(t *testing.T) {
+	parkSoon(t, 0)
 	s := startServer(t, func(c *config.Config) { c.TypingRate, c.TypingBurst = 1e6, 1_000_000 })
 	p := handshake(t, s)
 	p.connect()

@@ -109,15 +109,16 @@ type pollConn struct {
 	// or the upgrade, which waits for the POST under way.
 	rmu sync.Mutex
 
-	mu      sync.Mutex
-	out     []byte // queued packets, separated by recordSep; nil when none
-	state   pollState
-	getting bool      // a GET is waiting
-	posting bool      // a POST is under way
-	lastGet time.Time // when the last GET was answered
-	probe   *ws.Conn  // the websocket probing or holding the upgrade
-	probing bool      // a websocket upgrade is under way (probe may still be nil)
-	linger  *time.Timer
+	mu       sync.Mutex
+	out      []byte // queued packets, separated by recordSep; nil when none
+	state    pollState
+	getting  bool      // a GET is waiting
+	posting  bool      // a POST is under way
+	lastGet  time.Time // when the last GET was answered
+	lastPost time.Time // when the last POST came
+	probe    *ws.Conn  // the websocket probing or holding the upgrade
+	probing  bool      // a websocket upgrade is under way (probe may still be nil)
+	linger   *time.Timer
 
 	parked    *parkedConn // the waiting GET, when parked (getting is true)
 	answering bool        // answerT will answer parked
@@ -131,9 +132,13 @@ func (s *Server) pollHandshake(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	sid := newID()
-	p := &pollConn{srv: s, sid: sid, wake: make(chan struct{}, 1), lastGet: time.Now()}
-	p.e = s.newSocket(p, r, s.clientAddr(r), bearer(r))
+	e := &eioSocket{srv: s, addr: s.clientAddr(r), bearer: bearer(r), opened: time.Now()}
+	p := &pollConn{srv: s, sid: sid, e: e, wake: make(chan struct{}, 1), lastGet: time.Now()}
+	e.c = p
 	s.polls.add(p)
+	e.mu.Lock()
+	e.timer = time.AfterFunc(s.cfg.PingInterval, e.beat)
+	e.mu.Unlock()
 	body := append([]byte{'0'}, s.openPacket(sid, true)...)
 	writePoll(w, body, false)
 }
@@ -169,23 +174,30 @@ func (p *pollConn) get(w http.ResponseWriter, r *http.Request) {
 		engineError(w, engineBadRequest)
 		return
 	}
+	// A GET that waits parkAfter is parked; one answered sooner (a busy
+	// session's) stays on this goroutine, which is cheaper.
+	var parkC <-chan time.Time
 	if p.out == nil && p.state == statePolling && p.srv.polls.parkable(r) {
-		p.getting = true // a second GET meanwhile overlaps this one
-		p.mu.Unlock()
-		g, err := p.srv.polls.hijack(p, w)
-		p.mu.Lock()
-		if err == nil {
-			p.park(g)
-			p.mu.Unlock()
-			return
-		}
-		p.getting = false // not taken from net/http: wait here
+		t := time.NewTimer(parkAfter)
+		defer t.Stop()
+		parkC = t.C
 	}
 	for p.out == nil && p.state == statePolling {
 		p.getting = true
 		p.mu.Unlock()
 		select {
 		case <-p.wake:
+		case <-parkC:
+			parkC = nil
+			g, err := p.srv.polls.hijack(p, w)
+			p.mu.Lock()
+			if err == nil {
+				p.park(g)
+				p.mu.Unlock()
+				return
+			}
+			p.getting = false // not taken from net/http: wait here
+			continue
 		case <-r.Context().Done():
 			p.mu.Lock()
 			p.getting, p.lastGet = false, time.Now()
@@ -357,26 +369,12 @@ func (p *pollConn) receive(w http.ResponseWriter, r *http.Request) bool {
 		p.mu.Unlock()
 	}()
 
-	held := 0 // of the server's budget for unfinished input, until handled
-	defer func() { p.srv.wss.Release(held); p.e.reading.Store(0) }()
-	body, err := readBody(r.Body, r.ContentLength, p.srv.wssMaxPayload, func(n int) bool {
-		if !p.srv.wss.Reserve(n) {
-			return false
-		}
-		held += n
-		p.e.reading.Store(int64(held))
-		return true
-	})
+	body, err := readBody(r.Body, r.ContentLength, p.srv.wssMaxPayload)
 	if err != nil {
 		putBuf(body)
-		switch {
-		case errors.Is(err, errTooLarge):
+		if errors.Is(err, errTooLarge) {
 			w.WriteHeader(http.StatusRequestEntityTooLarge)
-		case errors.Is(err, errBusy):
-			w.Header().Set("Retry-After", "5")
-			w.WriteHeader(http.StatusServiceUnavailable)
-			err = reasonBusy
-		default:
+		} else {
 			engineError(w, engineBadRequest)
 		}
 		p.Close(ws.CloseNormal, err)
@@ -425,29 +423,19 @@ func (p *pollConn) packets(body []byte) {
 
 // readBody reads at most limit bytes of body; a longer one is errTooLarge,
 // found without buffering more than limit+1 bytes, with or without a
-// Content-Length. The buffer grows with what arrived, to at most twice
-// that: a Content-Length is a promise, not bytes, and a stalled body
-// holds only what was sent. Each growth is first taken with reserve (the
-// server's budget of unfinished input), or the read ends with errBusy.
-func readBody(body io.Reader, length int64, limit int, reserve func(int) bool) ([]byte, error) {
+// Content-Length.
+func readBody(body io.Reader, length int64, limit int) ([]byte, error) {
 	if length > int64(limit) {
 		return nil, errTooLarge
 	}
-	end := limit + 1
+	size := 512
 	if length >= 0 {
-		end = int(length) + 1 // room to see the end without growing
+		size = int(length) + 1 // room to see the end without growing
 	}
-	buf := getBuf(min(end, 4<<10))
-	if !reserve(cap(buf)) {
-		return buf, errBusy
-	}
+	buf := getBuf(size)
 	for {
 		if len(buf) == cap(buf) {
-			size := min(2*cap(buf), max(end, len(buf)+1))
-			if !reserve(size - cap(buf)) {
-				return buf, errBusy
-			}
-			grown := make([]byte, len(buf), size)
+			grown := make([]byte, len(buf), min(2*cap(buf), limit+1))
 			copy(grown, buf)
 			putBuf(buf)
 			buf = grown
