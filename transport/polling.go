@@ -132,13 +132,9 @@ func (s *Server) pollHandshake(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	sid := newID()
-	e := &eioSocket{srv: s, addr: s.clientAddr(r), bearer: bearer(r), opened: time.Now()}
-	p := &pollConn{srv: s, sid: sid, e: e, wake: make(chan struct{}, 1), lastGet: time.Now()}
-	e.c = p
+	p := &pollConn{srv: s, sid: sid, wake: make(chan struct{}, 1), lastGet: time.Now()}
+	p.e = s.newSocket(p, r, s.clientAddr(r), bearer(r))
 	s.polls.add(p)
-	e.mu.Lock()
-	e.timer = time.AfterFunc(s.cfg.PingInterval, e.beat)
-	e.mu.Unlock()
 	body := append([]byte{'0'}, s.openPacket(sid, true)...)
 	writePoll(w, body, false)
 }
@@ -369,12 +365,26 @@ func (p *pollConn) receive(w http.ResponseWriter, r *http.Request) bool {
 		p.mu.Unlock()
 	}()
 
-	body, err := readBody(r.Body, r.ContentLength, p.srv.wssMaxPayload)
+	held := 0 // of the server's budget for unfinished input, until handled
+	defer func() { p.srv.wss.Release(held); p.e.reading.Store(0) }()
+	body, err := readBody(r.Body, r.ContentLength, p.srv.wssMaxPayload, func(n int) bool {
+		if !p.srv.wss.Reserve(n) {
+			return false
+		}
+		held += n
+		p.e.reading.Store(int64(held))
+		return true
+	})
 	if err != nil {
 		putBuf(body)
-		if errors.Is(err, errTooLarge) {
+		switch {
+		case errors.Is(err, errTooLarge):
 			w.WriteHeader(http.StatusRequestEntityTooLarge)
-		} else {
+		case errors.Is(err, errBusy):
+			w.Header().Set("Retry-After", "5")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			err = reasonBusy
+		default:
 			engineError(w, engineBadRequest)
 		}
 		p.Close(ws.CloseNormal, err)
@@ -423,19 +433,29 @@ func (p *pollConn) packets(body []byte) {
 
 // readBody reads at most limit bytes of body; a longer one is errTooLarge,
 // found without buffering more than limit+1 bytes, with or without a
-// Content-Length.
-func readBody(body io.Reader, length int64, limit int) ([]byte, error) {
+// Content-Length. The buffer grows with what arrived, to at most twice
+// that: a Content-Length is a promise, not bytes, and a stalled body
+// holds only what was sent. Each growth is first taken with reserve (the
+// server's budget of unfinished input), or the read ends with errBusy.
+func readBody(body io.Reader, length int64, limit int, reserve func(int) bool) ([]byte, error) {
 	if length > int64(limit) {
 		return nil, errTooLarge
 	}
-	size := 512
+	end := limit + 1
 	if length >= 0 {
-		size = int(length) + 1 // room to see the end without growing
+		end = int(length) + 1 // room to see the end without growing
 	}
-	buf := getBuf(size)
+	buf := getBuf(min(end, 4<<10))
+	if !reserve(cap(buf)) {
+		return buf, errBusy
+	}
 	for {
 		if len(buf) == cap(buf) {
-			grown := make([]byte, len(buf), min(2*cap(buf), limit+1))
+			size := min(2*cap(buf), max(end, len(buf)+1))
+			if !reserve(size - cap(buf)) {
+				return buf, errBusy
+			}
+			grown := make([]byte, len(buf), size)
 			copy(grown, buf)
 			putBuf(buf)
 			buf = grown
