@@ -43,12 +43,15 @@ trap cleanup EXIT
 free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 
 # start NAME [VAR=VALUE...]: sets PORT_<NAME> and PID_<NAME>; the
-# variables are added to Switchboard's environment.
+# variables are added to Switchboard's environment. Each start keeps its
+# own log ($out/NAME.N.log).
+starts=0
 start() {
   local name=$1 port; shift
   port=$(free_port)
+  starts=$((starts + 1))
   if [ "$name" = node ]; then
-    (cd "$out/node" && PORT=$port NODE_ENV=production exec node dist/server.js >../node.log 2>&1) &
+    (cd "$out/node" && PORT=$port NODE_ENV=production exec node dist/server.js >"../node.$starts.log" 2>&1) &
   else
     # Simulated operators reply far faster than people type: lift the
     # per-socket limits that protect a real deployment.
@@ -56,12 +59,12 @@ start() {
       SWITCHBOARD_MESSAGE_RATE=10000 SWITCHBOARD_MESSAGE_BURST=100000 \
       SWITCHBOARD_TYPING_RATE=10000 SWITCHBOARD_TYPING_BURST=100000 \
       SWITCHBOARD_MAX_TEXT_CHARS=100000 "$@" \
-      "$out/switchboard" >"$out/$name.log" 2>&1 &
+      "$out/switchboard" >"$out/$name.$starts.log" 2>&1 &
   fi
   local pid=$!
   pids+=("$pid")
   for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/health" >/dev/null && break; sleep 0.1; done
-  curl -sf "http://127.0.0.1:$port/health" >/dev/null || { echo "$name did not start:" >&2; tail -5 "$out/$name.log" >&2; exit 1; }
+  curl -sf "http://127.0.0.1:$port/health" >/dev/null || { echo "$name did not start:" >&2; tail -5 "$out/$name.$starts.log" >&2; exit 1; }
   eval "PORT_$name=$port PID_$name=$pid"
 }
 
@@ -69,13 +72,59 @@ start() {
 cpu() { awk '{print $14+$15}' "/proc/$1/stat"; }
 rss() { awk '/VmRSS/{print $2}' "/proc/$1/status"; }
 
-# run NAME LABEL ARGS...: one load run, report in $out/NAME-LABEL.json
+# samples PID: "unix-time cpu-ticks write-syscalls" every half second
+samples() {
+  while :; do
+    echo "$(date +%s.%N) $(cpu "$1") $(awk '/^syscw/{print $2}' "/proc/$1/io" 2>/dev/null || echo 0)"
+    sleep 0.5
+  done
+}
+
+# run NAME LABEL ARGS...: one load run, report in $out/NAME-LABEL.json; the
+# server's CPU over the whole run in NAME-LABEL.cpu, and its CPU and write
+# system calls sampled through the run in NAME-LABEL.samples.
 run() {
   local name=$1 label=$2; shift 2
-  local port pid; eval "port=\$PORT_$name pid=\$PID_$name"
+  local port pid sampler; eval "port=\$PORT_$name pid=\$PID_$name"
   local c0; c0=$(cpu "$pid")
+  samples "$pid" >"$out/$name-$label.samples" &
+  sampler=$!
   "$out/loadtest" --url "http://127.0.0.1:$port" --quiet --report "$out/$name-$label.json" "$@" >"$out/$name-$label.txt" 2>&1 || true
   echo $(( $(cpu "$pid") - c0 )) >"$out/$name-$label.cpu"
+  kill "$sampler" 2>/dev/null; wait "$sampler" 2>/dev/null || true
+}
+
+# steady NAME LABEL: server CPU µs and write(2)-family calls per player
+# message over the steady window only: from 2 s after the last player
+# arrived to 2 s before the load ended (no connects, joins, drain or
+# departures), messages counted from the load tool's per-second timeline.
+steady() {
+  python3 - "$out/$1-$2.json" "$out/$1-$2.samples" "$tick" <<'PY' 2>/dev/null || echo "- -"
+import calendar, json, re, sys, time
+rep = json.load(open(sys.argv[1])); tick = float(sys.argv[3])
+s = [tuple(map(float, l.split())) for l in open(sys.argv[2]) if len(l.split()) == 3]
+m = re.match(r"(.{19})(\.\d+)?(Z|([+-])(\d\d):(\d\d))$", rep["started_at"])
+t0 = calendar.timegm(time.strptime(m[1], "%Y-%m-%dT%H:%M:%S")) + float(m[2] or 0)
+if m[4]:
+    t0 -= (1 if m[4] == "+" else -1) * (int(m[5]) * 3600 + int(m[6]) * 60)
+tl = rep["timeline"]; target = rep["players"]["target"]
+full = [x["t_s"] for x in tl if x["players"] >= target]
+# the last arrival was within the second before full[0]; the load ends load_s after it
+a, b = full[0] + 2, full[0] - 1 + rep["load_s"] - 2
+msgs, prev = 0.0, 0.0
+for x in tl:
+    lo, hi = max(prev, a), min(x["t_s"], b)
+    if hi > lo:
+        msgs += x["sent_per_s"] * (hi - lo)
+    prev = x["t_s"]
+def at(t, i):  # interpolated sample column i at unix time t
+    for p, q in zip(s, s[1:]):
+        if p[0] <= t <= q[0]:
+            return p[i] + (q[i] - p[i]) * (t - p[0]) / (q[0] - p[0])
+    raise ValueError
+ticks = at(t0 + b, 1) - at(t0 + a, 1); calls = at(t0 + b, 2) - at(t0 + a, 2)
+print(round(ticks / tick * 1e6 / msgs, 1), round(calls / msgs, 1))
+PY
 }
 
 field() { python3 -c 'import json,sys
@@ -160,17 +209,23 @@ for label in 1k 5k; do
     eval "cpu_$n=$(python3 -c "print(round($cpu_ticks/$tick*1e6/max(1,float('${sent/-/0}')),1))")"
   done
   printf '%-48s %14s %14s\n' "$label server CPU µs per message" "$cpu_switchboard" "$cpu_node"
+  read -r st_sb sc_sb <<<"$(steady switchboard "$label")"
+  read -r st_node sc_node <<<"$(steady node "$label")"
+  printf '%-48s %14s %14s\n' "$label  same, steady window only" "$st_sb" "$st_node"
+  printf '%-48s %14s %14s\n' "$label  write system calls per message (steady)" "$sc_sb" "$sc_node"
 done
 printf '%-48s %14s %14s\n' "idle players connected" "$(field $out/switchboard-idle.json players.connected)" "$(field $out/node-idle.json players.connected)"
 printf '%-48s %14s %14s\n' "idle RSS bytes per connection" "$(cat $out/switchboard-idle.rss)" "$(cat $out/node-idle.rss)"
 printf '%-48s %14s %14s\n' "idle connect p99 ms" "$(field $out/switchboard-idle.json latency.connect.p99_ms)" "$(field $out/node-idle.json latency.connect.p99_ms)"
 if [ -z "${BENCH_SKIP_VARIANTS:-}" ]; then
   printf '\n== Switchboard variants (same players, operators and rates)\n'
-  printf '%-34s %10s %10s %10s %8s %8s\n' run sent/s "p99 ms" "µs/msg" lost dup
+  printf '%-34s %10s %10s %10s %10s %8s %8s %8s\n' run sent/s "p99 ms" "µs/msg" "steady" lost dup errors
   for label in 1k 1k-norecovery 1k-production 1k-upgrade 1k-polling 5k 5k-upgrade storm; do
-    printf '%-34s %10s %10s %10s %8s %8s\n' "$label" "$(field $out/switchboard-$label.json throughput.sent_per_s)" \
+    printf '%-34s %10s %10s %10s %10s %8s %8s %8s\n' "$label" "$(field $out/switchboard-$label.json throughput.sent_per_s)" \
       "$(field $out/switchboard-$label.json latency.player_to_operator.p99_ms)" "$(cpu_per_msg switchboard $label)" \
-      "$(field $out/switchboard-$label.json messages.lost)" "$(field $out/switchboard-$label.json messages.duplicated)"
+      "$(steady switchboard "$label" | cut -d' ' -f1)" \
+      "$(field $out/switchboard-$label.json messages.lost)" "$(field $out/switchboard-$label.json messages.duplicated)" \
+      "$(field $out/switchboard-$label.json errors_total)"
   done
   printf '%-34s %10s %10s %10s\n' "storm recovered / fresh / p99 ms" "$(field $out/switchboard-storm.json recovery.recovered)" \
     "$(field $out/switchboard-storm.json recovery.fresh)" "$(field $out/switchboard-storm.json recovery.time.p99_ms)"
