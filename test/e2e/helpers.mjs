@@ -361,6 +361,9 @@ export async function expectEvent(socket, name, timeoutMs = EVENT_TIMEOUT_MS) {
  * as a last argument, which socket.io-client reads and listeners ignore.
  */
 export const RECOVERY = (process.env.SWITCHBOARD_RECOVERY_WINDOW ?? '').trim() !== '0';
+
+/** The additive keys a join ack carries with continuity on. */
+const CONTINUITY_ACK_KEYS = new Set(['clientId', 'resumeToken']);
 const VOLATILE = new Set(['clientTyping', 'operatorTyping', 'chatError']);
 
 /**
@@ -407,7 +410,14 @@ export function emitAck(socket, event, payload, timeoutMs = EVENT_TIMEOUT_MS) {
 
 /** Asserts an accepted ack: exactly {ok: true, id, timestamp}; returns it. */
 export function assertAckOk(reply, { from, to, what = 'ack' } = {}) {
-  assert.deepEqual(Object.keys(reply ?? {}).sort(), ['id', 'ok', 'timestamp'], `${what}: keys of ${JSON.stringify(reply)}`);
+  // With continuity on, a player's join ack adds clientId and resumeToken
+  // (docs/EVENTS.md); nothing else is ever added, and with it off nothing.
+  const keys = Object.keys(reply ?? {}).filter((k) => !(RECOVERY && CONTINUITY_ACK_KEYS.has(k)));
+  assert.deepEqual(keys.sort(), ['id', 'ok', 'timestamp'], `${what}: keys of ${JSON.stringify(reply)}`);
+  if (RECOVERY && 'resumeToken' in reply) {
+    assert.equal(typeof reply.resumeToken, 'string', `${what}: resumeToken`);
+    assert.equal(typeof reply.clientId, 'string', `${what}: clientId`);
+  }
   assert.equal(reply.ok, true, `${what}: ok`);
   assert.equal(typeof reply.id, 'string', `${what}: id`);
   assert.ok(reply.id.length > 0, `${what}: id is empty`);
