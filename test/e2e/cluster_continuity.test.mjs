@@ -177,6 +177,37 @@ describe('continuity across nodes', { skip: hasRedis ? false : 'redis-server is 
     console.log(`# SIGTERM: operators saw chatAway after ${t.awayMs} ms; the player recovered ${t.recoveredMs} ms after the signal`);
   });
 
+  test('a blip that reconnects to another live node: taken over there, the old node lets it go quietly', async () => {
+    const [n1, n2] = await nodes(['b1', 'b2'], { SWITCHBOARD_RECOVERY_WINDOW: '2s' });
+    const { op, p } = await chat(n2, n1, 'blip');
+    const id = p.sid;
+    await say(op, p, 'one');
+    await expectEvent(p, 'operatorMessage');
+    p.io.uri = n2.url;
+    const back = nextConnect(p, 10000);
+    p.io.engine.close();
+    await back;
+    assert.equal(p.recovered, true);
+    assert.equal(p.id, id);
+    assert.deepEqual(await expectEvent(op, 'chatBack'), { clientId: id });
+    // chatAway comes if the old node noticed the drop before the takeover.
+    assert.ok(all(op, 'chatAway').length <= 1);
+    op.rec.pending = op.rec.pending.filter((r) => r.event !== 'chatAway');
+    await say(op, p, 'two');
+    await expectEvent(p, 'operatorMessage');
+    // Past the old node's window: its session went with the takeover, so no chat ends.
+    await expectNothing([op, p], 2500);
+    assert.deepEqual(all(op, 'chatEnded'), []);
+    assert.equal(all(op, 'newChat').length, 1);
+    assert.deepEqual(texts(p), ['one', 'two']);
+    for (const n of [n1, n2]) {
+      await n.waitFor('/stats', (s) => s.clients.length === 1 && s.clients[0].socketId === id && s.clients[0].node === 'b2', { what: 'listed once, on b2' });
+    }
+    op.close();
+    p.close();
+    await Promise.all([n1.stop(), n2.stop()]);
+  });
+
   test('a killed node\'s player away past the window: exactly one chatEnded, then a fresh session', async () => {
     const [n1, n2] = await nodes(['w1', 'w2'], { SWITCHBOARD_RECOVERY_WINDOW: '3s' });
     const { op, p } = await chat(n2, n1, 'window');
