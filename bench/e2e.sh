@@ -108,7 +108,7 @@ t0 = calendar.timegm(time.strptime(m[1], "%Y-%m-%dT%H:%M:%S")) + float(m[2] or 0
 if m[4]:
     t0 -= (1 if m[4] == "+" else -1) * (int(m[5]) * 3600 + int(m[6]) * 60)
 tl = rep["timeline"]; target = rep["players"]["target"]
-full = [x["t_s"] for x in tl if x["players"] >= target]
+full = [x["t_s"] for x in tl if x["players"] >= min(target, max(y["players"] for y in tl))]
 # the last arrival was within the second before full[0]; the load ends load_s after it
 a, b = full[0] + 2, full[0] - 1 + rep["load_s"] - 2
 msgs, prev = 0.0, 0.0
@@ -135,15 +135,24 @@ print("-" if d=={} else round(d,1) if isinstance(d,float) else d)' "$1" "$2" 2>/
 echo "== Go benchmarks"
 [ -n "${BENCH_SKIP_GO:-}" ] || go test -run '^$' -bench . -benchmem ./actors ./messages | grep -E '^Benchmark'
 
-# idle NAME LABEL COUNT TRANSPORT: RSS per idle connection of a fresh server
+# idle NAME LABEL COUNT TRANSPORT: RSS per idle connection of a fresh
+# server: its growth once every player has joined (as /health counts them)
+# and 3 s have passed, or 60 s after the start, divided by the players then
+# joined. On a busy machine the crowd arrives late; sampling at a fixed
+# time would count handshakes still under way as idle sessions.
 idle() {
-  local name=$1 label=$2 count=$3 transport=$4 pid r0 lt
-  pid=$(eval echo \$PID_$name)
+  local name=$1 label=$2 count=$3 transport=$4 pid port r0 lt n=0 i
+  pid=$(eval echo \$PID_$name) port=$(eval echo \$PORT_$name)
   r0=$(rss "$pid")
-  run "$name" "$label" --players "$count" --operators 0 --rate 0 --ramp 2000 --duration 10s --transport "$transport" &
+  run "$name" "$label" --players "$count" --operators 0 --rate 0 --ramp 2000 --duration 15s --transport "$transport" &
   lt=$!
-  sleep $(( count / 2000 + 8 ))
-  echo $(( ( $(rss "$pid") - r0 ) * 1024 / count )) >"$out/$name-$label.rss"
+  for i in $(seq 120); do
+    sleep 0.5
+    n=$(curl -sf "http://127.0.0.1:$port/health" | grep -o '"total":[0-9]*' | head -1 | cut -d: -f2)
+    [ "${n:-0}" -ge "$count" ] && break
+  done
+  sleep 3
+  echo $(( ( $(rss "$pid") - r0 ) * 1024 / ${n:-1} )) >"$out/$name-$label.rss"
   wait "$lt"
 }
 
