@@ -32,7 +32,8 @@ type ClusterOptions struct {
 	// before its players' chats are ended (default 8s). A dead node is
 	// noticed within DeadAfter plus two heartbeats (12 s by default).
 	DeadAfter time.Duration
-	// TTL of the keys a node writes (default 10s): what a dead node leaves
+	// TTL of the keys a node writes (default 10s, or DeadAfter plus two
+	// heartbeats when that is longer): what a dead node leaves
 	// in Redis is gone after it.
 	TTL time.Duration
 	// Prefix of every key and channel (default "switchboard").
@@ -49,7 +50,8 @@ func (o *ClusterOptions) defaults() {
 		o.DeadAfter = 8 * time.Second
 	}
 	if o.TTL <= 0 {
-		o.TTL = 10 * time.Second
+		// Past a dead node's detection: its keys outlive no live node's.
+		o.TTL = max(10*time.Second, o.DeadAfter+2*o.Heartbeat)
 	}
 	if o.Prefix == "" {
 		o.Prefix = "switchboard"

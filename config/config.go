@@ -260,6 +260,15 @@ type Config struct {
 	// keys (SWITCHBOARD_NODE_ID, default the host name and a random
 	// suffix, new at each start). Letters, digits, '.', '_' and '-'.
 	NodeID string
+	// ClusterHeartbeat is how often a node refreshes its liveness in Redis
+	// and reads the others' (SWITCHBOARD_CLUSTER_HEARTBEAT, default 2s).
+	// ClusterDeadAfter is how long another node's heartbeat may stay
+	// unchanged before it is taken for dead (SWITCHBOARD_CLUSTER_DEAD_AFTER,
+	// default 8s; at least two heartbeats). A killed node is noticed within
+	// dead-after plus two heartbeats; shorter values cost one Redis round
+	// trip per node per heartbeat and risk calling a paused node dead.
+	ClusterHeartbeat time.Duration
+	ClusterDeadAfter time.Duration
 }
 
 // Production reports whether NODE_ENV is production.
@@ -343,6 +352,8 @@ var settings = []setting{
 	{"trust_proxy", "SWITCHBOARD_TRUST_PROXY", "trust-proxy", "false", "take the client address from X-Forwarded-For"},
 	{"redis_url", "REDIS_URL", "redis-url", "", "Redis for cluster mode: redis:// or rediss:// (empty: one node)"},
 	{"node_id", "SWITCHBOARD_NODE_ID", "node-id", "", "this node's id (empty: host name and a random suffix)"},
+	{"cluster_heartbeat", "SWITCHBOARD_CLUSTER_HEARTBEAT", "cluster-heartbeat", "2s", "how often a cluster node refreshes and reads the nodes' liveness"},
+	{"cluster_dead_after", "SWITCHBOARD_CLUSTER_DEAD_AFTER", "cluster-dead-after", "8s", "how long a node's heartbeat may stay unchanged before it is dead"},
 	{"routing", "SWITCHBOARD_ROUTING", "routing", "broadcast", "how chats reach operators: broadcast, claim or auto"},
 	{"max_chats_per_operator", "SWITCHBOARD_MAX_CHATS_PER_OPERATOR", "max-chats-per-operator", "5", "chats one operator owns at once under claim and auto"},
 	{"pages", "SWITCHBOARD_PAGES", "pages", "", "serve the index page, demo widget and console (default: true in development, false in production)"},
@@ -446,6 +457,9 @@ func build(get func(setting) (value, source string)) (*Config, error) {
 	}
 	if c.Routing != "broadcast" && c.RedisURL != "" {
 		return nil, fmt.Errorf("SWITCHBOARD_ROUTING=%s: chats are assigned on one node only for now; unset REDIS_URL or use broadcast", c.Routing)
+	}
+	if c.ClusterDeadAfter < 2*c.ClusterHeartbeat {
+		return nil, fmt.Errorf("SWITCHBOARD_CLUSTER_DEAD_AFTER=%s: must be at least two heartbeats (%s), or a live node is taken for dead", c.ClusterDeadAfter, 2*c.ClusterHeartbeat)
 	}
 	if c.PingTimeout >= c.PingInterval*4 {
 		return nil, fmt.Errorf("SWITCHBOARD_PING_TIMEOUT=%s: must be under four ping intervals (%s)", c.PingTimeout, c.PingInterval*4)
@@ -589,6 +603,10 @@ func apply(c *Config, key, val string) error {
 		c.Routing = val
 	case "max_chats_per_operator":
 		c.MaxChatsPerOperator, err = intIn(val, 1, 100_000)
+	case "cluster_heartbeat":
+		c.ClusterHeartbeat, err = durationIn(val, 50*time.Millisecond, time.Minute)
+	case "cluster_dead_after":
+		c.ClusterDeadAfter, err = durationIn(val, 100*time.Millisecond, 10*time.Minute)
 	case "node_id":
 		if val != "" && !nodeIDRe.MatchString(val) {
 			return errors.New("must be 1 to 64 letters, digits, '.', '_' or '-'")

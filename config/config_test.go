@@ -141,10 +141,21 @@ func TestClusterSettings(t *testing.T) {
 	if err != nil || c.RedisURL != "rediss://:pw@redis.internal:6380/2" || c.NodeID != "chat-a.1" {
 		t.Fatalf("cluster: %+v %v", c, err)
 	}
+	if c.ClusterHeartbeat != 2*time.Second || c.ClusterDeadAfter != 8*time.Second {
+		t.Fatalf("heartbeat defaults: %s %s", c.ClusterHeartbeat, c.ClusterDeadAfter)
+	}
+	c, err = Load([]string{"--cluster-dead-after", "1s"}, env("SWITCHBOARD_CLUSTER_HEARTBEAT", "250ms"))
+	if err != nil || c.ClusterHeartbeat != 250*time.Millisecond || c.ClusterDeadAfter != time.Second {
+		t.Fatalf("heartbeat set: %+v %v", c, err)
+	}
 	for _, bad := range [][]string{
 		{"REDIS_URL", "http://redis:6379"},
 		{"REDIS_URL", "redis://:secret@host:6379/x"},
 		{"SWITCHBOARD_NODE_ID", "has space"},
+		{"SWITCHBOARD_CLUSTER_HEARTBEAT", "0"},
+		{"SWITCHBOARD_CLUSTER_HEARTBEAT", "fast"},
+		{"SWITCHBOARD_CLUSTER_DEAD_AFTER", "10ms"},
+		{"SWITCHBOARD_CLUSTER_DEAD_AFTER", "3s", "SWITCHBOARD_CLUSTER_HEARTBEAT", "2s"},
 	} {
 		_, err := Load(nil, env(bad...))
 		if err == nil || !strings.HasPrefix(err.Error(), bad[0]+"=") || strings.Contains(err.Error(), "secret") || strings.Contains(err.Error(), "\n") {

@@ -57,7 +57,7 @@ func New(cfg *config.Config, log *slog.Logger, extra ...func(*actors.Options)) (
 		log = log.With("node", cfg.NodeID)
 	}
 	opts := actors.Options{
-		Cluster: actors.ClusterOptions{RedisURL: cfg.RedisURL, NodeID: cfg.NodeID},
+		Cluster: actors.ClusterOptions{RedisURL: cfg.RedisURL, NodeID: cfg.NodeID, Heartbeat: cfg.ClusterHeartbeat, DeadAfter: cfg.ClusterDeadAfter},
 		Logger:  log,
 		Metrics: met,
 		Policy: actors.Policy{

@@ -83,6 +83,14 @@ func freePort(t testing.TB) int {
 	return ln.Addr().(*net.TCPAddr).Port
 }
 
+// Short heartbeats make a killed node known dead within about 3 s rather
+// than 12 s; dead-after keeps a generous margin over a loaded machine's
+// scheduling pauses.
+const (
+	testHeartbeat = 300 * time.Millisecond
+	testDeadAfter = 2 * time.Second
+)
+
 // startCluster starts n in-process nodes on one Redis, named n1…, and waits
 // until each sees all of them.
 func startCluster(t *testing.T, r *redisProc, n int, opts ...func(*actors.Options)) []*server {
@@ -91,6 +99,7 @@ func startCluster(t *testing.T, r *redisProc, n int, opts ...func(*actors.Option
 	for i := range nodes {
 		nodes[i] = startServer(t, func(c *config.Config) {
 			c.RedisURL, c.NodeID = r.URL(), fmt.Sprintf("n%d", i+1)
+			c.ClusterHeartbeat, c.ClusterDeadAfter = testHeartbeat, testDeadAfter
 		}, opts...)
 	}
 	waitNodes(t, nodes, n)
@@ -355,7 +364,7 @@ func TestClusterNodeKilled(t *testing.T) {
 	aID, bID := a.id(), b.id() // a client forgets its id once disconnected
 	killed := time.Now()
 	victim.kill()
-	const bound = 15 * time.Second
+	bound := testDeadAfter + 2*testHeartbeat + 2*time.Second
 	for _, op := range []*client{op1, op2} {
 		deadline := time.After(bound - time.Since(killed))
 		// With recovery on (the default) its players are away, not gone:
@@ -503,7 +512,8 @@ func buildBinary(t *testing.T) string {
 func startNodeProcess(t *testing.T, bin string, r *redisProc, id string) *nodeProcess {
 	t.Helper()
 	cmd := exec.Command(bin)
-	cmd.Env = append(os.Environ(), "PORT=0", "SWITCHBOARD_HOST=127.0.0.1", "REDIS_URL="+r.URL(), "SWITCHBOARD_NODE_ID="+id, "SWITCHBOARD_LOG_LEVEL=error")
+	cmd.Env = append(os.Environ(), "PORT=0", "SWITCHBOARD_HOST=127.0.0.1", "REDIS_URL="+r.URL(), "SWITCHBOARD_NODE_ID="+id, "SWITCHBOARD_LOG_LEVEL=error",
+		"SWITCHBOARD_CLUSTER_HEARTBEAT="+testHeartbeat.String(), "SWITCHBOARD_CLUSTER_DEAD_AFTER="+testDeadAfter.String())
 	stdout, _ := cmd.StdoutPipe()
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {

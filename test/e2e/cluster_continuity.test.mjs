@@ -16,8 +16,10 @@ import { HIGH_LIMITS, connect, emitAck, expectEvent, expectNothing, startServer 
 
 const hasRedis = spawnSync('redis-server', ['--version']).status === 0;
 const RECONNECT = { reconnection: true, reconnectionDelay: 100, reconnectionDelayMax: 200 };
-// A dead node is noticed within DeadAfter plus two heartbeats (8 + 2 x 2 s).
-const NOTICED_MS = 16000;
+// Short heartbeats: a dead node is noticed within DeadAfter plus two
+// heartbeats (2 + 2 x 0.3 s), with a margin for a loaded machine.
+const BEAT = { SWITCHBOARD_CLUSTER_HEARTBEAT: '300ms', SWITCHBOARD_CLUSTER_DEAD_AFTER: '2s' };
+const NOTICED_MS = 5000;
 
 function freePort() {
   return new Promise((resolve, reject) => {
@@ -81,7 +83,7 @@ describe('continuity across nodes', { skip: hasRedis ? false : 'redis-server is 
 
   async function nodes(ids, env = {}) {
     const out = await Promise.all(ids.map((id) => startServer({
-      env: { ...HIGH_LIMITS, REDIS_URL: redis.url, SWITCHBOARD_NODE_ID: id, SWITCHBOARD_RECOVERY_WINDOW: '60s', ...env },
+      env: { ...HIGH_LIMITS, REDIS_URL: redis.url, SWITCHBOARD_NODE_ID: id, SWITCHBOARD_RECOVERY_WINDOW: '60s', ...BEAT, ...env },
     })));
     servers.push(...out);
     for (const n of out) {
@@ -215,6 +217,8 @@ describe('continuity across nodes', { skip: hasRedis ? false : 'redis-server is 
     p.io.reconnection(false);
     n1.proc.kill('SIGKILL');
     await n1.exited;
+    // Noticed dead before the window ends: away first, then ended once.
+    assert.deepEqual(await expectEvent(op, 'chatAway', NOTICED_MS), { clientId: id });
     assert.deepEqual(await expectEvent(op, 'chatEnded', NOTICED_MS), { clientId: id, reason: 'disconnect' });
     await expectNothing([op], 1000);
     assert.equal(all(op, 'chatEnded').length, 1);
