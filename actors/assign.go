@@ -53,6 +53,9 @@ type Routing struct {
 	// MaxChatsPerOperator bounds the chats one operator owns at once
 	// (default 5); an operator token's maxChats claim overrides it.
 	MaxChatsPerOperator int
+	// RedisURL, Prefix and NodeID: in a cluster, every decision is taken
+	// in Redis (assign_redis.go) and the table is each node's read model.
+	RedisURL, Prefix, NodeID string
 }
 
 // DefaultMaxChatsPerOperator is the capacity of an operator whose token
@@ -78,6 +81,8 @@ type assignments struct {
 	// dirty is the first queue index whose player may not know its position.
 	dirty     int
 	seq, tick uint64
+	// rw takes the decisions in a cluster (nil on one node).
+	rw *routeWorker
 }
 
 // chat is one player's conversation under routing.
@@ -109,13 +114,17 @@ type agent struct {
 }
 
 func newAssignments(r Routing) *assignments {
-	return &assignments{
+	a := &assignments{
 		mode:     r.Mode,
 		capacity: cmp.Or(r.MaxChatsPerOperator, DefaultMaxChatsPerOperator),
 		chats:    map[string]*chat{},
 		agents:   map[string]*agent{},
 		bySocket: map[string]*agent{},
 	}
+	if r.RedisURL != "" && r.Mode != RoutingBroadcast {
+		a.rw = &routeWorker{url: r.RedisURL, prefix: cmp.Or(r.Prefix, "switchboard"), node: r.NodeID, capacity: a.capacity, auto: r.Mode == RoutingAuto}
+	}
+	return a
 }
 
 // enabled accepts a nil table: a router built without one broadcasts.
@@ -174,6 +183,13 @@ func (a *assignments) operatorJoined(p *participant, maxChats int) *agent {
 	}
 	key := agentKey(p)
 	g := a.agents[key]
+	if g != nil && len(g.sockets) == 0 {
+		// Known from a decision before its presence: its id as it joined.
+		g.id = p.operatorID
+		if g.id.Kind == messages.IDAbsent {
+			g.id = messages.ID{Str: p.id, Kind: messages.IDString}
+		}
+	}
 	if g == nil {
 		a.tick++
 		g = &agent{key: key, id: p.operatorID, capacity: a.capacity, since: a.tick}
@@ -217,6 +233,43 @@ func (a *assignments) operatorLeft(id string) (gone *agent, released []*chat) {
 	}
 	g.chats = nil
 	return g, released
+}
+
+// socketLeft forgets an operator socket and nothing else (in a cluster the
+// agent's chats go back only by a decision taken in Redis). It returns the
+// socket's agent; an agent without sockets or chats is forgotten.
+func (a *assignments) socketLeft(id string) *agent {
+	g := a.bySocket[id]
+	if g == nil {
+		return nil
+	}
+	delete(a.bySocket, id)
+	g.sockets = slices.DeleteFunc(g.sockets, func(p *participant) bool { return p.id == id })
+	a.forgetIdle(g)
+	return g
+}
+
+// forgetIdle drops an agent that has neither sockets nor chats.
+func (a *assignments) forgetIdle(g *agent) {
+	if len(g.sockets) == 0 && len(g.chats) == 0 && a.agents[g.key] == g {
+		for _, c := range g.watching {
+			c.watchers = slices.DeleteFunc(c.watchers, func(w *agent) bool { return w == g })
+		}
+		g.watching = nil
+		delete(a.agents, g.key)
+	}
+}
+
+// agentFor is the agent a decision names; one not known yet (its presence
+// is on its way) starts without sockets.
+func (a *assignments) agentFor(key string) *agent {
+	g := a.agents[key]
+	if g == nil {
+		a.tick++
+		g = &agent{key: key, id: messages.ID{Str: key, Kind: messages.IDString}, capacity: a.capacity, since: a.tick}
+		a.agents[key] = g
+	}
+	return g
 }
 
 // chatOpened records a player's new chat, waiting for an operator.

@@ -1,151 +1,369 @@
 package actors
 
 import (
-	"cmp"
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/maintnotifications"
 	"github.com/switchboard/switchboard/messages"
 )
 
 // redisAssignments is the cluster's one place of decision for routing
-// (docs/ROUTING.md, "Across nodes"): each claim, assignment and release is
-// one Lua script over the owners, the operators' loads and capacities and
-// who is available, so that two nodes never give one chat to two operators.
-// It does blocking I/O: only a worker of its own may call it, never the
-// router. It is not wired to the router yet; the atomic step is tested
-// against a real redis-server (assign_redis_test.go).
+// (docs/ROUTING.md, "Across nodes"): each open, claim, assignment, release,
+// transfer, status change and close is one Lua script over the owners, the
+// queue, the operators' loads, capacities and availability, so that two
+// nodes never give one chat to two operators. Each script publishes what
+// it decided on the cluster's events channel in the same atomic step, so
+// every node (the deciding one too) applies the decisions in one order to
+// its own read model (assign.go) and sends the frames to its own sockets.
+//
+// It does blocking I/O: only its worker (routeWorker) calls it, never the
+// router.
 type redisAssignments struct {
-	rdb *redis.Client
-	// keys: prefix+"owner:"+clientId → operator; prefix+"load", "cap" and
-	// "avail" (operator → tick of its last assignment) are hashes.
-	prefix   string
+	rdb      *redis.Client
+	keys     []string // owner, seq, queue, load, cap, avail, away, tick, nseq
+	channel  string   // the bridge's events channel
+	node     string
 	capacity int
+	auto     bool
 }
 
-func newRedisAssignments(rdb *redis.Client, prefix string, capacity int) *redisAssignments {
+// Keys under P:rt: — owner: client → operator; seq: client → arrival
+// number; queue: sorted set of waiting clients by arrival; load, cap and
+// avail (operator → tick of its last assignment, present while it takes
+// chats): hashes; away: operators that said so; tick, nseq: counters.
+func newRedisAssignments(rdb *redis.Client, prefix, node string, capacity int, auto bool) *redisAssignments {
 	if capacity <= 0 {
 		capacity = DefaultMaxChatsPerOperator
 	}
-	return &redisAssignments{rdb: rdb, prefix: prefix + "rt:", capacity: capacity}
+	p := prefix + ":rt:"
+	return &redisAssignments{
+		rdb:      rdb,
+		keys:     []string{p + "owner", p + "seq", p + "queue", p + "load", p + "cap", p + "avail", p + "away", p + "tick", p + "nseq"},
+		channel:  prefix + ":events",
+		node:     node,
+		capacity: capacity,
+		auto:     auto,
+	}
 }
 
-func (a *redisAssignments) keys(client string) []string {
-	return []string{a.prefix + "owner:" + client, a.prefix + "load", a.prefix + "cap", a.prefix + "avail", a.prefix + "tick"}
-}
-
-// claimScript gives a chat to the operator that asks, when nobody owns it
-// and the operator has room: {1, op}, or {0, owner} (already claimed), or
-// {-1, ""} (over capacity).
-var claimScript = redis.NewScript(`
-local owner = redis.call('GET', KEYS[1])
-if owner then return {0, owner} end
-local load = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
-local cap = tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or ARGV[2])
-if load >= cap then return {-1, ''} end
-redis.call('SET', KEYS[1], ARGV[1], 'NX')
-redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
-if redis.call('HEXISTS', KEYS[4], ARGV[1]) == 1 then
-  redis.call('HSET', KEYS[4], ARGV[1], redis.call('INCR', KEYS[5]))
+// routeLib is the head of every script: its keys, how a decision is
+// published (an envelope of kind 'R' that the bridge hands to the router),
+// and the auto step.
+const routeLib = `
+local OWNER, SEQ, Q, LOAD, CAP, AVAIL, AWAY, TICK, NSEQ = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
+local CH, NODE, DEFCAP, AUTO = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4] == '1'
+local function pub(ev)
+  redis.call('PUBLISH', CH, 'R|' .. NODE .. '|0|0|0||\n' .. cjson.encode(ev))
 end
-return {1, ARGV[1]}
-`)
-
-// assignScript gives a chat nobody owns to the available operator with
-// room that is least busy, and of equals has waited longest: {1, op}, or
-// {0, owner} when it has one already, or {-1, ""} when nobody has room.
-var assignScript = redis.NewScript(`
-local owner = redis.call('GET', KEYS[1])
-if owner then return {0, owner} end
-local avail = redis.call('HGETALL', KEYS[4])
-local best, bestLoad, bestSince = nil, 0, 0
-for i = 1, #avail, 2 do
-  local op, since = avail[i], tonumber(avail[i+1])
-  local load = tonumber(redis.call('HGET', KEYS[2], op) or '0')
-  local cap = tonumber(redis.call('HGET', KEYS[3], op) or ARGV[1])
-  if load < cap and (best == nil or load < bestLoad or (load == bestLoad and (since < bestSince or (since == bestSince and op < best)))) then
-    best, bestLoad, bestSince = op, load, since
+local function seqOf(c) return tonumber(redis.call('HGET', SEQ, c) or '0') end
+local function best(skip)
+  local avail = redis.call('HGETALL', AVAIL)
+  local b, bl, bs = nil, 0, 0
+  for i = 1, #avail, 2 do
+    local op, since = avail[i], tonumber(avail[i+1])
+    if op ~= skip then
+      local load = tonumber(redis.call('HGET', LOAD, op) or '0')
+      local cap = tonumber(redis.call('HGET', CAP, op) or DEFCAP)
+      if load < cap and (b == nil or load < bl or (load == bl and (since < bs or (since == bs and op < b)))) then
+        b, bl, bs = op, load, since
+      end
+    end
+  end
+  return b
+end
+local function own(c, op)
+  redis.call('ZREM', Q, c)
+  redis.call('HSET', OWNER, c, op)
+  redis.call('HINCRBY', LOAD, op, 1)
+  if redis.call('HEXISTS', AVAIL, op) == 1 then redis.call('HSET', AVAIL, op, redis.call('INCR', TICK)) end
+end
+-- drain gives waiting chats, oldest first, to free operators while there
+-- are both; skipC (just released by skipO) waits for another operator.
+local function drain(skipC, skipO)
+  if not AUTO then return end
+  local q = redis.call('ZRANGE', Q, 0, -1)
+  for _, c in ipairs(q) do
+    local skip = nil
+    if c == skipC then skip = skipO end
+    local op = best(skip)
+    if op == nil then
+      if skip == nil or best(nil) == nil then return end
+    else
+      own(c, op)
+      pub({t='assign', c=c, o=op, s=seqOf(c)})
+    end
   end
 end
-if best == nil then return {-1, ''} end
-redis.call('SET', KEYS[1], best, 'NX')
-redis.call('HINCRBY', KEYS[2], best, 1)
-redis.call('HSET', KEYS[4], best, redis.call('INCR', KEYS[5]))
-return {1, best}
-`)
+`
 
-// releaseScript frees a chat its owner gives back (or that ended): 1 when
-// the operator owned it.
-var releaseScript = redis.NewScript(`
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-redis.call('DEL', KEYS[1])
-redis.call('HINCRBY', KEYS[2], ARGV[1], -1)
-return 1
-`)
-
-// availableScript marks an operator as taking new chats, with its
-// capacity; one that was not available waits from now.
-var availableScript = redis.NewScript(`
-redis.call('HSET', KEYS[3], ARGV[1], ARGV[2])
-if redis.call('HEXISTS', KEYS[4], ARGV[1]) == 0 then
-  redis.call('HSET', KEYS[4], ARGV[1], redis.call('INCR', KEYS[5]))
+// Each script answers {code, owner}: code 1 done, 0 nothing to do (owner:
+// the current owner), and below 0 a refusal (routeCodes).
+var (
+	openScript = redis.NewScript(routeLib + `
+local c = ARGV[5]
+if redis.call('HEXISTS', SEQ, c) == 1 then return {0, redis.call('HGET', OWNER, c) or ''} end
+local s = redis.call('INCR', NSEQ)
+redis.call('HSET', SEQ, c, s)
+local op = nil
+if AUTO and redis.call('ZCARD', Q) == 0 then op = best(nil) end
+if op then
+  own(c, op)
+  pub({t='open', c=c, s=s, o=op})
+  return {1, op}
 end
-return 1
+redis.call('ZADD', Q, s, c)
+pub({t='open', c=c, s=s})
+drain(nil, nil)
+return {1, redis.call('HGET', OWNER, c) or ''}
 `)
+	closeScript = redis.NewScript(routeLib + `
+local c = ARGV[5]
+local s = seqOf(c)
+if s == 0 then return {0, ''} end
+local op = redis.call('HGET', OWNER, c)
+if op then
+  redis.call('HDEL', OWNER, c)
+  redis.call('HINCRBY', LOAD, op, -1)
+end
+redis.call('ZREM', Q, c)
+redis.call('HDEL', SEQ, c)
+pub({t='close', c=c, s=s})
+drain(nil, nil)
+return {1, ''}
+`)
+	claimScript = redis.NewScript(routeLib + `
+local c, op = ARGV[5], ARGV[6]
+local owner = redis.call('HGET', OWNER, c)
+if owner then return {0, owner} end
+if not redis.call('ZSCORE', Q, c) then return {-2, ''} end
+local load = tonumber(redis.call('HGET', LOAD, op) or '0')
+local cap = tonumber(redis.call('HGET', CAP, op) or DEFCAP)
+if load >= cap then return {-1, ''} end
+own(c, op)
+pub({t='assign', c=c, o=op, s=seqOf(c)})
+return {1, op}
+`)
+	releaseScript = redis.NewScript(routeLib + `
+local c, op = ARGV[5], ARGV[6]
+local s = seqOf(c)
+if s == 0 then return {-2, ''} end
+if redis.call('HGET', OWNER, c) ~= op then return {-3, redis.call('HGET', OWNER, c) or ''} end
+redis.call('HDEL', OWNER, c)
+redis.call('HINCRBY', LOAD, op, -1)
+redis.call('ZADD', Q, s, c)
+pub({t='queue', c=c, s=s, by=op})
+drain(c, op)
+return {1, ''}
+`)
+	transferScript = redis.NewScript(routeLib + `
+local c, op, to = ARGV[5], ARGV[6], ARGV[7]
+local s = seqOf(c)
+if s == 0 then return {-2, ''} end
+if redis.call('HGET', OWNER, c) ~= op then return {-3, redis.call('HGET', OWNER, c) or ''} end
+if to == op then return {0, op} end
+if redis.call('HEXISTS', AVAIL, to) == 0 then return {-4, ''} end
+local load = tonumber(redis.call('HGET', LOAD, to) or '0')
+local cap = tonumber(redis.call('HGET', CAP, to) or DEFCAP)
+if load >= cap then return {-1, ''} end
+redis.call('HINCRBY', LOAD, op, -1)
+own(c, to)
+pub({t='assign', c=c, o=to, s=s, by=op})
+drain(nil, nil)
+return {1, to}
+`)
+	// statusScript: ARGV[6] is online (a socket of the operator joined or
+	// came back; ARGV[7] its capacity, 0: unchanged), offline (no socket's
+	// transport is up), gone (no socket left: its chats go back to the
+	// queue in their order), away or available (setStatus).
+	statusScript = redis.NewScript(routeLib + `
+local op, what, cap = ARGV[5], ARGV[6], tonumber(ARGV[7])
+if cap > 0 then redis.call('HSET', CAP, op, cap) end
+local function avail()
+  if redis.call('SISMEMBER', AWAY, op) == 0 and redis.call('HEXISTS', AVAIL, op) == 0 then
+    redis.call('HSET', AVAIL, op, redis.call('INCR', TICK))
+  end
+end
+if what == 'online' then
+  avail()
+elseif what == 'offline' then
+  redis.call('HDEL', AVAIL, op)
+  return {1, ''}
+elseif what == 'gone' then
+  redis.call('HDEL', AVAIL, op)
+  redis.call('SREM', AWAY, op)
+  local owners = redis.call('HGETALL', OWNER)
+  local mine = {}
+  for i = 1, #owners, 2 do
+    if owners[i+1] == op then table.insert(mine, {seqOf(owners[i]), owners[i]}) end
+  end
+  table.sort(mine, function(x, y) return x[1] < y[1] end)
+  for _, m in ipairs(mine) do
+    redis.call('HDEL', OWNER, m[2])
+    redis.call('ZADD', Q, m[1], m[2])
+    pub({t='queue', c=m[2], s=m[1], by=op})
+  end
+  redis.call('HDEL', LOAD, op)
+  drain(nil, nil)
+  return {1, ''}
+elseif what == 'away' then
+  redis.call('SADD', AWAY, op)
+  redis.call('HDEL', AVAIL, op)
+else
+  redis.call('SREM', AWAY, op)
+  if ARGV[8] == '1' then avail() end
+end
+pub({t='status', o=op, away=redis.call('SISMEMBER', AWAY, op) == 1, cap=tonumber(redis.call('HGET', CAP, op) or '0')})
+drain(nil, nil)
+return {1, ''}
+`)
+	watchScript = redis.NewScript(routeLib + `
+local c, op, on = ARGV[5], ARGV[6], ARGV[7] == '1'
+local s = seqOf(c)
+if s == 0 then return {-2, ''} end
+pub({t='watch', c=c, o=op, s=s, on=on})
+return {1, ''}
+`)
+)
 
-// available marks an operator as taking new chats (with its capacity), or
-// not (away, or gone: its load stays until its chats are released).
-func (a *redisAssignments) available(ctx context.Context, op string, capacity int, on bool) error {
-	k := a.keys("")
+// routeCodes are the scripts' refusals.
+var routeCodes = map[int64]string{
+	-1: messages.CodeOverCapacity,
+	-2: messages.CodeUnknownChat,
+	-3: messages.CodeNotYours,
+	-4: messages.CodeOperatorAway,
+}
+
+// run executes one script with the common arguments first.
+func (a *redisAssignments) run(ctx context.Context, s *redis.Script, args ...any) (code int64, owner string, err error) {
+	argv := append([]any{a.channel, a.node, a.capacity, boolArg(a.auto)}, args...)
+	res, err := s.Run(ctx, a.rdb, a.keys, argv...).Slice()
+	if err != nil {
+		return 0, "", err
+	}
+	if len(res) != 2 {
+		return 0, "", fmt.Errorf("routing script answered %v", res)
+	}
+	code, _ = res[0].(int64)
+	owner, _ = res[1].(string)
+	return code, owner, nil
+}
+
+func boolArg(b bool) string {
+	if b {
+		return "1"
+	}
+	return "0"
+}
+
+// routeJob is one decision for the worker; what it answers goes back to
+// the router as a *routeDone with the same job.
+type routeJob struct {
+	kind   routeKind
+	client string
+	op     string
+	arg    string // transfer: the target; status: what
+	cap    int
+	flag   bool // status available: online; watch: on
+	// origin, event: the request to answer (nil origin: none).
+	origin *messages.Origin
+	event  string
+}
+
+type routeKind uint8
+
+const (
+	routeOpen routeKind = iota
+	routeClose
+	routeClaim
+	routeRelease
+	routeTransfer
+	routeStatus
+	routeWatch
+)
+
+// routeDone is a decision's answer: code is "" when accepted.
+type routeDone struct {
+	job   *routeJob
+	code  string
+	owner string
+	err   error
+}
+
+// do runs a job's script.
+func (a *redisAssignments) do(ctx context.Context, j *routeJob) *routeDone {
+	var n int64
+	var owner string
 	var err error
-	if on {
-		err = availableScript.Run(ctx, a.rdb, k, op, cmp.Or(capacity, a.capacity)).Err()
-	} else {
-		err = a.rdb.HDel(ctx, k[3], op).Err()
+	switch j.kind {
+	case routeOpen:
+		n, owner, err = a.run(ctx, openScript, j.client)
+	case routeClose:
+		n, owner, err = a.run(ctx, closeScript, j.client)
+	case routeClaim:
+		n, owner, err = a.run(ctx, claimScript, j.client, j.op)
+		if err == nil && n == 0 && owner != j.op {
+			return &routeDone{job: j, code: messages.CodeAlreadyClaimed, owner: owner}
+		}
+	case routeRelease:
+		n, owner, err = a.run(ctx, releaseScript, j.client, j.op)
+	case routeTransfer:
+		n, owner, err = a.run(ctx, transferScript, j.client, j.op, j.arg)
+	case routeStatus:
+		n, owner, err = a.run(ctx, statusScript, j.op, j.arg, j.cap, boolArg(j.flag))
+	case routeWatch:
+		n, owner, err = a.run(ctx, watchScript, j.client, j.op, boolArg(j.flag))
 	}
 	if err != nil {
-		return fmt.Errorf("routing: available %s: %w", op, err)
+		return &routeDone{job: j, err: fmt.Errorf("routing %d %s: %w", j.kind, j.client, err)}
 	}
+	return &routeDone{job: j, code: routeCodes[n], owner: owner}
+}
+
+// routeWorker runs the scripts in order on a goroutine and connection of
+// its own: the router hands it jobs without waiting and gets each answer
+// back as a message. One connection keeps the decisions of this node in
+// the order the router asked for them.
+type routeWorker struct {
+	url, prefix, node string
+	capacity          int
+	auto              bool
+	jobs              chan *routeJob
+	started           bool
+}
+
+// routeJobQueue bounds the decisions waiting for Redis; past it requests
+// are refused rather than the router blocked.
+const routeJobQueue = 4096
+
+func (w *routeWorker) start(send func(any)) error {
+	opt, err := redis.ParseURL(w.url)
+	if err != nil {
+		return fmt.Errorf("routing: REDIS_URL: %w", err)
+	}
+	opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout = time.Second, time.Second, time.Second
+	opt.DisableIdentity = true
+	opt.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
+	a := newRedisAssignments(redis.NewClient(opt), w.prefix, w.node, w.capacity, w.auto)
+	w.jobs = make(chan *routeJob, routeJobQueue)
+	w.started = true
+	go func() {
+		ctx := context.Background()
+		for j := range w.jobs {
+			send(a.do(ctx, j))
+		}
+	}()
 	return nil
 }
 
-// claim asks for a chat for op: it returns the owner after the step, and
-// the refusal's code ("" when op owns it now).
-func (a *redisAssignments) claim(ctx context.Context, client, op string) (owner, code string, err error) {
-	res, err := claimScript.Run(ctx, a.rdb, a.keys(client), op, a.capacity).Slice()
-	if err != nil {
-		return "", "", fmt.Errorf("routing: claim %s: %w", client, err)
+// submit hands a job over without blocking; false when the queue is full.
+func (w *routeWorker) submit(j *routeJob) bool {
+	select {
+	case w.jobs <- j:
+		return true
+	default:
+		return false
 	}
-	owner, _ = res[1].(string)
-	switch res[0].(int64) {
-	case 0:
-		if owner == op {
-			return owner, "", nil
-		}
-		return owner, messages.CodeAlreadyClaimed, nil
-	case -1:
-		return "", messages.CodeOverCapacity, nil
-	}
-	return owner, "", nil
-}
-
-// assign gives a chat to the cluster's next free operator: its owner, or
-// "" when nobody has room.
-func (a *redisAssignments) assign(ctx context.Context, client string) (string, error) {
-	res, err := assignScript.Run(ctx, a.rdb, a.keys(client), a.capacity).Slice()
-	if err != nil {
-		return "", fmt.Errorf("routing: assign %s: %w", client, err)
-	}
-	owner, _ := res[1].(string)
-	return owner, nil
-}
-
-// release frees a chat that op owned; false when it did not own it.
-func (a *redisAssignments) release(ctx context.Context, client, op string) (bool, error) {
-	n, err := releaseScript.Run(ctx, a.rdb, a.keys(client), op).Int()
-	if err != nil {
-		return false, fmt.Errorf("routing: release %s: %w", client, err)
-	}
-	return n == 1, nil
 }

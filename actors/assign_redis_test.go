@@ -2,9 +2,11 @@ package actors
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"os/exec"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -45,64 +47,68 @@ func startRedis(t *testing.T) string {
 }
 
 // threeNodes are three connections to one Redis, as three nodes have.
-func threeNodes(t *testing.T, addr string, capacity int) []*redisAssignments {
+func threeNodes(t *testing.T, addr string, capacity int, auto bool) []*redisAssignments {
 	var nodes []*redisAssignments
-	for range 3 {
+	for i := range 3 {
 		rdb := redis.NewClient(&redis.Options{Addr: addr})
 		t.Cleanup(func() { rdb.Close() })
-		nodes = append(nodes, newRedisAssignments(rdb, "sbtest:", capacity))
+		nodes = append(nodes, newRedisAssignments(rdb, "sbtest", fmt.Sprint("n", i), capacity, auto))
 	}
 	return nodes
+}
+
+func mustDo(t *testing.T, a *redisAssignments, j *routeJob) *routeDone {
+	t.Helper()
+	d := a.do(context.Background(), j)
+	if d.err != nil {
+		t.Fatal(d.err)
+	}
+	return d
 }
 
 // Ten operators on three nodes claim each chat at once: exactly one wins,
 // and the nine others are told who did.
 func TestRedisClaimRaceAcrossNodes(t *testing.T) {
-	nodes := threeNodes(t, startRedis(t), 50)
-	ctx := context.Background()
+	nodes := threeNodes(t, startRedis(t), 50, false)
 	for op := range 10 {
-		if err := nodes[op%3].available(ctx, fmt.Sprint("op", op), 0, true); err != nil {
-			t.Fatal(err)
-		}
+		mustDo(t, nodes[op%3], &routeJob{kind: routeStatus, op: fmt.Sprint("op", op), arg: "online"})
+	}
+	if d := mustDo(t, nodes[0], &routeJob{kind: routeClaim, client: "nope", op: "op0"}); d.code != messages.CodeUnknownChat {
+		t.Fatalf("claim of no chat: %q", d.code)
 	}
 	for chat := range 50 {
 		client := fmt.Sprint("c", chat)
-		owners := make([]string, 10)
-		codes := make([]string, 10)
+		mustDo(t, nodes[chat%3], &routeJob{kind: routeOpen, client: client})
+		done := make([]*routeDone, 10)
 		var wg sync.WaitGroup
 		for op := range 10 {
 			wg.Go(func() {
-				var err error
-				owners[op], codes[op], err = nodes[op%3].claim(ctx, client, fmt.Sprint("op", op))
-				if err != nil {
-					t.Error(err)
-				}
+				done[op] = nodes[op%3].do(context.Background(), &routeJob{kind: routeClaim, client: client, op: fmt.Sprint("op", op)})
 			})
 		}
 		wg.Wait()
-		wins := 0
-		for op := range 10 {
-			switch codes[op] {
-			case "":
+		wins, winner := 0, ""
+		for op, d := range done {
+			switch {
+			case d.err != nil:
+				t.Fatal(d.err)
+			case d.code == "":
 				wins++
-				if owners[op] != fmt.Sprint("op", op) {
-					t.Fatalf("op%d won but the owner is %s", op, owners[op])
-				}
-			case messages.CodeAlreadyClaimed:
-			default:
-				t.Fatalf("op%d: %q", op, codes[op])
+				winner = fmt.Sprint("op", op)
+			case d.code != messages.CodeAlreadyClaimed:
+				t.Fatalf("op%d: %q", op, d.code)
 			}
 		}
 		if wins != 1 {
-			t.Fatalf("%s: %d winners (%v)", client, wins, codes)
+			t.Fatalf("%s: %d winners", client, wins)
 		}
-		for op := range 10 {
-			if owners[op] != owners[0] {
-				t.Fatalf("%s: owners disagree: %v", client, owners)
+		for _, d := range done {
+			if d.code != "" && d.owner != winner {
+				t.Fatalf("%s: told the owner is %s, but %s won", client, d.owner, winner)
 			}
 		}
 	}
-	loads, err := nodes[0].rdb.HGetAll(ctx, "sbtest:rt:load").Result()
+	loads, err := nodes[0].rdb.HGetAll(context.Background(), "sbtest:rt:load").Result()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,84 +123,73 @@ func TestRedisClaimRaceAcrossNodes(t *testing.T) {
 	}
 }
 
-// Three nodes assigning 100 chats at once over 4 operators of capacity 30
-// balance them within ±1, never assign one twice, and past capacity find
-// nobody; a release frees its owner's room, and only its owner's.
+// Three nodes opening 125 chats at once over 4 operators of capacity 30
+// balance the first 120 within ±1, never assign one twice, and queue the
+// rest; a close gives its owner's room to the first waiting chat; every
+// decision is published, in order, on the events channel.
 func TestRedisAutoBalanceAcrossNodes(t *testing.T) {
-	nodes := threeNodes(t, startRedis(t), 30)
+	addr := startRedis(t)
+	nodes := threeNodes(t, addr, 30, true)
 	ctx := context.Background()
+	sub := redis.NewClient(&redis.Options{Addr: addr})
+	t.Cleanup(func() { sub.Close() })
+	ps := sub.Subscribe(ctx, "sbtest:events")
+	if _, err := ps.Receive(ctx); err != nil {
+		t.Fatal(err)
+	}
 	for op := range 4 {
-		if err := nodes[op%3].available(ctx, fmt.Sprint("op", op), 0, true); err != nil {
-			t.Fatal(err)
-		}
+		mustDo(t, nodes[op%3], &routeJob{kind: routeStatus, op: fmt.Sprint("op", op), arg: "online"})
 	}
-	assignAll := func(from, to int) map[string]string {
-		got := make([]string, to-from)
-		var wg sync.WaitGroup
-		for i := from; i < to; i++ {
-			wg.Go(func() {
-				owner, err := nodes[i%3].assign(ctx, fmt.Sprint("c", i))
-				if err != nil {
-					t.Error(err)
-				}
-				got[i-from] = owner
-			})
-		}
-		wg.Wait()
-		out := map[string]string{}
-		for i, o := range got {
-			out[fmt.Sprint("c", from+i)] = o
-		}
-		return out
+	var wg sync.WaitGroup
+	for i := range 125 {
+		wg.Go(func() { mustDo(t, nodes[i%3], &routeJob{kind: routeOpen, client: fmt.Sprint("c", i)}) })
 	}
-	first := assignAll(0, 100)
+	wg.Wait()
+	owners, _ := nodes[0].rdb.HGetAll(ctx, "sbtest:rt:owner").Result()
 	per := map[string]int{}
-	for _, o := range first {
+	for _, o := range owners {
 		per[o]++
 	}
+	if len(owners) != 120 || len(per) != 4 {
+		t.Fatalf("%d owned over %v", len(owners), per)
+	}
 	for op, n := range per {
-		if n < 24 || n > 26 || op == "" {
-			t.Fatalf("loads %v", per)
+		if n != 30 {
+			t.Fatalf("%s has %d: %v", op, n, per)
 		}
 	}
-	// Asking again for an assigned chat answers its owner: never twice.
-	for c, o := range first {
-		if again, _ := nodes[1].assign(ctx, c); again != o {
-			t.Fatalf("%s assigned again: %s then %s", c, o, again)
+	waiting, _ := nodes[0].rdb.ZRange(ctx, "sbtest:rt:queue", 0, -1).Result()
+	if len(waiting) != 5 {
+		t.Fatalf("waiting %v", waiting)
+	}
+	// Opening an open chat again changes nothing.
+	if d := mustDo(t, nodes[1], &routeJob{kind: routeOpen, client: "c0"}); d.owner != owners["c0"] {
+		t.Fatalf("c0 reopened: %+v", d)
+	}
+	mustDo(t, nodes[2], &routeJob{kind: routeClose, client: "c0"})
+	if o, _ := nodes[0].rdb.HGet(ctx, "sbtest:rt:owner", waiting[0]).Result(); o != owners["c0"] {
+		t.Fatalf("the first waiting chat %s went to %q, want %s", waiting[0], o, owners["c0"])
+	}
+	// The events: 125 opens, as many assignments as chats owned, a close.
+	count := map[string]int{}
+	deadline := time.After(5 * time.Second)
+	for count["close"] == 0 || count["assign"] != 1 {
+		select {
+		case m := <-ps.Channel():
+			_, body, _ := strings.Cut(m.Payload, "\n")
+			var e routeEvent
+			if err := json.Unmarshal([]byte(body), &e); err != nil || !strings.HasPrefix(m.Payload, "R|") {
+				t.Fatalf("event %q: %v", m.Payload, err)
+			}
+			count[e.T]++
+			if e.T == "open" && e.O != "" {
+				count["openOwned"]++
+			}
+		case <-deadline:
+			t.Fatalf("events %v", count)
 		}
 	}
-	more := assignAll(100, 125)
-	nobody := 0
-	for _, o := range more {
-		if o == "" {
-			nobody++
-		}
-	}
-	if nobody != 5 {
-		t.Fatalf("%d chats found nobody, want 5: %v", nobody, more)
-	}
-	c0 := first["c0"]
-	other := "op0"
-	if c0 == "op0" {
-		other = "op1"
-	}
-	if ok, _ := nodes[2].release(ctx, "c0", other); ok {
-		t.Fatal("another operator released c0")
-	}
-	if ok, err := nodes[2].release(ctx, "c0", c0); !ok || err != nil {
-		t.Fatalf("the owner's release: %v %v", ok, err)
-	}
-	if o, _ := nodes[0].assign(ctx, "c999"); o != c0 {
-		t.Fatalf("the freed room went to %q, want %s", o, c0)
-	}
-	// An away operator gets nothing.
-	if err := nodes[0].available(ctx, c0, 0, false); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := nodes[0].release(ctx, "c999", c0); err != nil {
-		t.Fatal(err)
-	}
-	if o, _ := nodes[0].assign(ctx, "c1000"); o != "" {
-		t.Fatalf("assigned to %s while the only one with room is away", o)
+	if count["open"] != 125 || count["openOwned"] != 120 {
+		t.Fatalf("events %v", count)
 	}
 }

@@ -39,6 +39,10 @@ func (r *router) routingRequest(ctx actor.Context, m *messages.RoutingRequest) {
 		r.refuse(ctx, &m.Origin, event, messages.CodeNotJoined, "join as an operator first")
 		return
 	}
+	if r.clustered() {
+		r.clusterRequest(ctx, m, g)
+		return
+	}
 	client := m.Payload.ClientID
 	switch m.Kind {
 	case messages.RouteClaim:
@@ -151,7 +155,7 @@ func (r *router) assigned(ctx actor.Context, c *chat, introduce bool) {
 // that entered the queue and stayed there, and every waiting player whose
 // place changed hears its new position.
 func (r *router) settle(ctx actor.Context, entered ...*chat) {
-	if r.asg.mode == RoutingAuto {
+	if r.asg.mode == RoutingAuto && !r.clustered() {
 		for _, c := range r.asg.autoAssign() {
 			r.assigned(ctx, c, true)
 		}
@@ -171,6 +175,9 @@ func (r *router) settle(ctx actor.Context, entered ...*chat) {
 // chatOpened routes a player's new chat (its join, or its first message
 // after its last chat ended).
 func (r *router) chatOpened(ctx actor.Context, p *participant) *chat {
+	if r.clustered() {
+		return r.clusterOpen(ctx, p)
+	}
 	c := r.asg.chatOpened(p.id)
 	if r.asg.mode == RoutingClaim {
 		r.toOperators(ctx, r.newChatFrame(p), "")
@@ -182,6 +189,10 @@ func (r *router) chatOpened(ctx actor.Context, p *participant) *chat {
 // chatClosed forgets a chat that ended; its owner's room goes to the
 // next waiting chat.
 func (r *router) chatClosed(ctx actor.Context, client string) {
+	if r.clustered() {
+		r.clusterClose(ctx, client)
+		return
+	}
 	if c := r.asg.chatClosed(client); c != nil {
 		r.settle(ctx)
 	}
@@ -193,6 +204,9 @@ func (r *router) chatClosed(ctx actor.Context, client string) {
 // watched chats, and what waits.
 func (r *router) operatorJoinedRouting(ctx actor.Context, p *participant, maxChats int) int {
 	g := r.asg.operatorJoined(p, maxChats)
+	if r.clustered() {
+		r.clusterOperatorJoined(ctx, g, maxChats)
+	}
 	send := func(f *messages.Frame) { ctx.Send(p.session, &messages.Deliver{Frame: f}) }
 	n := 0
 	if r.asg.mode == RoutingClaim {
@@ -238,6 +252,10 @@ func (r *router) openChats() []*chat {
 // operator's last, that operator's chats go back to the queue in their
 // original order, and on to others.
 func (r *router) operatorLeftRouting(ctx actor.Context, id string) {
+	if r.clustered() {
+		r.clusterSocketGone(ctx, id)
+		return
+	}
 	g, released := r.asg.operatorLeft(id)
 	if g == nil {
 		return
@@ -320,6 +338,9 @@ func (r *router) toChat(ctx actor.Context, c *chat, f *messages.Frame, except st
 				ctx.Send(s.session, d)
 			}
 		}
+	}
+	if r.cl != nil {
+		r.toRemoteAgents(ctx, f, except, c.owner, c.watchers)
 	}
 }
 

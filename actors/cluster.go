@@ -119,6 +119,9 @@ type clusterDeliver struct {
 	// seq: a frame with an offset for a player, sequenced in its stored
 	// conversation (cluster_store.go) on its way.
 	seq bool
+	// toAgents: the sockets on node toNode of these operators (routing:
+	// a chat's owner and watchers), but the socket except.
+	toAgents []string
 }
 
 // catchUp asks the bridge for a player's stored frames after its last
@@ -179,6 +182,8 @@ type RemoteDeliver struct {
 	Frame    *messages.Frame
 	Except   string
 	ToClient string
+	// ToAgents: this node's sockets of these operators (by agent key).
+	ToAgents []string
 }
 
 // ClusterState is the bridge's view of the cluster, for /health.

@@ -51,6 +51,8 @@ const (
 	kindClient   = 'C' // body: packet; arg: the client socket
 	kindSeq      = 'S' // a player's stored frame; inc: store epoch; seq: its number; arg: the client socket
 	kindMoved    = 'M' // another node took the session of socket arg over
+	kindRouting  = 'R' // a routing decision (assign_redis.go); body: its JSON
+	kindAgents   = 'A' // body: a JSON list of operators, a newline, the packet; arg: the socket to skip
 )
 
 // envelope is one message on a channel: a header line
@@ -446,8 +448,13 @@ func (b *redisBridge) deliver(ctx actor.Context, m *clusterDeliver) {
 		e.at = m.frame.At.UnixMilli()
 	}
 	channel := b.events
-	if m.toClient != "" {
+	switch {
+	case m.toClient != "":
 		e.kind, e.arg = kindClient, m.toClient
+		channel = b.key("node", m.toNode)
+	case len(m.toAgents) > 0:
+		keys, _ := json.Marshal(m.toAgents)
+		e.kind, e.body = kindAgents, append(append(keys, '\n'), m.frame.Packet...)
 		channel = b.key("node", m.toNode)
 	}
 	b.enqueue(ioJob{pub: &pubJob{channel: channel, payload: e.encode()}})
@@ -493,6 +500,21 @@ func (b *redisBridge) received(ctx actor.Context, raw string) {
 	case kindMoved:
 		if e.node != b.o.NodeID {
 			ctx.Send(b.router, &movedOut{id: e.arg})
+		}
+		return
+	case kindRouting:
+		// Every node applies every decision, its own too, in Redis's order.
+		ctx.Send(b.router, &RoutingEvent{Body: e.body})
+		return
+	case kindAgents:
+		keys, packet, _ := bytes.Cut(e.body, []byte{'\n'})
+		d := &RemoteDeliver{Frame: &messages.Frame{Event: e.event, Packet: packet}, Except: e.arg}
+		if e.at != 0 {
+			d.Frame.At = time.UnixMilli(e.at)
+		}
+		if json.Unmarshal(keys, &d.ToAgents) == nil && len(d.ToAgents) > 0 {
+			b.met.ClusterReceived()
+			ctx.Send(b.router, d)
 		}
 		return
 	}

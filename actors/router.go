@@ -112,6 +112,10 @@ func (r *router) Receive(ctx actor.Context) {
 		ctx.Respond(r.stats())
 	case *RemoteDeliver:
 		r.remoteDeliver(ctx, m)
+	case *RoutingEvent:
+		r.routingEvent(ctx, m)
+	case *routeDone:
+		r.routeDone(ctx, m)
 	case *RemoteJoined:
 		r.remoteJoined(ctx, m)
 	case *RemoteLeft:
@@ -429,6 +433,11 @@ func (r *router) away(ctx actor.Context, session *actor.PID, away bool) {
 			event = messages.EventChatAway
 		}
 		r.toChatOperators(ctx, p.id, r.frame(event, &messages.ChatPresence{ClientID: p.id}, time.Time{}), "")
+	case r.clustered():
+		r.clusterOperatorAway(ctx, p, away)
+		if !away {
+			r.flushQueue(ctx)
+		}
 	case !away:
 		// An operator back online: what waited for one is its to read.
 		r.flushQueue(ctx)
@@ -584,6 +593,10 @@ func (r *router) stats() *messages.Stats {
 // remote participants and deliver only to local sockets.
 
 func (r *router) remoteDeliver(ctx actor.Context, m *RemoteDeliver) {
+	if len(m.ToAgents) > 0 {
+		r.remoteToAgents(ctx, m)
+		return
+	}
 	if m.ToClient == "" {
 		r.toLocalOperators(ctx, m.Frame, m.Except)
 		return
@@ -599,10 +612,19 @@ func (r *router) remoteJoined(ctx actor.Context, m *RemoteJoined) {
 	}
 	p := m.Member.participant()
 	old := r.cl.remote.upsert(p)
+	routed := r.asg.enabled()
+	switch {
+	case routed && p.role == messages.RoleOperator:
+		r.asg.operatorJoined(p, 0) // its node tells Redis; here the table learns its socket
+	case routed && old == nil:
+		// The player's node announced the chat (claim) or its owner
+		// hears of it at its assignment (auto), unless that came first.
+		r.introduceLate(ctx, p)
+	}
 	if p.role == messages.RoleClient {
 		_, orphan := r.cl.orphans[p.id]
 		delete(r.cl.orphans, p.id)
-		if !m.Member.Quiet || (old == nil && !orphan) {
+		if !routed && (!m.Member.Quiet || (old == nil && !orphan)) {
 			r.toLocalOperators(ctx, r.newChatFrame(p), "")
 		}
 	} else {
@@ -625,6 +647,9 @@ func (r *router) remoteLeft(ctx actor.Context, m *RemoteLeft) {
 	}
 	delete(r.cl.orphans, m.ID)
 	p := r.cl.remote.remove(m.ID)
+	if p != nil && p.role == messages.RoleOperator && r.asg.enabled() {
+		r.asg.socketLeft(p.id)
+	}
 	if p != nil && p.role == messages.RoleClient {
 		r.toLocalOperators(ctx, r.disconnectedFrame(p.id), "")
 	}
@@ -633,6 +658,13 @@ func (r *router) remoteLeft(ctx actor.Context, m *RemoteLeft) {
 func (r *router) nodeGone(ctx actor.Context, m *NodeGone) {
 	if r.cl == nil {
 		return
+	}
+	if r.asg.enabled() {
+		for id, p := range r.cl.remote.byNode[m.Node] {
+			if p.role == messages.RoleOperator {
+				r.asg.socketLeft(id)
+			}
+		}
 	}
 	if r.cl.window > 0 {
 		r.nodeGoneAway(ctx, m)

@@ -455,9 +455,6 @@ func build(get func(setting) (value, source string)) (*Config, error) {
 	if largest := c.MaxPayload(); c.MaxBufferedBytes < largest {
 		return nil, fmt.Errorf("SWITCHBOARD_MAX_BUFFERED_BYTES=%d: must hold at least one largest message, %d bytes (from SWITCHBOARD_MAX_IMAGE_BYTES)", c.MaxBufferedBytes, largest)
 	}
-	if c.Routing != "broadcast" && c.RedisURL != "" {
-		return nil, fmt.Errorf("SWITCHBOARD_ROUTING=%s: chats are assigned on one node only for now; unset REDIS_URL or use broadcast", c.Routing)
-	}
 	if c.ClusterDeadAfter < 2*c.ClusterHeartbeat {
 		return nil, fmt.Errorf("SWITCHBOARD_CLUSTER_DEAD_AFTER=%s: must be at least two heartbeats (%s), or a live node is taken for dead", c.ClusterDeadAfter, 2*c.ClusterHeartbeat)
 	}

@@ -80,7 +80,7 @@ func New(cfg *config.Config, log *slog.Logger, extra ...func(*actors.Options)) (
 			TotalBytes:   cfg.QueueMaxBytes,
 			MaxAge:       cfg.QueueMaxAge,
 		},
-		Routing: actors.Routing{Mode: routingMode(cfg.Routing), MaxChatsPerOperator: cfg.MaxChatsPerOperator},
+		Routing: actors.Routing{Mode: routingMode(cfg.Routing), MaxChatsPerOperator: cfg.MaxChatsPerOperator, RedisURL: cfg.RedisURL, NodeID: cfg.NodeID},
 		Gate: actors.GateLimits{
 			MaxConnections: cfg.IPMaxConnections,
 			Handshakes:     actors.Rate{PerSecond: cfg.IPHandshakeRate, Burst: cfg.IPHandshakeBurst},

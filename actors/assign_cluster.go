@@ -1,0 +1,377 @@
+package actors
+
+import (
+	"encoding/json"
+	"slices"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/switchboard/switchboard/messages"
+)
+
+// Routing across nodes (SWITCHBOARD_ROUTING claim or auto with REDIS_URL).
+// Every decision is one script in Redis (assign_redis.go), run by the
+// router's worker off its goroutine; the script publishes what it decided,
+// and every node's router applies each decision, in the one order Redis
+// gave them, to its table (its read model) and sends the frames to its own
+// sockets: chatAssigned and chatQueued to its operators, newChat to its
+// sockets of the new owner, queued and operatorAssigned to its players.
+// A chat's conversation reaches the owner's and watchers' sockets on other
+// nodes through the bridge, addressed to those operators on those nodes.
+
+// RoutingEvent is one decision as Redis published it (the bridge hands
+// every one to the router, this node's own too).
+type RoutingEvent struct{ Body []byte }
+
+// routeEvent is a decision's JSON, as the scripts write it.
+type routeEvent struct {
+	T    string `json:"t"` // open, assign, queue, close, watch, status
+	C    string `json:"c"`
+	O    string `json:"o"`
+	S    uint64 `json:"s"`
+	By   string `json:"by"`
+	Away bool   `json:"away"`
+	Cap  int    `json:"cap"`
+	On   bool   `json:"on"`
+}
+
+// clustered tells whether decisions are taken in Redis.
+func (r *router) clustered() bool { return r.cl != nil && r.asg.rw != nil }
+
+// decide hands a decision to the worker, starting it on first use. A full
+// queue refuses the request that asked for it.
+func (r *router) decide(ctx actor.Context, j *routeJob) {
+	w := r.asg.rw
+	if !w.started {
+		root, self := ctx.ActorSystem().Root, ctx.Self()
+		if err := w.start(func(m any) { root.Send(self, m) }); err != nil {
+			r.log.Error("routing worker", "err", err)
+			return
+		}
+	}
+	if !w.submit(j) {
+		r.log.Warn("routing: decisions queue full", "event", j.event, "client", j.client)
+		if j.origin != nil {
+			r.refuse(ctx, j.origin, j.event, messages.CodeRateLimited, "too many routing decisions waiting; try again")
+		}
+	}
+}
+
+// routeDone answers the request behind a decision.
+func (r *router) routeDone(ctx actor.Context, m *routeDone) {
+	j := m.job
+	if m.err != nil {
+		r.log.Warn("routing decision failed", "err", m.err)
+		if j.origin != nil {
+			r.refuse(ctx, j.origin, j.event, messages.CodeQueueFull, "routing is unavailable (Redis): try again")
+		}
+		return
+	}
+	if j.origin == nil {
+		return
+	}
+	if m.code != "" {
+		reason := ""
+		if m.code == messages.CodeAlreadyClaimed && m.owner != "" {
+			reason = "this chat is owned by " + m.owner
+		}
+		if reason == "" {
+			r.refuseRouting(ctx, j.origin, j.event, m.code, nil)
+			return
+		}
+		r.refuse(ctx, j.origin, j.event, m.code, reason)
+		return
+	}
+	r.accept(ctx, j.origin, "")
+}
+
+// clusterRequest turns an operator's routing request into a decision.
+func (r *router) clusterRequest(ctx actor.Context, m *messages.RoutingRequest, g *agent) {
+	event := m.Kind.Event()
+	client := m.Payload.ClientID
+	j := &routeJob{client: client, op: g.key, origin: &m.Origin, event: event}
+	switch m.Kind {
+	case messages.RouteClaim:
+		j.kind = routeClaim
+	case messages.RouteRelease:
+		j.kind = routeRelease
+		if c := r.asg.chats[client]; c != nil && c.owner != g && slices.Contains(c.watchers, g) {
+			j.kind = routeWatch // a watcher's release: it stops watching
+		}
+	case messages.RouteTransfer:
+		to := m.Payload.ToOperatorID.String()
+		t := r.asg.agents[to]
+		if t == nil {
+			t = r.asg.bySocket[to]
+		}
+		if t == nil || len(t.sockets) == 0 {
+			r.refuseRouting(ctx, &m.Origin, event, messages.CodeUnknownOperator, nil)
+			return
+		}
+		j.kind, j.arg = routeTransfer, t.key
+	case messages.RouteSetStatus:
+		j.kind, j.arg, j.flag = routeStatus, "available", g.online()
+		if m.Payload.Status == messages.StatusAway {
+			j.arg = "away"
+		}
+	case messages.RouteWatch:
+		c := r.asg.chats[client]
+		if c != nil && (c.owner == g || slices.Contains(c.watchers, g)) {
+			r.accept(ctx, &m.Origin, "")
+			return
+		}
+		j.kind, j.flag = routeWatch, true
+	}
+	r.decide(ctx, j)
+}
+
+// clusterOpen records a local player's new chat until its decision comes
+// back (seq 0: not in the queue yet; its messages wait as a waiting
+// chat's do), and asks for it.
+func (r *router) clusterOpen(ctx actor.Context, p *participant) *chat {
+	c := r.asg.chats[p.id]
+	if c == nil {
+		c = &chat{client: p.id}
+		r.asg.chats[p.id] = c
+	}
+	if r.asg.mode == RoutingClaim {
+		r.toOperators(ctx, r.newChatFrame(p), "")
+	}
+	r.decide(ctx, &routeJob{kind: routeOpen, client: p.id})
+	return c
+}
+
+// clusterClose forgets a chat here at once (a new one of the same player
+// may start before the decision comes back) and asks for its end.
+func (r *router) clusterClose(ctx actor.Context, client string) {
+	if r.asg.chats[client] != nil {
+		r.asg.chatClosed(client)
+	}
+	r.decide(ctx, &routeJob{kind: routeClose, client: client})
+	r.tellPositions(ctx)
+}
+
+// clusterOperatorJoined tells Redis that the operator takes chats.
+func (r *router) clusterOperatorJoined(ctx actor.Context, g *agent, maxChats int) {
+	r.decide(ctx, &routeJob{kind: routeStatus, op: g.key, arg: "online", cap: maxChats})
+}
+
+// clusterSocketGone forgets an operator socket of this node; when its
+// operator has no socket left anywhere its chats go back to the queue,
+// and when none is up it takes no new chats.
+func (r *router) clusterSocketGone(ctx actor.Context, id string) {
+	g := r.asg.socketLeft(id)
+	if g == nil {
+		return
+	}
+	switch {
+	case len(g.sockets) == 0:
+		r.decide(ctx, &routeJob{kind: routeStatus, op: g.key, arg: "gone"})
+	case !g.online():
+		r.decide(ctx, &routeJob{kind: routeStatus, op: g.key, arg: "offline"})
+	}
+}
+
+// clusterOperatorAway follows a local operator socket's transport.
+func (r *router) clusterOperatorAway(ctx actor.Context, p *participant, away bool) {
+	g := r.asg.bySocket[p.id]
+	switch {
+	case g == nil:
+	case !away:
+		r.decide(ctx, &routeJob{kind: routeStatus, op: g.key, arg: "online"})
+	case !g.online():
+		r.decide(ctx, &routeJob{kind: routeStatus, op: g.key, arg: "offline"})
+	}
+}
+
+// routingEvent applies one decision to the table and tells this node's
+// sockets.
+func (r *router) routingEvent(ctx actor.Context, m *RoutingEvent) {
+	if !r.asg.enabled() {
+		return
+	}
+	var e routeEvent
+	if err := json.Unmarshal(m.Body, &e); err != nil {
+		r.log.Warn("routing: decision ignored", "err", err)
+		return
+	}
+	c := r.asg.chats[e.C]
+	if c != nil && e.T != "open" && e.T != "status" && c.seq != e.S {
+		c = nil // a decision about an earlier chat of the same player
+	}
+	switch e.T {
+	case "open":
+		if c != nil && c.seq == e.S {
+			return
+		}
+		if c != nil && c.seq != 0 {
+			r.asg.chatClosed(e.C) // an earlier chat whose end we missed
+			c = nil
+		}
+		if c == nil {
+			c = &chat{client: e.C}
+			r.asg.chats[e.C] = c
+		}
+		c.seq = e.S
+		r.asg.seq = max(r.asg.seq, e.S)
+		if e.O != "" {
+			r.asg.assign(c, r.asg.agentFor(e.O))
+			r.clusterAssigned(ctx, c, true)
+		} else {
+			r.asg.enqueue(c)
+			r.toLocalOperators(ctx, r.frame(messages.EventChatQueued, &messages.ChatQueued{ClientID: c.client, Position: r.asg.position(c)}, time.Time{}), "")
+		}
+	case "assign":
+		if c == nil {
+			return
+		}
+		r.asg.assign(c, r.asg.agentFor(e.O))
+		r.clusterAssigned(ctx, c, r.asg.mode == RoutingAuto)
+	case "queue":
+		if c == nil {
+			return
+		}
+		if g := c.owner; g != nil {
+			g.chats = slices.DeleteFunc(g.chats, func(x *chat) bool { return x == c })
+			c.owner = nil
+			r.asg.forgetIdle(g)
+		}
+		r.asg.enqueue(c)
+		r.toLocalOperators(ctx, r.frame(messages.EventChatQueued, &messages.ChatQueued{ClientID: c.client, Position: r.asg.position(c)}, time.Time{}), "")
+	case "close":
+		if c == nil {
+			return
+		}
+		r.asg.chatClosed(e.C)
+		if g := c.owner; g != nil {
+			r.asg.forgetIdle(g)
+		}
+	case "watch":
+		if c == nil {
+			return
+		}
+		g := r.asg.agentFor(e.O)
+		if !e.On {
+			c.watchers = slices.DeleteFunc(c.watchers, func(w *agent) bool { return w == g })
+			g.watching = slices.DeleteFunc(g.watching, func(x *chat) bool { return x == c })
+			return
+		}
+		if _, started, _ := r.asg.watch(g, e.C); started && r.asg.mode == RoutingAuto {
+			if p := r.client(e.C); p != nil {
+				r.toLocalAgent(ctx, g, r.newChatFrame(p))
+			}
+		}
+	case "status":
+		if g := r.asg.agents[e.O]; g != nil {
+			g.away = e.Away
+			if e.Cap > 0 {
+				g.capacity = e.Cap
+			}
+		}
+	}
+	r.tellPositions(ctx)
+}
+
+// clusterAssigned tells this node's sockets of a chat's new owner: its
+// operators (chatAssigned), the owner's sockets here (newChat first, when
+// introduced), and, when the player is here, the player and what it said
+// while it waited (to the owner's sockets wherever they are).
+func (r *router) clusterAssigned(ctx actor.Context, c *chat, introduce bool) {
+	g := c.owner
+	p := r.client(c.client)
+	if introduce && p != nil {
+		r.toLocalAgent(ctx, g, r.newChatFrame(p))
+	}
+	r.toLocalOperators(ctx, r.frame(messages.EventChatAssigned, &messages.ChatAssigned{ClientID: c.client, OperatorID: g.id, OperatorName: g.name}, time.Time{}), "")
+	local := r.pr.clients[c.client]
+	if local == nil {
+		return
+	}
+	if frames := r.queue.takeClient(c.client); len(frames) > 0 {
+		for _, f := range frames {
+			r.toChat(ctx, c, f, "")
+		}
+		r.met.Queue("delivered", len(frames), -len(frames))
+	}
+	r.toClient(ctx, local, r.frame(messages.EventOperatorAssigned, &messages.OperatorAssigned{OperatorName: g.name}, time.Time{}))
+}
+
+// introduceLate sends newChat to this node's sockets of a chat's owner
+// and watchers when Redis's decision came before the player's presence
+// (auto mode: they could not be told then).
+func (r *router) introduceLate(ctx actor.Context, p *participant) {
+	c := r.asg.chats[p.id]
+	if c == nil || c.owner == nil || r.asg.mode != RoutingAuto {
+		return
+	}
+	f := r.newChatFrame(p)
+	r.toLocalAgent(ctx, c.owner, f)
+	for _, w := range c.watchers {
+		r.toLocalAgent(ctx, w, f)
+	}
+}
+
+// tellPositions tells this node's waiting players their new places.
+func (r *router) tellPositions(ctx actor.Context) {
+	r.asg.moved(func(c *chat, position int) {
+		if p := r.pr.clients[c.client]; p != nil {
+			r.toClient(ctx, p, r.frame(messages.EventQueued, &messages.QueuedOut{Position: position}, time.Time{}))
+		}
+	})
+}
+
+// toLocalAgent hands a frame to one operator's sockets on this node.
+func (r *router) toLocalAgent(ctx actor.Context, g *agent, f *messages.Frame) {
+	d := &messages.Deliver{Frame: f}
+	for _, s := range g.sockets {
+		if s.session != nil {
+			ctx.Send(s.session, d)
+		}
+	}
+}
+
+// toRemoteAgents hands a frame to the sockets of the given operators on
+// other nodes: one message per node that has any, naming the operators.
+func (r *router) toRemoteAgents(ctx actor.Context, f *messages.Frame, except string, owner *agent, watchers []*agent) {
+	var nodes map[string][]string
+	add := func(g *agent) {
+		if g == nil {
+			return
+		}
+		for _, s := range g.sockets {
+			if s.session != nil || s.node == "" || s.id == except {
+				continue
+			}
+			if nodes == nil {
+				nodes = map[string][]string{}
+			}
+			if keys := nodes[s.node]; !slices.Contains(keys, g.key) {
+				nodes[s.node] = append(keys, g.key)
+			}
+		}
+	}
+	add(owner)
+	for _, w := range watchers {
+		add(w)
+	}
+	for node, keys := range nodes {
+		r.toBridge(ctx, &clusterDeliver{frame: f, except: except, toNode: node, toAgents: keys})
+	}
+}
+
+// remoteToAgents delivers a frame from another node to this node's sockets
+// of the operators it names.
+func (r *router) remoteToAgents(ctx actor.Context, m *RemoteDeliver) {
+	d := &messages.Deliver{Frame: m.Frame}
+	for _, key := range m.ToAgents {
+		g := r.asg.agents[key]
+		if g == nil {
+			continue
+		}
+		for _, s := range g.sockets {
+			if s.session != nil && s.id != m.Except {
+				ctx.Send(s.session, d)
+			}
+		}
+	}
+}
