@@ -20,6 +20,7 @@ test-go:
 	$(GO) test -race -count=1 -p 1 ./...
 	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime 15s ./messages
 	$(GO) test -run '^$$' -fuzz FuzzFrameReader -fuzztime 10s ./transport/ws
+	$(GO) test -run '^$$' -fuzz FuzzEnginePacket -fuzztime 10s ./transport
 
 test-e2e: build
 	cd test/e2e && npm ci --no-audit --no-fund --loglevel=error && SWITCHBOARD_BIN=$(CURDIR)/$(BIN)/switchboard npm test

@@ -54,7 +54,7 @@ const (
 func (s *Server) serveNative(w http.ResponseWriter, r *http.Request) {
 	addr, token := s.clientAddr(r), bearer(r)
 	_, err := s.wss.Upgrade(w, r, func(c *ws.Conn) ws.Handler {
-		e := s.newSocket(c, r, addr, token)
+		e := s.newSocket(c, r, addr, token).start()
 		_ = c.WriteText("0", s.openPacket(newID(), false))
 		return e
 	})
@@ -63,18 +63,24 @@ func (s *Server) serveNative(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// newSocket starts a native socket's life on transport c: it counts
-// against its address from now on (the handshake's admission), its
-// heartbeat runs, and it must CONNECT within the connect timeout.
+// newSocket makes a native socket on transport c: it counts against its
+// address from now on (the handshake's admission); once started, its
+// heartbeat runs and it must CONNECT within the connect timeout.
 func (s *Server) newSocket(c engineConn, r *http.Request, addr, token string) *eioSocket {
 	e := &eioSocket{srv: s, c: c, addr: addr, bearer: token, opened: time.Now()}
 	if admitted(r) {
 		e.counted = addr
 	}
 	e.drops = newBucket(s.cfg.MessageRate+s.cfg.TypingRate, s.cfg.MessageBurst+s.cfg.TypingBurst, e.opened)
+	return e
+}
+
+// start runs the socket's timers: its heartbeat and its connect timeout.
+// The caller has finished wiring it (the timers read its transport).
+func (e *eioSocket) start() *eioSocket {
 	e.mu.Lock()
-	e.timer = time.AfterFunc(s.cfg.PingInterval, e.beat)
-	e.connectTimer = time.AfterFunc(s.connectTimeout(), e.noConnect)
+	e.timer = time.AfterFunc(e.srv.cfg.PingInterval, e.beat)
+	e.connectTimer = time.AfterFunc(e.srv.connectTimeout(), e.noConnect)
 	e.mu.Unlock()
 	return e
 }

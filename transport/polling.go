@@ -134,6 +134,7 @@ func (s *Server) pollHandshake(w http.ResponseWriter, r *http.Request) {
 	sid := newID()
 	p := &pollConn{srv: s, sid: sid, wake: make(chan struct{}, 1), lastGet: time.Now()}
 	p.e = s.newSocket(p, r, s.clientAddr(r), bearer(r))
+	p.e.start()
 	s.polls.add(p)
 	body := append([]byte{'0'}, s.openPacket(sid, true)...)
 	writePoll(w, body, false)

@@ -1,0 +1,119 @@
+package test
+
+import (
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	gws "github.com/gorilla/websocket"
+	"github.com/switchboard/switchboard/config"
+)
+
+// Past 90% of the memory budget new connections are answered 503, and the
+// sockets holding the most are cut with 1013, before the process would
+// run out; the bystander, which holds nothing, is neither cut nor slowed.
+// The budget is set a little above what this process holds already, and
+// the server shares the process with the test.
+func TestMemoryBudgetRefusesAndCuts(t *testing.T) {
+	budget := liveHeap() + 96<<20
+	s := startServer(t, func(c *config.Config) { c.MemoryLimit, c.MessageTimeout = budget, time.Minute })
+	by := newBystander(t, s)
+	handshake := func() int {
+		res, err := http.Get(s.URL + s.cfg.Path + "/?EIO=4&transport=polling")
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+		return res.StatusCode
+	}
+
+	// Memory nobody can be cut for: refused, then admitted once it is gone.
+	ballast := make([]byte, 100<<20)
+	for i := range ballast {
+		ballast[i] = 1
+	}
+	waitFor(t, 5*time.Second, func() error {
+		if code := handshake(); code != http.StatusServiceUnavailable {
+			return errorf("over the budget: handshake %d, want 503", code)
+		}
+		return nil
+	})
+	by.check()
+	ballast = nil
+	waitFor(t, 10*time.Second, func() error {
+		if code := handshake(); code != 200 {
+			return errorf("back under the budget: handshake %d, want 200", code)
+		}
+		return nil
+	})
+
+	// Sockets that hold 8 MB each of unfinished frames: the largest are cut.
+	chunk := []byte(strings.Repeat("x", 8<<20))
+	var attackers []*rawSocket
+	url := "ws" + strings.TrimPrefix(s.URL, "http") + s.cfg.Path + "/?EIO=4&transport=websocket"
+	refused := 0
+	for range 16 {
+		c, res, err := gws.DefaultDialer.Dial(url, nil)
+		if err != nil {
+			if res == nil || res.StatusCode != http.StatusServiceUnavailable {
+				t.Fatalf("attacker's handshake: %v", err)
+			}
+			refused++ // past the budget already
+			continue
+		}
+		t.Cleanup(func() { _ = c.Close() })
+		r := &rawSocket{t: t, ws: c}
+		r.read() // the open packet
+		r.connect()
+		r.sendRaw(frameHeader(gws.BinaryMessage, true, 10<<20))
+		if _, err := r.ws.UnderlyingConn().Write(chunk); err != nil {
+			break // cut while sending
+		}
+		attackers = append(attackers, r)
+	}
+	codes := make(chan int, len(attackers))
+	for _, r := range attackers {
+		go func() {
+			_ = r.ws.SetReadDeadline(time.Now().Add(5 * time.Second))
+			for {
+				if _, _, err := r.ws.ReadMessage(); err != nil {
+					ce, _ := err.(*gws.CloseError)
+					if ce == nil {
+						codes <- 0
+					} else {
+						codes <- ce.Code
+					}
+					return
+				}
+			}
+		}()
+	}
+	cut := 0
+	for range attackers {
+		if <-codes == gws.CloseTryAgainLater {
+			cut++
+		}
+	}
+	t.Logf("budget %d MB: %d of %d attackers holding 8 MB each were cut with 1013; %d more were refused with 503", budget>>20, cut, len(attackers), refused)
+	if cut == 0 {
+		t.Fatal("no socket was cut past the memory budget")
+	}
+	by.check()
+	var m string
+	waitFor(t, 3*time.Second, func() error {
+		res, err := http.Get(s.URL + "/metrics")
+		if err != nil {
+			return err
+		}
+		b, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		m = string(b)
+		if !strings.Contains(m, `switchboard_refusals_total{code="memory_budget"}`) || !strings.Contains(m, `switchboard_refusals_total{code="server_busy"}`) {
+			return errorf("/metrics counts no cuts or no 503s")
+		}
+		return nil
+	})
+}
