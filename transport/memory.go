@@ -40,7 +40,7 @@ const (
 	staleGC = 2 * time.Second
 )
 
-var memSamples = []string{"/gc/heap/live:bytes", "/memory/classes/heap/stacks:bytes", "/gc/cycles/total:gc-cycles"}
+var memSamples = []string{"/gc/heap/live:bytes", "/memory/classes/heap/stacks:bytes", "/gc/cycles/total:gc-cycles", "/memory/classes/heap/objects:bytes"}
 
 type memGuard struct {
 	s        *Server
@@ -106,6 +106,15 @@ func (m *memGuard) used(now time.Time) int64 {
 	return max(heap, m.s.accounted())
 }
 
+// objects is the heap's objects, live or not yet found dead: an upper
+// bound of the live heap, read with used.
+func (m *memGuard) objects() int64 {
+	if v := m.samples[3].Value; v.Kind() == metrics.KindUint64 {
+		return int64(v.Uint64())
+	}
+	return 0
+}
+
 func (m *memGuard) tick(now time.Time) {
 	used := m.used(now)
 	switch {
@@ -125,6 +134,10 @@ func (m *memGuard) tick(now time.Time) {
 	case used < m.budget/10*recoverAt && m.shedding.Load():
 		m.shedding.Store(false)
 		m.s.log.Info("memory back under budget: accepting new connections", "used", used, "budget", m.budget)
+	case m.objects() >= m.budget/10*shedAt && now.Sub(m.newsAt) > staleGC:
+		// The heap with its garbage is past the mark and the last count
+		// of what lives is old: count again (at most every staleGC).
+		m.refresh(now)
 	}
 }
 
