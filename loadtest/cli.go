@@ -116,6 +116,7 @@ func parseArgs(args []string, stderr io.Writer) (*Scenario, outputs, error) {
 	fs.Float64("blip-rate", 0, "transport drops per second across all participants during the load (Poisson), no goodbye")
 	fs.String("storm", "", `players dropped at once: N@T after the load starts, e.g. "2000@10s" (comma-separated for several)`)
 	fs.Bool("insecure", false, "accept any TLS certificate (staging)")
+	fs.String("routing", "broadcast", "the server's SWITCHBOARD_ROUTING: broadcast, auto (players talk once assigned; owners alone receive and reply) or claim (operators claim new chats first)")
 	fs.String("slo", "", `thresholds, e.g. "p99<50ms,loss=0"; missing one exits 99`)
 	fs.String("report", "", "write the result as JSON to this file")
 	fs.String("html", "", "write a self-contained HTML report with charts to this file")
@@ -184,6 +185,7 @@ func parseArgs(args []string, stderr io.Writer) (*Scenario, outputs, error) {
 		Storm:          v.GetString("storm"),
 		Insecure:       v.GetBool("insecure"),
 		SLO:            v.GetString("slo"),
+		Routing:        v.GetString("routing"),
 	}
 	if err := sc.Validate(); err != nil {
 		return nil, outputs{}, err

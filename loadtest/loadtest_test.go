@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"github.com/switchboard/switchboard/config"
 	"os"
 	"path/filepath"
 	"strings"
@@ -178,5 +179,34 @@ func TestThousandsOfParticipants(t *testing.T) {
 	}
 	if res.Messages.PlayerToOperator.Sent < 2000 {
 		t.Errorf("only %d messages sent", res.Messages.PlayerToOperator.Sent)
+	}
+}
+
+// Under routing (auto, and claim with the operators claiming) each player
+// message is expected at its chat's owner alone, and arrives there once:
+// one delivery per message, every reply at its player, nothing misrouted.
+func TestSwitchboardRoutingOwnerAlone(t *testing.T) {
+	for _, mode := range []string{"auto", "claim"} {
+		t.Run(mode, func(t *testing.T) {
+			url := startSwitchboard(t, func(c *config.Config) { c.Routing, c.MaxChatsPerOperator = mode, 100 })
+			sc := quick(url)
+			sc.Routing = mode
+			res := runScenario(t, sc)
+			p2o, o2p := res.Messages.PlayerToOperator, res.Messages.OperatorToPlayer
+			if p2o.Sent < 100 || o2p.Sent < 10 {
+				t.Fatalf("too little traffic to judge: %d messages, %d replies", p2o.Sent, o2p.Sent)
+			}
+			if p2o.Expected != p2o.Sent-p2o.Refused {
+				t.Errorf("expected deliveries = %d, want one per message (%d)", p2o.Expected, p2o.Sent-p2o.Refused)
+			}
+			for name, a := range map[string]Accounts{"player→operator": p2o, "operator→player": o2p} {
+				if a.Delivered != a.Expected || a.Lost != 0 || a.Duplicated != 0 || a.Misrouted != 0 || a.Unexpected != 0 {
+					t.Errorf("%s: %+v, want all delivered once and nothing else", name, a)
+				}
+			}
+			if d := res.Messages.DeliveriesPerMessage; d < 0.99 || d > 1.01 {
+				t.Errorf("deliveries per message %.3f, want 1", d)
+			}
+		})
 	}
 }

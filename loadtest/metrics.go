@@ -25,7 +25,13 @@ type Metrics struct {
 	ExpectedP2O                atomic.Int64 // sum over sent messages of operators joined
 	UniqueP2O, UniqueO2P       atomic.Int64 // first copies received
 	MisroutedP2O, MisroutedO2P atomic.Int64
-	Events                     atomic.Int64 // every event received
+	// IncomingP2O counts every incomingMessage an operator read, copies
+	// and strays included: per message sent, the fan-out the server did.
+	IncomingP2O atomic.Int64
+	// Unassigned counts sends skipped because the chat had no owner yet
+	// (routing): the player waits for operatorAssigned.
+	Unassigned atomic.Int64
+	Events     atomic.Int64 // every event received
 
 	Failures, GaveUp, Departures atomic.Int64
 

@@ -27,6 +27,11 @@ type (
 		slot, seq int
 		code      string
 	}
+	// claimDue: a new chat (claim mode) that falls to this operator.
+	claimDue struct {
+		attempt int
+		client  string
+	}
 	// replyDue is the end of the operator's think time.
 	replyDue struct {
 		attempt   int
@@ -105,6 +110,10 @@ func (o *operator) Receive(ctx actor.Context) {
 		o.incoming(ctx, m)
 	case *replyDue:
 		o.reply(ctx, m)
+	case *claimDue:
+		if m.attempt == o.attempt {
+			o.e.emit(o.c, "claimChat", claim{ClientID: m.client})
+		}
 	case *replyRefused:
 		if o.l.replied[m.slot].remove(m.seq) {
 			o.l.refused++
@@ -114,7 +123,11 @@ func (o *operator) Receive(ctx actor.Context) {
 	}
 }
 
-func (o *operator) name() string { return "lt-operator-" + strconv.Itoa(o.idx) }
+// operatorNamePrefix starts every load-test operator's name; its index
+// follows, which tells a player whom operatorAssigned names.
+const operatorNamePrefix = "lt-operator-"
+
+func (o *operator) name() string { return operatorNamePrefix + strconv.Itoa(o.idx) }
 
 // operatorID keeps load-test operators apart from real ones in a CRM.
 func (o *operator) operatorID() int { return 900000 + o.idx }
@@ -162,7 +175,8 @@ func (o *operator) incoming(ctx actor.Context, m *incoming) {
 	}
 	o.e.m.UniqueP2O.Add(1)
 	n := len(o.e.ops)
-	if !o.sending || m.slot%n != o.idx || unit(o.e.sc.Seed, uint64(m.slot), uint64(m.seq)) >= o.e.sc.ReplyChance {
+	mine := m.slot%n == o.idx || o.e.owners != nil // under routing it receives its own chats only
+	if !o.sending || !mine || unit(o.e.sc.Seed, uint64(m.slot), uint64(m.seq)) >= o.e.sc.ReplyChance {
 		return
 	}
 	// Think for ReplyThink ±50 %: bounded, so that a leaving player knows
@@ -213,7 +227,7 @@ func (o *operator) drop() {
 
 // onEvent runs on the connection's reader goroutine.
 func (o *operator) onEvent(self *actor.PID, attempt int) func(string, json.RawMessage) {
-	e, l := o.e, o.l
+	e, l, idx := o.e, o.l, o.idx
 	return func(name string, raw json.RawMessage) {
 		e.m.Events.Add(1)
 		if !l.ready.Load() {
@@ -221,6 +235,7 @@ func (o *operator) onEvent(self *actor.PID, attempt int) func(string, json.RawMe
 		}
 		switch name {
 		case "incomingMessage":
+			e.m.IncomingP2O.Add(1)
 			var in received
 			_ = json.Unmarshal(raw, &in)
 			mk, ok := in.marker()
@@ -242,6 +257,11 @@ func (o *operator) onEvent(self *actor.PID, attempt int) func(string, json.RawMe
 			_ = json.Unmarshal(raw, &nc)
 			if who := e.reg.get(nc.ClientID); who != nil {
 				e.confirmJoin(who)
+				// Claim mode: every operator hears of a new chat; the one
+				// its slot falls to claims it, so claims do not collide.
+				if e.sc.Routing == "claim" && who.slot%len(e.ops) == idx {
+					e.root.Send(self, &claimDue{attempt: attempt, client: nc.ClientID})
+				}
 			}
 		case "chatError":
 			e.chatError(raw)

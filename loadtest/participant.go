@@ -37,6 +37,9 @@ type env struct {
 	tokens  *tokens
 	pay     payloads
 	log     *slog.Logger
+	// owners[i] is the set {operator i}: under routing a message must
+	// reach its chat's owner alone.
+	owners []*opSet
 }
 
 // Messages that both kinds of participant receive.

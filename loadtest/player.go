@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"math/rand/v2"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -31,6 +32,10 @@ type (
 		seq  int
 		code string
 	}
+	// assignedTo names the operator that owns the chat now (routing).
+	assignedTo struct {
+		attempt, op int
+	}
 )
 
 // player is one simulated player: a slot that one connection at a time
@@ -44,6 +49,9 @@ type player struct {
 	who      *identity
 	genStart int // the first seq of this connection
 	leaveBy  time.Time
+	// owner is the operator that owns this connection's chat under
+	// routing; -1 until one is assigned (the player waits to talk).
+	owner int
 }
 
 func newPlayer(e *env, slot int) actor.Actor {
@@ -53,7 +61,7 @@ func newPlayer(e *env, slot int) actor.Actor {
 			e: e, label: "player " + strconv.Itoa(slot), conn: &l.conn, failures: &l.failures,
 			t: e.mix.pick(unit(e.sc.Seed^0x5bd1e995, uint64(slot), 0)),
 		},
-		slot: slot, l: l,
+		slot: slot, l: l, owner: -1,
 		rng: rand.New(rand.NewPCG(e.sc.Seed, uint64(slot)<<24|uint64(l.failures))),
 	}
 	p.link.forget = p.release
@@ -95,6 +103,10 @@ func (p *player) Receive(ctx actor.Context) {
 		}
 	case *replyIn:
 		p.reply(m)
+	case *assignedTo:
+		if m.attempt == p.attempt {
+			p.owner = m.op
+		}
 	case *reconnected:
 		// A fresh socket: replies to what the old one sent cannot come.
 		if m.attempt == p.attempt && !m.recovered {
@@ -154,12 +166,13 @@ func (p *player) dial(ctx actor.Context) {
 	}
 	p.genStart = len(p.l.expected)
 	p.who = &identity{slot: p.slot}
+	p.owner = -1
 	name := p.name()
 	auth, err := p.e.tokens.auth(map[string]any{"sub": name, "role": "client", "name": name, "username": name}, false)
 	if err != nil {
 		panic(&failure{kind: "token", err: err})
 	}
-	p.e.dial(ctx.Self(), false, &p.l.conn, p.attempt, p.t, auth, p.onEvent(ctx.Self(), p.genStart), &rejoin{
+	p.e.dial(ctx.Self(), false, &p.l.conn, p.attempt, p.t, auth, p.onEvent(ctx.Self(), p.genStart, p.attempt), &rejoin{
 		join:        join{Role: "client", Name: name, Username: name},
 		ack:         p.e.ackHandler(ctx.Self(), p.attempt),
 		onReconnect: p.e.playerReconnect(ctx.Self(), p.attempt, p.who),
@@ -188,10 +201,18 @@ func (p *player) gap() time.Duration {
 }
 
 // send writes the next message, marked with its identity, and records who
-// must receive it: every operator joined now.
+// must receive it: every operator joined now, or under routing its chat's
+// owner (a player without one yet waits: its message is not written).
 func (p *player) send(ctx actor.Context) {
 	seq := len(p.l.expected)
 	set := p.e.ready.load()
+	if p.e.owners != nil {
+		if p.owner < 0 || p.owner >= len(p.e.owners) {
+			p.e.m.Unassigned.Add(1)
+			return
+		}
+		set = p.e.owners[p.owner]
+	}
 	now := p.e.clk.now()
 	mark := formatMarker(markPlayer, p.slot, seq, now)
 	p.l.sentAt = append(p.l.sentAt, now)
@@ -262,7 +283,7 @@ func (e *env) confirmJoin(who *identity) {
 
 // onEvent runs on the connection's reader goroutine: it times and checks
 // what arrives there and hands the actor only what changes its state.
-func (p *player) onEvent(self *actor.PID, genStart int) func(string, json.RawMessage) {
+func (p *player) onEvent(self *actor.PID, genStart, attempt int) func(string, json.RawMessage) {
 	e, slot := p.e, p.slot
 	return func(name string, raw json.RawMessage) {
 		e.m.Events.Add(1)
@@ -281,6 +302,14 @@ func (p *player) onEvent(self *actor.PID, genStart int) func(string, json.RawMes
 				return
 			}
 			e.root.Send(self, &replyIn{seq: mk.seq, genStart: genStart})
+		case "operatorAssigned":
+			var oa struct {
+				OperatorName string `json:"operatorName"`
+			}
+			_ = json.Unmarshal(raw, &oa)
+			if n, err := strconv.Atoi(strings.TrimPrefix(oa.OperatorName, operatorNamePrefix)); err == nil {
+				e.root.Send(self, &assignedTo{attempt: attempt, op: n})
+			}
 		case "chatError":
 			e.chatError(raw)
 		}
@@ -294,6 +323,9 @@ func (e *env) repliesTo(slot, seq int, set *opSet) bool {
 	n := len(e.ops)
 	if n == 0 || e.sc.ReplyChance == 0 {
 		return false
+	}
+	if e.owners != nil { // its owner replies, and it alone received it
+		return set.n == 1 && unit(e.sc.Seed, uint64(slot), uint64(seq)) < e.sc.ReplyChance
 	}
 	return set.members.has(slot%n) && unit(e.sc.Seed, uint64(slot), uint64(seq)) < e.sc.ReplyChance
 }
@@ -344,6 +376,9 @@ type (
 		Name     string `json:"name"`
 		MimeType string `json:"mimeType"`
 		Size     int    `json:"size"`
+	}
+	claim struct {
+		ClientID string `json:"clientId"`
 	}
 	typing struct {
 		To       string `json:"to,omitempty"`

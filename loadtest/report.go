@@ -62,6 +62,12 @@ type Messages struct {
 	OperatorToPlayer Accounts `json:"operator_to_player"`
 	// Events is every event received, typing and presence included.
 	Events int64 `json:"events_received"`
+	// DeliveriesPerMessage is incomingMessage events read by operators per
+	// player message sent (and not refused): the operators in broadcast
+	// mode, ~1 (the owner) under routing.
+	DeliveriesPerMessage float64 `json:"deliveries_per_message"`
+	// Unassigned: sends skipped while a chat had no owner (routing).
+	Unassigned int64 `json:"unassigned,omitempty"`
 }
 
 // Latency are the distributions, in milliseconds.
@@ -111,6 +117,10 @@ func buildResult(sc *Scenario, e *env, players, operators int64, p2o, o2p Accoun
 	}
 	r.Messages.add(p2o)
 	r.Messages.add(o2p)
+	if n := p2o.Sent - p2o.Refused; n > 0 {
+		r.Messages.DeliveriesPerMessage = float64(m.IncomingP2O.Load()) / float64(n)
+	}
+	r.Messages.Unassigned = m.Unassigned.Load()
 	if s := r.LoadS; s > 0 {
 		r.Throughput.SentPerS = float64(steady.sent) / s
 		r.Throughput.RepliesPerS = float64(steady.replies) / s
@@ -194,8 +204,8 @@ func (r *Result) WriteTable(w io.Writer) error {
 			acc("total", r.Messages.Accounts),
 		},
 		{
-			{"throughput (/s)", "messages", "replies", "deliveries", "peak msgs", "peak deliv"},
-			{"", f1(t.SentPerS), f1(t.RepliesPerS), f1(t.DeliveriesPerS), f1(t.PeakSentPerS), f1(t.PeakDeliveries)},
+			{"throughput (/s)", "messages", "replies", "deliveries", "peak msgs", "peak deliv", "deliv/msg"},
+			{"", f1(t.SentPerS), f1(t.RepliesPerS), f1(t.DeliveriesPerS), f1(t.PeakSentPerS), f1(t.PeakDeliveries), f2(r.Messages.DeliveriesPerMessage)},
 		},
 	} {
 		if err := section(rows...); err != nil {
@@ -262,3 +272,4 @@ func plural(n int, word string) string {
 	}
 	return fmt.Sprintf("%d %ss", n, strings.TrimSuffix(word, "s"))
 }
+func f2(v float64) string { return fmt.Sprintf("%.2f", v) }

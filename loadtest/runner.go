@@ -82,6 +82,13 @@ func Run(ctx context.Context, sc Scenario, o RunOptions) (*Result, error) {
 	for i := range e.players {
 		e.players[i] = &playerLedger{conn: conn{pending: &pending}}
 	}
+	if sc.routed() {
+		e.owners = make([]*opSet, sc.Operators)
+		for i := range e.owners {
+			e.owners[i] = &opSet{n: 1}
+			e.owners[i].members.add(i)
+		}
+	}
 	for i := range e.ops {
 		e.ops[i] = &operatorLedger{conn: conn{pending: &pending}, seen: make([]bitset, sc.Players), replied: make([]bitset, sc.Players)}
 	}

@@ -93,7 +93,17 @@ type Scenario struct {
 	Insecure bool   `json:"insecure_tls,omitempty"`
 
 	SLO string `json:"slo,omitempty"`
+
+	// Routing is the server's SWITCHBOARD_ROUTING: broadcast (every
+	// operator gets every message, and the operator of slot modulo the
+	// operators replies), auto (a player talks once it is assigned, and
+	// its owner alone receives and replies) or claim (the operator of slot
+	// modulo the operators claims each new chat, then the same).
+	Routing string `json:"routing,omitempty"`
 }
+
+// routed tells whether chats have owners (routing auto or claim).
+func (s *Scenario) routed() bool { return s.Routing == "auto" || s.Routing == "claim" }
 
 // Defaults is a small run that any laptop holds.
 func Defaults() Scenario {
@@ -152,6 +162,11 @@ func (s *Scenario) Validate() error {
 	}
 	if !strings.HasPrefix(s.Path, "/") {
 		bad("path", "%q must start with /", s.Path)
+	}
+	switch s.Routing {
+	case "", "broadcast", "auto", "claim":
+	default:
+		bad("routing", "%q must be broadcast, auto or claim", s.Routing)
 	}
 	if s.Players < 0 || s.Operators < 0 || s.Players+s.Operators == 0 {
 		bad("players", "players (%d) and operators (%d) must be ≥ 0, and not both 0", s.Players, s.Operators)

@@ -27,11 +27,14 @@ import (
 
 // startSwitchboard runs a Switchboard in this process on a free loopback
 // port, as test/helpers_test.go does, and returns its base URL.
-func startSwitchboard(t testing.TB) string {
+func startSwitchboard(t testing.TB, set ...func(*config.Config)) string {
 	t.Helper()
 	cfg, err := config.Load(nil, func(string) (string, bool) { return "", false })
 	if err != nil {
 		t.Fatalf("config: %v", err)
+	}
+	for _, f := range set {
+		f(cfg)
 	}
 	cfg.Host, cfg.Port = "127.0.0.1", 0
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
