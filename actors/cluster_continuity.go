@@ -181,6 +181,7 @@ func (r *router) toClient(ctx actor.Context, c *participant, f *messages.Frame) 
 			node = r.cl.node
 		}
 		ctx.Send(r.cl.bridge, &clusterDeliver{frame: f, toClient: c.id, toNode: node, seq: true})
+		r.cl.storedFor = ctx.Message()
 		return
 	}
 	if c.session != nil {
@@ -189,3 +190,38 @@ func (r *router) toClient(ctx actor.Context, c *participant, f *messages.Frame) 
 	}
 	r.toBridge(ctx, &clusterDeliver{frame: f, toClient: c.id, toNode: c.node})
 }
+
+// ackAfterStore hands the acknowledgement of the message being handled to
+// the bridge when that message sent a player a stored frame: the bridge
+// answers it once the store's write succeeded (or says it failed), so an
+// acknowledged message is stored even if this node dies the next moment.
+// Nothing waits: the session acknowledges when the bridge's answer comes.
+func (r *router) ackAfterStore(ctx actor.Context, o *messages.Origin, acc *messages.Accepted) bool {
+	if r.cl.storedFor == nil {
+		return false
+	}
+	pending := r.cl.storedFor == ctx.Message()
+	r.cl.storedFor = nil
+	if !pending {
+		return false
+	}
+	ev := "message"
+	if rm, ok := ctx.Message().(messages.RouterMessage); ok {
+		ev = eventName(rm)
+	}
+	ctx.Send(r.cl.bridge, &ackAfterStore{session: o.Session, acc: acc, event: ev})
+	return true
+}
+
+// ackAfterStore is an acknowledgement that waits for the store's write of
+// the frame sent just before it.
+type ackAfterStore struct {
+	session *actor.PID
+	acc     *messages.Accepted
+	event   string
+}
+
+// codeUnavailable answers a message whose stored write failed (Redis
+// unreachable or too slow): it may or may not reach its player, and the
+// sender knows it was not acknowledged.
+const codeUnavailable = "unavailable"

@@ -2,6 +2,7 @@ package actors
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -163,6 +164,11 @@ type (
 		what string
 		err  error
 	}
+	// storeDone: the writes these acknowledgements wait for were stored
+	// (ok) or not (failed).
+	storeDone struct {
+		ok, failed []*ackAfterStore
+	}
 )
 
 // ioJob is one unit of work for the worker: publishes are batched into one
@@ -187,6 +193,10 @@ type pubJob struct {
 	script *redis.Script
 	keys   []string
 	args   []any
+	// wid numbers a player's frame's write; with ack (instead of any
+	// command), the write the acknowledgement waits for.
+	wid uint64
+	ack *ackAfterStore
 }
 
 type beatJob struct {
@@ -215,11 +225,23 @@ type redisBridge struct {
 	mine   string
 
 	// Stored sessions (cluster_store.go); seq is false with recovery off.
-	seq    bool
-	keys   storeKeys
-	ttl    time.Duration
-	maxLen int
+	seq bool
+	// lastSeq is what became of the last player's frame sent to the
+	// store, for the acknowledgement that may follow it.
+	lastSeq seqOutcome
+	writes  uint64 // players' frames sent to the store, numbering their jobs
+	keys    storeKeys
+	ttl     time.Duration
+	maxLen  int
 }
+
+type seqOutcome uint8
+
+const (
+	seqQueued  seqOutcome = iota // its write waits for the worker
+	seqDirect                    // Redis was away: a local player got it directly
+	seqDropped                   // Redis was away, or the queue full: not delivered
+)
 
 // jobQueue bounds what waits for Redis: past it (a slow or lost Redis)
 // deliveries to other nodes are dropped and counted, never queued without
@@ -281,6 +303,15 @@ func (b *redisBridge) Receive(ctx actor.Context) {
 		b.snapshot(ctx, m)
 	case *caughtUp:
 		ctx.Send(b.router, m)
+	case *ackAfterStore:
+		b.ackAfterStore(ctx, m)
+	case *storeDone:
+		for _, a := range m.ok {
+			b.answer(ctx, a, true)
+		}
+		for _, a := range m.failed {
+			b.answer(ctx, a, false)
+		}
 	case *ioFailed:
 		b.met.ClusterError()
 		if m.what == "presence" {
@@ -434,13 +465,18 @@ func (b *redisBridge) deliver(ctx actor.Context, m *clusterDeliver) {
 		if m.seq && m.toNode == b.o.NodeID {
 			// Redis went away as the router sent it: a local player still gets it.
 			ctx.Send(b.router, &RemoteDeliver{Frame: m.frame, ToClient: m.toClient})
+			b.lastSeq = seqDirect
 			return
 		}
+		b.lastSeq = seqDropped
 		b.met.ClusterDropped()
 		return
 	}
 	if m.seq {
-		b.sequence(m)
+		b.lastSeq = seqDropped
+		if b.sequence(m) {
+			b.lastSeq = seqQueued
+		}
 		return
 	}
 	e := &envelope{kind: kindOperator, node: b.o.NodeID, inc: b.st.inc, event: m.frame.Event, arg: m.except, body: m.frame.Packet}
@@ -461,8 +497,8 @@ func (b *redisBridge) deliver(ctx actor.Context, m *clusterDeliver) {
 }
 
 // sequence hands a player's frame to append.lua, which numbers it, stores
-// it and publishes it to the player's node.
-func (b *redisBridge) sequence(m *clusterDeliver) {
+// it and publishes it to the player's node; false when it cannot.
+func (b *redisBridge) sequence(m *clusterDeliver) bool {
 	f := m.frame
 	at := int64(0)
 	if !f.At.IsZero() {
@@ -472,7 +508,35 @@ func (b *redisBridge) sequence(m *clusterDeliver) {
 	j := &pubJob{script: appendScript, keys: []string{b.keys.record(m.toClient), b.keys.stream(m.toClient)}, args: []any{
 		head, f.Offset, b.o.NodeID, b.st.inc, at, f.Event, m.toClient, b.maxLen, b.ttl.Milliseconds(), b.keys.nodeChannel(), m.toNode,
 	}}
-	b.enqueue(ioJob{pub: j})
+	b.writes++
+	j.wid = b.writes
+	return b.enqueue(ioJob{pub: j})
+}
+
+// ackAfterStore answers an acknowledgement when the write of the frame
+// sent just before it is done: the worker runs jobs in order, so a marker
+// queued after the write is reached once the write's batch has run.
+func (b *redisBridge) ackAfterStore(ctx actor.Context, a *ackAfterStore) {
+	switch b.lastSeq {
+	case seqQueued:
+		if !b.enqueue(ioJob{pub: &pubJob{ack: a, wid: b.writes}}) {
+			b.answer(ctx, a, false)
+		}
+	case seqDirect:
+		b.answer(ctx, a, true)
+	default:
+		b.answer(ctx, a, false)
+	}
+}
+
+// answer acknowledges a message, or tells its sender that it was not
+// stored (and so maybe not delivered).
+func (b *redisBridge) answer(ctx actor.Context, a *ackAfterStore, ok bool) {
+	if ok {
+		ctx.Send(a.session, a.acc)
+		return
+	}
+	ctx.Send(a.session, &messages.Refused{Event: a.event, Code: codeUnavailable, Reason: "not stored: the cluster's store is unreachable; send it again", Ack: a.acc.Ack})
 }
 
 // received applies one message from a channel.
@@ -820,15 +884,21 @@ func (b *redisBridge) sendState(ctx actor.Context) {
 func (b *redisBridge) work(ctx context.Context, rdb *redis.Client, jobs <-chan ioJob, send func(any)) {
 	_ = loadScripts(ctx, rdb) // else the first NOSCRIPT loads them
 	batch := make([]*pubJob, 0, 256)
+	var failed [][2]uint64 // players' writes whose batch failed, by wid, oldest first
 	flush := func() {
 		if len(batch) == 0 {
 			return
 		}
 		presence := false
+		var acks []*pubJob
+		retried := false // cmds no longer line up with batch
 		cmds := make([]redis.Cmder, len(batch))
 		exec := func(jobs []*pubJob, evalsha bool) error {
 			_, err := rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
 				for i, j := range jobs {
+					if j.ack != nil {
+						continue
+					}
 					if j.script != nil {
 						if evalsha {
 							cmds[i] = j.script.EvalSha(ctx, p, j.keys, j.args...)
@@ -853,7 +923,19 @@ func (b *redisBridge) work(ctx context.Context, rdb *redis.Client, jobs <-chan i
 			})
 			return err
 		}
-		err := exec(batch, true)
+		lo, hi := uint64(0), uint64(0)
+		for _, j := range batch {
+			switch {
+			case j.ack != nil:
+				acks = append(acks, j)
+			case j.wid != 0:
+				lo, hi = cmp.Or(lo, j.wid), j.wid
+			}
+		}
+		var err error
+		if len(acks) < len(batch) {
+			err = exec(batch, true)
+		}
 		if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
 			// Redis restarted and forgot the scripts: the scripts' commands
 			// did nothing, so they run again (with their text) and the rest
@@ -865,7 +947,7 @@ func (b *redisBridge) work(ctx context.Context, rdb *redis.Client, jobs <-chan i
 				}
 			}
 			_ = loadScripts(ctx, rdb)
-			err = nil
+			err, retried = nil, true
 			if len(again) > 0 {
 				err = exec(again, false)
 			}
@@ -877,7 +959,35 @@ func (b *redisBridge) work(ctx context.Context, rdb *redis.Client, jobs <-chan i
 			}
 			send(&ioFailed{what: what, err: err})
 		} else {
-			b.met.ClusterPublished(len(batch))
+			b.met.ClusterPublished(len(batch) - len(acks))
+		}
+		if err != nil && hi != 0 {
+			failed = append(failed, [2]uint64{lo, hi})
+		} else if err == nil && len(acks) > 0 && !retried {
+			// A frame that was neither stored nor heard by any node.
+			for i, j := range batch {
+				if c, ok := cmds[i].(*redis.Cmd); ok && j.wid != 0 && j.ack == nil {
+					if n, _ := c.Int64(); n < 0 {
+						failed = append(failed, [2]uint64{j.wid, j.wid})
+					}
+				}
+			}
+		}
+		if acks != nil {
+			// Each acknowledgement follows its write, in this batch or
+			// an earlier one: it fails if that write's batch failed.
+			done := &storeDone{}
+			for _, j := range acks {
+				for len(failed) > 0 && failed[0][1] < j.wid {
+					failed = failed[1:]
+				}
+				if len(failed) > 0 && failed[0][0] <= j.wid {
+					done.failed = append(done.failed, j.ack)
+				} else {
+					done.ok = append(done.ok, j.ack)
+				}
+			}
+			send(done)
 		}
 		clear(batch)
 		batch = batch[:0]

@@ -71,15 +71,16 @@ return 1`)
 	// bracket), router offset, sender node, sender incarnation, at, event,
 	// sid, maxlen, ttl ms, node channel prefix, fallback node. Without a
 	// record (never registered, ended, or Redis lost it) the frame goes
-	// unsequenced to the node the sender believes owns the player.
+	// unsequenced to the node the sender believes owns the player: 0, or
+	// -1 when no node heard it (neither stored nor delivered).
 	appendScript = redis.NewScript(`
 local node = redis.call('HGET', KEYS[1], 'node')
 local hdr = '|' .. ARGV[3] .. '|'
 if not node then
-  if ARGV[11] ~= '' then
-    redis.call('PUBLISH', ARGV[10] .. ARGV[11], 'C' .. hdr .. ARGV[4] .. '|0|' .. ARGV[5] .. '|' .. ARGV[6] .. '|' .. ARGV[7] .. '\n' .. ARGV[1] .. ',"' .. ARGV[2] .. '"]')
+  if ARGV[11] ~= '' and redis.call('PUBLISH', ARGV[10] .. ARGV[11], 'C' .. hdr .. ARGV[4] .. '|0|' .. ARGV[5] .. '|' .. ARGV[6] .. '|' .. ARGV[7] .. '\n' .. ARGV[1] .. ',"' .. ARGV[2] .. '"]') > 0 then
+    return 0
   end
-  return 0
+  return -1
 end
 local e = redis.call('HGET', KEYS[1], 'epoch')
 local n = redis.call('HINCRBY', KEYS[1], 'n', 1)

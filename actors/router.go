@@ -51,6 +51,9 @@ type clusterView struct {
 	orphanGen int
 	// stopping: this node is shutting down; its players recover elsewhere.
 	stopping bool
+	// storedFor is the message being handled when it sent a player a
+	// stored frame: its acknowledgement waits for the store (ackAfterStore).
+	storedFor any
 }
 
 // endedByOperator is what a client hears when an operator ends its chat.
@@ -196,7 +199,11 @@ func (r *router) acceptKept(ctx actor.Context, o *messages.Origin, ts string, qu
 	if ts == "" {
 		ts = messages.ISOTime(r.now())
 	}
-	ctx.Send(o.Session, &messages.Accepted{Ack: o.Ack, ID: r.ids.next(), Timestamp: ts, Queued: queued, Away: away})
+	acc := &messages.Accepted{Ack: o.Ack, ID: r.ids.next(), Timestamp: ts, Queued: queued, Away: away}
+	if r.cl != nil && r.ackAfterStore(ctx, o, acc) {
+		return
+	}
+	ctx.Send(o.Session, acc)
 }
 
 func (r *router) join(ctx actor.Context, m *messages.Join) {

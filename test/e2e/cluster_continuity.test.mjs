@@ -210,6 +210,42 @@ describe('continuity across nodes', { skip: hasRedis ? false : 'redis-server is 
     await Promise.all([n1.stop(), n2.stop()]);
   });
 
+  test('an acknowledgement waits for the store: none is ok while Redis is paused, and every ok one is delivered once', async () => {
+    const [n1, n2] = await nodes(['a1', 'a2']);
+    const { op, p } = await chat(n2, n1, 'ackstore');
+    await say(op, p, 'one');
+    await expectEvent(p, 'operatorMessage');
+
+    // Redis stops answering (a stalled or lost store): the write cannot
+    // be confirmed, so the message is not acknowledged as sent.
+    redis.proc.kill('SIGSTOP');
+    const t0 = Date.now();
+    let paused;
+    try {
+      paused = await emitAck(op, 'operatorMessage', opMsg(p.sid, 'two'), 8000);
+    } finally {
+      redis.proc.kill('SIGCONT');
+    }
+    const answeredMs = Date.now() - t0;
+    assert.equal(paused.ok, false, `ack while Redis was paused: ${JSON.stringify(paused)}`);
+    assert.equal(paused.error.code, 'unavailable');
+    for (const n of [n1, n2]) {
+      await n.waitFor('/health', (h) => h.cluster?.redis === 'ok', { timeoutMs: 15000, what: 'redis back' });
+    }
+    await say(op, p, 'three');
+    const deadline = Date.now() + 5000;
+    while (!texts(p).includes('three') && Date.now() < deadline) await delay(50);
+    const got = texts(p);
+    // 'two' was refused: it may have reached the player (the paused Redis
+    // ran it when it woke) or not, but never twice; the rest exactly once.
+    assert.deepEqual(got.filter((t) => t !== 'two'), ['one', 'three'], `delivered: ${got}`);
+    assert.ok(got.filter((t) => t === 'two').length <= 1, `delivered: ${got}`);
+    console.log(`# ack while Redis paused: refused 'unavailable' after ${answeredMs} ms; 'two' delivered ${got.filter((t) => t === 'two').length} time(s)`);
+    op.close();
+    p.close();
+    await Promise.all([n1.stop(), n2.stop()]);
+  });
+
   test('a killed node\'s player away past the window: exactly one chatEnded, then a fresh session', async () => {
     const [n1, n2] = await nodes(['w1', 'w2'], { SWITCHBOARD_RECOVERY_WINDOW: '3s' });
     const { op, p } = await chat(n2, n1, 'window');
@@ -251,8 +287,16 @@ describe('continuity across nodes', { skip: hasRedis ? false : 'redis-server is 
       await n.waitFor('/health', (h) => h.cluster?.redis === 'ok' && h.cluster?.nodes === 2, { timeoutMs: 15000, what: 'cluster back' });
     }
     await n2.waitFor('/stats', (s) => s.clients.some((c) => c.socketId === id), { timeoutMs: 10000, what: 'presence rewritten' });
-    // Delivered across nodes without the lost store.
-    await say(op, p, 'after');
+    // Delivered across nodes without the lost store, once the player's
+    // node listens again: until then the operator hears 'unavailable'
+    // (neither stored nor delivered) and sends again, as a CRM would.
+    for (const deadline = Date.now() + 10000; ;) {
+      const ack = await emitAck(op, 'operatorMessage', opMsg(p.sid, 'after'));
+      if (ack.ok) break;
+      assert.equal(ack.error?.code, 'unavailable', JSON.stringify(ack));
+      assert.ok(Date.now() < deadline, 'still unavailable after 10 s');
+      await delay(200);
+    }
     assert.equal((await expectEvent(p, 'operatorMessage')).message, 'after');
 
     n1.proc.kill('SIGKILL');
