@@ -18,8 +18,8 @@ go build -o "$out/switchboard" ./cmd/switchboard
 go build -o "$out/loadtest" ./cmd/loadtest
 
 # --- the guide's Node server ---
-guide=$(ls ../shared/seed/*.txt | head -1)
-if [ ! -f "$out/node/dist/server.js" ] || [ "$guide" -nt "$out/node/dist/server.js" ]; then
+guide=$(ls ../shared/seed/*.txt 2>/dev/null | head -1 || true)
+if [ -z "${BENCH_ONLY_ROUTING:-}" ] && { [ ! -f "$out/node/dist/server.js" ] || [ "$guide" -nt "$out/node/dist/server.js" ]; }; then
   mkdir -p "$out/node/src"
   # The code block after "### 1. Main Server File" is the server.
   awk '/^### 1\. Main Server File/{f=1;next} f&&/^```typescript/{c=1;next} c&&/^```/{exit} c{print}' "$guide" > "$out/node/src/server.ts"
@@ -132,8 +132,37 @@ d=json.load(open(sys.argv[1]))
 for k in sys.argv[2].split("."): d=d.get(k,{}) if isinstance(d,dict) else {}
 print("-" if d=={} else round(d,1) if isinstance(d,float) else d)' "$1" "$2" 2>/dev/null || echo -; }
 
-echo "== Go benchmarks"
-[ -n "${BENCH_SKIP_GO:-}" ] || go test -run '^$' -bench . -benchmem ./actors ./messages | grep -E '^Benchmark'
+# Routing (docs/ROUTING.md): auto with 50 operators beside broadcast with
+# 10, same players and rate; per player message the deliveries the
+# operators read and the server's CPU. BENCH_ROUTING_RATE is per player
+# (2.5: 5,000 messages/s with 2,000 players); BENCH_ONLY_ROUTING=1 runs
+# this part alone.
+tick=$(getconf CLK_TCK)
+routing_bench() {
+  local rate=${BENCH_ROUTING_RATE:-2.5} label
+  local common=(--players "$players" --rate "$rate" --reply-chance 1 --reply-think 200ms --ramp 2000 --duration "$duration")
+  start switchboard SWITCHBOARD_ROUTING=auto SWITCHBOARD_MAX_CHATS_PER_OPERATOR=1000
+  run switchboard route-auto50 "${common[@]}" --operators 50 --routing auto
+  stop switchboard
+  start switchboard
+  run switchboard route-broadcast10 "${common[@]}" --operators 10
+  stop switchboard
+  printf '\n== routing: %s players at %s msg/s each (%s cores)\n' "$players" "$rate" "$(nproc)"
+  printf '%-34s %12s %12s %12s %12s %10s %8s\n' run sent/s deliv/msg "µs/msg" "steady" "p99 ms" lost
+  for label in route-broadcast10 route-auto50; do
+    local sent ticks
+    sent=$(field "$out/switchboard-$label.json" messages.player_to_operator.sent)
+    ticks=$(cat "$out/switchboard-$label.cpu" 2>/dev/null || echo 0)
+    printf '%-34s %12s %12s %12s %12s %10s %8s\n' "$label" "$(field "$out/switchboard-$label.json" throughput.sent_per_s)" \
+      "$(python3 -c 'import json,sys; print(round(json.load(open(sys.argv[1]))["messages"]["deliveries_per_message"],2))' "$out/switchboard-$label.json" 2>/dev/null || echo -)" \
+      "$(python3 -c "print(round($ticks/$tick*1e6/max(1,float('${sent/-/0}')),1))")" \
+      "$(steady switchboard "$label" | cut -d' ' -f1)" \
+      "$(field "$out/switchboard-$label.json" latency.player_to_operator.p99_ms)" "$(field "$out/switchboard-$label.json" messages.lost)"
+  done
+}
+
+[ -n "${BENCH_ONLY_ROUTING:-}" ] || echo "== Go benchmarks"
+[ -n "${BENCH_SKIP_GO:-}${BENCH_ONLY_ROUTING:-}" ] || go test -run '^$' -bench . -benchmem ./actors ./messages | grep -E '^Benchmark'
 
 # idle NAME LABEL COUNT TRANSPORT: RSS per idle connection of a fresh
 # server: its growth once every player has joined (as /health counts them)
@@ -157,6 +186,10 @@ idle() {
 }
 
 stop() { kill "$(eval echo \$PID_$1)"; wait "$(eval echo \$PID_$1)" 2>/dev/null || true; }
+if [ -n "${BENCH_ONLY_ROUTING:-}" ]; then
+  routing_bench
+  exit 0
+fi
 
 for name in switchboard node; do
   start "$name"
@@ -199,7 +232,7 @@ if [ -z "${BENCH_SKIP_VARIANTS:-}" ]; then
   stop switchboard
 fi
 
-tick=$(getconf CLK_TCK)
+[ -n "${BENCH_SKIP_ROUTING:-}" ] || routing_bench
 cpu_per_msg() { # NAME LABEL: server CPU µs per player message
   local sent ticks
   sent=$(field "$out/$1-$2.json" messages.player_to_operator.sent)
