@@ -13,6 +13,9 @@ const (
 	CodeRateLimited    = "rate_limited"
 	CodeUnauthorized   = "unauthorized"
 	CodeQueueFull      = "queue_full"
+	// Not sent to anyone: the reason a reader too slow for its writes was
+	// cut off, as /metrics counts it.
+	CodeSlowConsumer = "slow_consumer"
 	// Routing (SWITCHBOARD_ROUTING claim or auto).
 	CodeRoutingOff      = "routing_off"      // a routing event while chats are broadcast
 	CodeAlreadyClaimed  = "already_claimed"  // another operator owns the chat

@@ -4,6 +4,8 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"fmt"
+	"io"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -73,4 +75,28 @@ func slowConsumer(t *testing.T, server string) {
 		}
 		return nil
 	})
+	// The cut-off is counted once, where the dashboard reads it.
+	if got := metricLine(t, s, `switchboard_refusals_total{code="slow_consumer"}`); got != "1" {
+		t.Fatalf("slow-consumer cut-offs counted %q, want 1", got)
+	}
+}
+
+// metricLine is the value of one series in s's /metrics ("" if absent).
+func metricLine(t *testing.T, s *server, series string) string {
+	t.Helper()
+	res, err := http.Get(s.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	body, err := io.ReadAll(res.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(line, series+" "); ok {
+			return v
+		}
+	}
+	return ""
 }

@@ -6,6 +6,7 @@ import (
 	"sync/atomic"
 
 	"github.com/switchboard/switchboard/messages"
+	"github.com/switchboard/switchboard/metrics"
 	"github.com/zishang520/socket.io/parsers/engine/v3/packet"
 	"github.com/zishang520/socket.io/servers/engine/v3/transports"
 	"github.com/zishang520/socket.io/servers/socket/v3"
@@ -26,6 +27,7 @@ type socketConn struct {
 	// engine's own queues are unbounded, so this is what bounds memory.
 	pending    atomic.Int64
 	maxPending int64
+	met        *metrics.Metrics
 }
 
 func (c *socketConn) ID() string { return c.id }
@@ -37,6 +39,9 @@ func (c *socketConn) ID() string { return c.id }
 func (c *socketConn) Write(f *messages.Frame) {
 	n := int64(len(f.Packet))
 	if c.maxPending > 0 && c.pending.Load()+n > c.maxPending {
+		if !c.closed.Load() {
+			c.met.Refused("write", messages.CodeSlowConsumer)
+		}
 		c.Close(fmt.Sprintf("slow consumer: %d bytes unsent", c.pending.Load()))
 		return
 	}

@@ -186,6 +186,9 @@ func (e *eioSocket) reply(prefix string, payload []byte) {
 // limit: it has stopped reading.
 func (e *eioSocket) slow(err error) {
 	if errors.Is(err, ws.ErrSlow) {
+		if !e.closed.Load() {
+			e.srv.met.Refused("write", messages.CodeSlowConsumer)
+		}
 		e.Close(fmt.Sprintf("slow consumer: %d bytes unsent", e.c.Pending()))
 	}
 }

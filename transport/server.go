@@ -248,7 +248,7 @@ func (s *Server) onConnection(sock *socket.Socket) error {
 	id := string(sock.Id())
 	req := sock.Request().Request()
 	addr := s.clientAddr(req)
-	conn := &socketConn{sock: sock, id: id, log: s.log, maxPending: int64(s.cfg.MaxPendingBytes)}
+	conn := &socketConn{sock: sock, id: id, log: s.log, maxPending: int64(s.cfg.MaxPendingBytes), met: s.met}
 
 	// Listeners are registered before the session exists, so they wait
 	// for it.

@@ -175,7 +175,7 @@
       tile('latency', 'Latency p50 / p99 ms', `${ms(f.p50)} / ${ms(f.p99)}`, `p99 since start ${ms(life)} ms`),
       tile('refusals', 'Refusals / s', fmt(f.refusals, 1), `${fmt(total('switchboard_refusals_total'))} in all`),
       tile('ratelimited', 'Rate-limit hits', fmt(total('switchboard_rate_limited_total')), `${fmt(f.rateLimited, 1)} / s`),
-      tile('slow', 'Slow-consumer cut-offs', '—', 'not counted by the server yet'),
+      tile('slow', 'Slow-consumer cut-offs', fmt(get(d, 'switchboard_refusals_total', 'slow_consumer')), 'readers cut for falling behind'),
       tile('queue', 'Offline queue', fmt(get(d, 'switchboard_offline_queue_messages')), `${fmt(get(d, 'switchboard_offline_queue_total', 'queued'))} queued · ${fmt(get(d, 'switchboard_offline_queue_total', 'delivered'))} delivered`),
       tile('recovery', 'Recovered / away', `${fmt(get(d, 'switchboard_recovery_total', 'recovered'))} / ${fmt(get(d, 'switchboard_recovery_total', 'away'))}`, `${fmt(get(d, 'switchboard_recovery_total', 'fresh'))} fresh · ${fmt(get(d, 'switchboard_recovery_total', 'expired'))} expired`),
       tile('mailbox', 'Router mailbox', fmt(get(d, 'switchboard_router_mailbox_depth')), 'messages waiting'),
