@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -470,6 +471,15 @@ func (e *eioSocket) transportName() string {
 
 // dispatch decodes an event's arguments and hands it to the session.
 func (e *eioSocket) dispatch(data []byte, ackID int, attachments [][]byte) {
+	if name, ok := peekEvent(data); ok && !slices.Contains(messages.InboundEvents, name) {
+		// An event the contract does not name delivers nothing whatever
+		// its payload: it is counted and refused without decoding a byte
+		// more, so that a 15 MB unknown event costs the poller a scan of
+		// its name, not a core for its JSON.
+		e.srv.met.Received("unknown")
+		e.sess.Load().Unknown(name, e.ackFunc(ackID))
+		return
+	}
 	var args []any
 	if err := json.Unmarshal(data, &args); err != nil || len(args) == 0 {
 		e.shut(reasonParse, "event is not a JSON array")
@@ -487,17 +497,58 @@ func (e *eioSocket) dispatch(data []byte, ackID int, attachments [][]byte) {
 			payload = fillPlaceholders(payload, attachments)
 		}
 	}
-	var ack messages.AckFunc
-	if ackID >= 0 {
-		prefix := "43" + strconv.Itoa(ackID)
-		ack = func(r *messages.AckReply) {
-			b, err := json.Marshal([1]*messages.AckReply{r})
-			if err == nil {
-				e.reply(prefix, b)
-			}
+	e.srv.event(e.sess.Load(), e.ID(), event, payload, e.ackFunc(ackID))
+}
+
+// ackFunc answers an event's acknowledgement id (nil for none).
+func (e *eioSocket) ackFunc(ackID int) messages.AckFunc {
+	if ackID < 0 {
+		return nil
+	}
+	prefix := "43" + strconv.Itoa(ackID)
+	return func(r *messages.AckReply) {
+		b, err := json.Marshal([1]*messages.AckReply{r})
+		if err == nil {
+			e.reply(prefix, b)
 		}
 	}
-	e.srv.event(e.sess.Load(), e.ID(), event, payload, ack)
+}
+
+// peekEvent reads an event's name from the start of its JSON array,
+// `["name",` or `["name"]`, without decoding the rest; ok is false when the
+// name is not a plain string (escapes, another type), which the full
+// decode then judges.
+func peekEvent(data []byte) (name string, ok bool) {
+	i := skipSpace(data, 0)
+	if i >= len(data) || data[i] != '[' {
+		return "", false
+	}
+	i = skipSpace(data, i+1)
+	if i >= len(data) || data[i] != '"' {
+		return "", false
+	}
+	start := i + 1
+	end := start
+	for end < len(data) && data[end] != '"' {
+		if data[end] == '\\' || data[end] < 0x20 {
+			return "", false
+		}
+		end++
+	}
+	if end >= len(data) {
+		return "", false
+	}
+	if j := skipSpace(data, end+1); j >= len(data) || (data[j] != ',' && data[j] != ']') {
+		return "", false
+	}
+	return string(data[start:end]), true
+}
+
+func skipSpace(data []byte, i int) int {
+	for i < len(data) && (data[i] == ' ' || data[i] == '\t' || data[i] == '\n' || data[i] == '\r') {
+		i++
+	}
+	return i
 }
 
 // binaryEvent is an event whose binary attachments are still arriving.

@@ -1,7 +1,10 @@
 package transport
 
 import (
+	"bytes"
 	"encoding/json"
+	"errors"
+	"io"
 	"net/http"
 	"time"
 
@@ -115,4 +118,37 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(v)
+}
+
+// limitBodies bounds the bodies of the Socket.IO library's polling POSTs
+// (Engine.IO 3, or every client with SWITCHBOARD_WEBSOCKET=library) as
+// the native sessions' are: a body past max is answered 413 as soon as it
+// passes it, read no further, and the connection closed. The library would
+// read a chunked body well past its own limit and answer 200.
+func limitBodies(max int, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost {
+			next.ServeHTTP(w, r)
+			return
+		}
+		if r.ContentLength > int64(max) {
+			w.Header().Set("Connection", "close")
+			writeError(w, http.StatusRequestEntityTooLarge, "too_large", "polling body over the largest message")
+			return
+		}
+		// What the library would buffer itself, read here first so that
+		// its size is known before the library sees a byte.
+		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, int64(max)))
+		if err != nil {
+			var tooLarge *http.MaxBytesError
+			if errors.As(err, &tooLarge) {
+				w.Header().Set("Connection", "close")
+				writeError(w, http.StatusRequestEntityTooLarge, "too_large", "polling body over the largest message")
+			}
+			return // a body cut short: nobody to answer
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		r.ContentLength = int64(len(body))
+		next.ServeHTTP(w, r)
+	})
 }

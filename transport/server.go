@@ -83,7 +83,7 @@ func New(cfg *config.Config, sys *actors.System, log *slog.Logger, verifier *aut
 		next(nil)
 	})
 
-	eio := s.io.ServeHandler(nil)
+	eio := limitBodies(maxPayload, s.io.ServeHandler(nil))
 	gates := &connectGates{}
 	_ = s.io.Engine().On("connection", gates.guard, s.admitLibrary)
 	s.io.On("connection", gates.connected)
@@ -179,7 +179,7 @@ func (s *Server) Serve(ln net.Listener) error {
 		MaxHeaderBytes: maxHeaderBytes,
 	}
 	s.polls.serveBack(s.httpSrv, ln.Addr()) // parked long-polls' connections come back through it
-	err := s.httpSrv.Serve(ln)
+	err := s.httpSrv.Serve(s.limitListener(ln))
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
 	}

@@ -1,9 +1,14 @@
 package adversarial
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"os"
+	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
@@ -18,8 +23,13 @@ import (
 // to websocket, socket.io-client's default) chatting beside an attack: a
 // message each way every 500 ms, each numbered, timed from its emit to
 // its arrival.
+//
+// It runs in a child process (this test binary, re-run with
+// bystanderEnv set), so that its latencies measure the server and not
+// the test process, whose attackers, under the race detector, may keep
+// both cores busy writing gigabytes: a late timer or a starved reader in
+// the attackers' process would otherwise be charged to the server.
 type bystander struct {
-	t        *testing.T
 	op, pl   *client.Client
 	clientID string
 
@@ -35,15 +45,14 @@ type bystander struct {
 	done chan struct{}
 }
 
-// startBystander joins the two and starts their conversation.
-func startBystander(t *testing.T, s *server) *bystander {
-	t.Helper()
-	b := &bystander{t: t, sentAt: map[string]time.Time{}, got: map[byte][]int{}, stop: make(chan struct{}), done: make(chan struct{})}
+// join dials and joins the two and starts their conversation.
+func (b *bystander) join(url string) error {
+	b.sentAt, b.got, b.stop, b.done = map[string]time.Time{}, map[byte][]int{}, make(chan struct{}), make(chan struct{})
 	chats := make(chan string, 4)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	var err error
-	b.op, err = client.Dial(ctx, s.URL, client.Options{Transport: client.WebSocket,
+	b.op, err = client.Dial(ctx, url, client.Options{Transport: client.WebSocket,
 		OnEvent: func(name string, p json.RawMessage) {
 			switch name {
 			case "newChat":
@@ -58,9 +67,9 @@ func startBystander(t *testing.T, s *server) *bystander {
 		},
 		OnClose: func(reason string) { b.lost("operator", reason) }})
 	if err != nil {
-		t.Fatalf("bystander operator: %v", err)
+		return fmt.Errorf("bystander operator: %w", err)
 	}
-	b.pl, err = client.Dial(ctx, s.URL, client.Options{Transport: client.Upgrade,
+	b.pl, err = client.Dial(ctx, url, client.Options{Transport: client.Upgrade,
 		OnEvent: func(name string, p json.RawMessage) {
 			if name == "operatorMessage" {
 				b.arrived('o', p)
@@ -68,35 +77,39 @@ func startBystander(t *testing.T, s *server) *bystander {
 		},
 		OnClose: func(reason string) { b.lost("player", reason) }})
 	if err != nil {
-		t.Fatalf("bystander player: %v", err)
+		return fmt.Errorf("bystander player: %w", err)
 	}
-	t.Cleanup(func() { b.halt(); b.op.Close(); b.pl.Close() })
-	joined := func(c *client.Client, who string, payload map[string]any) {
+	joined := func(c *client.Client, who string, payload map[string]any) error {
 		ack := make(chan json.RawMessage, 1)
 		if err := c.EmitAck("join", payload, func(r json.RawMessage) { ack <- r }); err != nil {
-			t.Fatalf("bystander %s join: %v", who, err)
+			return fmt.Errorf("bystander %s join: %w", who, err)
 		}
 		select {
 		case r := <-ack:
 			if !strings.Contains(string(r), `"ok":true`) {
-				t.Fatalf("bystander %s join answered %s", who, r)
+				return fmt.Errorf("bystander %s join answered %s", who, r)
 			}
 		case <-time.After(5 * time.Second):
-			t.Fatalf("bystander %s join: no answer", who)
+			return fmt.Errorf("bystander %s join: no answer", who)
 		}
+		return nil
 	}
-	joined(b.op, "operator", map[string]any{"role": "operator", "name": "Ana", "operatorId": 1})
-	joined(b.pl, "player", map[string]any{"role": "client", "name": "Bob"})
+	if err := joined(b.op, "operator", map[string]any{"role": "operator", "name": "Ana", "operatorId": 1}); err != nil {
+		return err
+	}
+	if err := joined(b.pl, "player", map[string]any{"role": "client", "name": "Bob"}); err != nil {
+		return err
+	}
 	deadline := time.After(5 * time.Second)
 	for b.clientID != b.pl.ID() {
 		select {
 		case b.clientID = <-chats:
 		case <-deadline:
-			t.Fatalf("bystander operator never saw the player's newChat (%q)", b.pl.ID())
+			return fmt.Errorf("bystander operator never saw the player's newChat (%q)", b.pl.ID())
 		}
 	}
 	go b.chat()
-	return b
+	return nil
 }
 
 // chat sends a message each way every 500 ms until stopped.
@@ -164,12 +177,18 @@ func (b *bystander) halt() {
 	<-b.done
 }
 
-// finish stops the conversation, waits for what is under way, and asserts
-// that every message arrived exactly once, in order, with p99 ≤ 100 ms.
-// It returns the number of messages and the p99.
-func (b *bystander) finish() (int, time.Duration) {
-	t := b.t
-	t.Helper()
+// bystanderReport is what the child tells the test when it stops.
+type bystanderReport struct {
+	Sent     int              `json:"sent"`
+	Got      map[string][]int `json:"got"`
+	Lat      []time.Duration  `json:"lat"`
+	Closed   []string         `json:"closed"`
+	EmitErrs []string         `json:"emitErrs"`
+}
+
+// report stops the conversation and waits (up to 5 s) for what is under
+// way.
+func (b *bystander) report() bystanderReport {
 	b.halt()
 	b.mu.Lock()
 	sent := b.sent
@@ -181,19 +200,118 @@ func (b *bystander) finish() (int, time.Duration) {
 	})
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	return bystanderReport{Sent: sent, Got: map[string][]int{"p": b.got['p'], "o": b.got['o']},
+		Lat: slices.Clone(b.lat), Closed: b.closed, EmitErrs: b.emitErrs}
+}
+
+// bystanderEnv names the server's URL in the child that runs the bystander.
+const bystanderEnv = "ADVERSARIAL_BYSTANDER_URL"
+
+// runBystander is the child: it joins, prints "ready", chats until its
+// stdin closes, then prints its report as one JSON line.
+func runBystander(url string) int {
+	b := &bystander{}
+	if err := b.join(url); err != nil {
+		fmt.Println("error:", err)
+		return 1
+	}
+	fmt.Println("ready")
+	_, _ = io.Copy(io.Discard, os.Stdin)
+	rep := b.report()
+	b.op.Close()
+	b.pl.Close()
+	if err := json.NewEncoder(os.Stdout).Encode(rep); err != nil {
+		return 1
+	}
+	return 0
+}
+
+// remoteBystander is the test's handle on the child.
+type remoteBystander struct {
+	t      *testing.T
+	cmd    *exec.Cmd
+	stdin  io.WriteCloser
+	out    *bufio.Reader
+	stderr bytes.Buffer
+	once   sync.Once
+	rep    bystanderReport
+	err    error
+}
+
+// startBystander starts the child against s and waits until it chats.
+func startBystander(t *testing.T, s *server) *remoteBystander {
+	t.Helper()
+	b := &remoteBystander{t: t, cmd: exec.Command(os.Args[0], "-test.run=^$")}
+	b.cmd.Env = append(os.Environ(), bystanderEnv+"="+s.URL)
+	b.cmd.Stderr = &b.stderr
+	var err error
+	if b.stdin, err = b.cmd.StdinPipe(); err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := b.cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.cmd.Start(); err != nil {
+		t.Fatalf("start the bystander: %v", err)
+	}
+	t.Cleanup(func() { b.stopped(); _ = b.cmd.Wait() })
+	b.out = bufio.NewReader(stdout)
+	line, err := b.out.ReadString('\n')
+	if strings.TrimSpace(line) != "ready" {
+		t.Fatalf("bystander: %q %v %s", line, err, b.stderr.String())
+	}
+	return b
+}
+
+// stopped ends the conversation and reads the child's report, once.
+func (b *remoteBystander) stopped() {
+	b.once.Do(func() {
+		_ = b.stdin.Close()
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			line, err := b.out.ReadBytes('\n')
+			if err == nil {
+				err = json.Unmarshal(line, &b.rep)
+			}
+			b.err = err
+		}()
+		select {
+		case <-done:
+		case <-time.After(20 * time.Second):
+			_ = b.cmd.Process.Kill()
+			<-done
+		}
+	})
+}
+
+// finish stops the conversation, waits for what is under way, and asserts
+// that every message arrived exactly once, in order, with p99 ≤ 100 ms.
+// It returns the number of messages and the p99.
+func (b *remoteBystander) finish() (int, time.Duration) {
+	t := b.t
+	t.Helper()
+	b.stopped()
+	if b.err != nil {
+		t.Errorf("bystander report: %v %s", b.err, b.stderr.String())
+		return 0, 0
+	}
+	r := b.rep
+	sent := r.Sent
 	want := make([]int, sent)
 	for i := range want {
 		want[i] = i + 1
 	}
-	for _, dir := range []byte{'p', 'o'} {
-		if !slices.Equal(b.got[dir], want) {
-			t.Errorf("bystander %s messages: got %v, want 1..%d exactly once, in order", map[byte]string{'p': "player→operator", 'o': "operator→player"}[dir], b.got[dir], sent)
+	for _, dir := range []string{"p", "o"} {
+		if !slices.Equal(r.Got[dir], want) {
+			t.Errorf("bystander %s messages: got %v, want 1..%d exactly once, in order", map[string]string{"p": "player→operator", "o": "operator→player"}[dir], r.Got[dir], sent)
 		}
 	}
-	if len(b.closed) > 0 || len(b.emitErrs) > 0 {
-		t.Errorf("bystander disturbed: closed %v, emits failed %v", b.closed, b.emitErrs)
+	if len(r.Closed) > 0 || len(r.EmitErrs) > 0 {
+		t.Errorf("bystander disturbed: closed %v, emits failed %v", r.Closed, r.EmitErrs)
 	}
-	lat := slices.Clone(b.lat)
+	lat := r.Lat
 	slices.Sort(lat)
 	if len(lat) == 0 {
 		t.Errorf("bystander: no message arrived (%d sent each way)", sent)

@@ -63,6 +63,9 @@ func TestMain(m *testing.M) {
 // memory is what production's would be (-race multiplies it several
 // times); SWITCHBOARD_BIN names a binary already built instead.
 func runMain(m *testing.M) int {
+	if url := os.Getenv(bystanderEnv); url != "" {
+		return runBystander(url)
+	}
 	binPath = os.Getenv("SWITCHBOARD_BIN")
 	if binPath == "" {
 		dir, err := os.MkdirTemp("", "switchboard-adversarial")
