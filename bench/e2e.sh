@@ -109,8 +109,9 @@ if m[4]:
     t0 -= (1 if m[4] == "+" else -1) * (int(m[5]) * 3600 + int(m[6]) * 60)
 tl = rep["timeline"]; target = rep["players"]["target"]
 full = [x["t_s"] for x in tl if x["players"] >= min(target, max(y["players"] for y in tl))]
-# the last arrival was within the second before full[0]; the load ends load_s after it
-a, b = full[0] + 2, full[0] - 1 + rep["load_s"] - 2
+# from 2 s after the crowd is complete to 3 s before the timeline ends (the
+# last second is partial, and the drain follows the load)
+a, b = full[0] + 2, min(tl[-1]["t_s"] - 3, s[-1][0] - t0)
 msgs, prev = 0.0, 0.0
 for x in tl:
     lo, hi = max(prev, a), min(x["t_s"], b)
@@ -166,22 +167,28 @@ routing_bench() {
 
 # idle NAME LABEL COUNT TRANSPORT: RSS per idle connection of a fresh
 # server: its growth once every player has joined (as /health counts them)
-# and 3 s have passed, or 60 s after the start, divided by the players then
-# joined. On a busy machine the crowd arrives late; sampling at a fixed
-# time would count handshakes still under way as idle sessions.
+# and 3 s have passed, divided by the players joined. On a busy machine the
+# crowd arrives late; sampling at a fixed time would count handshakes still
+# under way as idle sessions. If not all arrive within 60 s, the figure is
+# taken when the most had joined, and the players joined are noted.
 idle() {
-  local name=$1 label=$2 count=$3 transport=$4 pid port r0 lt n=0 i
+  local name=$1 label=$2 count=$3 transport=$4 pid port r0 lt n best=0 at=0 i
   pid=$(eval echo \$PID_$name) port=$(eval echo \$PORT_$name)
   r0=$(rss "$pid")
   run "$name" "$label" --players "$count" --operators 0 --rate 0 --ramp 2000 --duration 15s --transport "$transport" &
   lt=$!
   for i in $(seq 120); do
     sleep 0.5
-    n=$(curl -sf "http://127.0.0.1:$port/health" | grep -o '"total":[0-9]*' | head -1 | cut -d: -f2)
-    [ "${n:-0}" -ge "$count" ] && break
+    n=$(curl -s -m 2 "http://127.0.0.1:$port/health" | grep -o '"total": *[0-9]*' | head -1 | tr -dc '0-9' || true)
+    if [ "${n:-0}" -gt "$best" ]; then best=$n at=$(rss "$pid"); fi
+    if [ "$best" -ge "$count" ]; then sleep 3; at=$(rss "$pid"); break; fi
   done
-  sleep 3
-  echo $(( ( $(rss "$pid") - r0 ) * 1024 / ${n:-1} )) >"$out/$name-$label.rss"
+  if [ "$best" -gt 0 ]; then
+    echo "$(( (at - r0) * 1024 / best ))" >"$out/$name-$label.rss"
+  else
+    echo "-" >"$out/$name-$label.rss"
+  fi
+  echo "$best" >"$out/$name-$label.joined"
   wait "$lt"
 }
 
