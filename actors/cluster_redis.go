@@ -118,6 +118,8 @@ type bridgeState struct {
 	// records are the local players whose stored sessions the heartbeat
 	// keeps alive.
 	records map[string]struct{}
+	// feed: how far the operators' feed was applied (cluster_feed.go).
+	feed feedCursor
 }
 
 type fieldSeen struct {
@@ -164,6 +166,12 @@ type (
 		what string
 		err  error
 	}
+	// feedRead is what the worker read of the operators' feed.
+	feedRead struct {
+		entries []feedEntry
+		last    string
+		err     error
+	}
 	// storeDone: the writes these acknowledgements wait for were stored
 	// (ok) or not (failed).
 	storeDone struct {
@@ -180,6 +188,8 @@ type ioJob struct {
 	drop  string // node field to remove from P:nodes
 	catch *catchUp
 	drain chan struct{}
+	// feed asks for the operators' feed after an id (nil: no read).
+	feed *string
 }
 
 type pubJob struct {
@@ -229,10 +239,12 @@ type redisBridge struct {
 	// lastSeq is what became of the last player's frame sent to the
 	// store, for the acknowledgement that may follow it.
 	lastSeq seqOutcome
-	writes  uint64 // players' frames sent to the store, numbering their jobs
-	keys    storeKeys
-	ttl     time.Duration
-	maxLen  int
+	// feedReading: a read of the feed is in flight.
+	feedReading bool
+	writes      uint64 // players' frames sent to the store, numbering their jobs
+	keys        storeKeys
+	ttl         time.Duration
+	maxLen      int
 }
 
 type seqOutcome uint8
@@ -285,12 +297,28 @@ func (b *redisBridge) Receive(ctx actor.Context) {
 			close(m.done)
 		}
 	case *published:
+		if id, env, ok := splitFeed(m.env); ok {
+			for _, e := range b.st.feed.live(feedEntry{id: id, env: env}) {
+				b.received(ctx, e.env)
+			}
+			return
+		}
 		b.received(ctx, m.env)
+	case *feedRead:
+		b.feedReading = false
+		if m.err != nil {
+			b.log.Warn("cluster: could not read the operators' feed; retrying", "err", m.err)
+		}
+		for _, e := range b.st.feed.caught(m.entries, m.last, m.err == nil) {
+			b.received(ctx, e.env)
+		}
 	case *subscribed:
 		// (Re)subscribed: events may have been missed while the
 		// subscription was down, so read every node again and rewrite our own.
 		b.st.dirty = true
 		b.resyncAll()
+		b.st.feed.resync()
+		b.readFeed()
 		b.heartbeat()
 		if b.seq {
 			ctx.Send(b.router, &resubscribed{})
@@ -484,6 +512,12 @@ func (b *redisBridge) deliver(ctx actor.Context, m *clusterDeliver) {
 		e.at = m.frame.At.UnixMilli()
 	}
 	channel := b.events
+	if m.toClient == "" && len(m.toAgents) == 0 {
+		// To every operator: through the feed, which a node whose
+		// subscription dropped reads again.
+		b.enqueue(ioJob{pub: &pubJob{script: feedScript, keys: []string{b.key("feed")}, args: []any{e.encode(), feedMaxLen, channel}}})
+		return
+	}
 	switch {
 	case m.toClient != "":
 		e.kind, e.arg = kindClient, m.toClient
@@ -511,6 +545,18 @@ func (b *redisBridge) sequence(m *clusterDeliver) bool {
 	b.writes++
 	j.wid = b.writes
 	return b.enqueue(ioJob{pub: j})
+}
+
+// readFeed asks the worker for the operators' feed after the last entry
+// applied, once at a time.
+func (b *redisBridge) readFeed() {
+	if b.feedReading || !b.st.feed.catching {
+		return
+	}
+	after := b.st.feed.last
+	if b.enqueue(ioJob{feed: &after}) {
+		b.feedReading = true
+	}
 }
 
 // ackAfterStore answers an acknowledgement when the write of the frame
@@ -790,6 +836,9 @@ func (b *redisBridge) beatDone(ctx actor.Context, res *beatResult) {
 		b.st.dirty = true
 		b.heartbeat()
 	}
+	if b.st.feed.catching {
+		b.readFeed() // the last read failed or was not queued
+	}
 	b.unchangedSince(res.nodes, now)
 	live := 1
 	for id, v := range res.nodes {
@@ -1007,6 +1056,8 @@ func (b *redisBridge) work(ctx context.Context, rdb *redis.Client, jobs <-chan i
 			}
 		case j.drain != nil:
 			close(j.drain)
+		case j.feed != nil:
+			send(b.readFeedAfter(ctx, rdb, *j.feed))
 		}
 	}
 	for {
@@ -1037,6 +1088,32 @@ func (b *redisBridge) work(ctx context.Context, rdb *redis.Client, jobs <-chan i
 		}
 		flush()
 	}
+}
+
+// readFeedAfter reads the operators' feed after an id; after "" reads
+// only the last id (where a node's first read starts).
+func (b *redisBridge) readFeedAfter(ctx context.Context, rdb *redis.Client, after string) *feedRead {
+	key := b.key("feed")
+	if after == "" {
+		last, err := rdb.XRevRangeN(ctx, key, "+", "-", 1).Result()
+		res := &feedRead{err: err}
+		if len(last) > 0 {
+			res.last = last[0].ID
+		}
+		return res
+	}
+	ms, seq := splitStreamID(after)
+	from := strconv.FormatUint(ms, 10) + "-" + strconv.FormatUint(seq+1, 10) // "(" needs Redis 6.2
+	msgs, err := rdb.XRangeN(ctx, key, from, "+", feedMaxLen).Result()
+	res := &feedRead{err: err}
+	for _, m := range msgs {
+		env, _ := m.Values["m"].(string)
+		res.entries = append(res.entries, feedEntry{id: m.ID, env: env})
+	}
+	if len(res.entries) > 0 {
+		b.log.Info("cluster: operators' feed read after a gap", "after", after, "entries", len(res.entries))
+	}
+	return res
 }
 
 // readStored reads a player's stored frames after c.after, for its session

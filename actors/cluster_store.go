@@ -127,7 +127,7 @@ return out`)
 if redis.call('HGET', KEYS[1], 'node') == ARGV[1] then redis.call('DEL', KEYS[1], KEYS[2]) end
 return 1`)
 
-	allScripts = []*redis.Script{registerScript, memberScript, appendScript, adoptScript, forgetScript}
+	allScripts = []*redis.Script{registerScript, memberScript, appendScript, adoptScript, forgetScript, feedScript}
 )
 
 // storeKeys names a session's keys and the store's shared ones.

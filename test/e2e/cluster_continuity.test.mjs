@@ -50,6 +50,16 @@ async function startRedis(port) {
   throw new Error('redis-server did not answer PING');
 }
 
+/** Sends one inline command to Redis and resolves with its first reply line. */
+function redisCommand(port, line) {
+  return new Promise((resolve, reject) => {
+    const s = net.connect(port, '127.0.0.1');
+    s.once('connect', () => s.write(`${line}\r\n`));
+    s.once('data', (d) => { resolve(d.toString().split('\r\n')[0]); s.end(); });
+    s.once('error', reject);
+  });
+}
+
 /** Resolves on socket's next 'connect'. */
 function nextConnect(socket, timeoutMs) {
   return new Promise((resolve, reject) => {
@@ -243,6 +253,45 @@ describe('continuity across nodes', { skip: hasRedis ? false : 'redis-server is 
     console.log(`# ack while Redis paused: refused 'unavailable' after ${answeredMs} ms; 'two' delivered ${got.filter((t) => t === 'two').length} time(s)`);
     op.close();
     p.close();
+    await Promise.all([n1.stop(), n2.stop()]);
+  });
+
+  test('operators\' feed across a Redis blip: subscriptions cut mid-conversation, every message once and in order', async () => {
+    const [n1, n2] = await nodes(['f1', 'f2']);
+    const { op, p } = await chat(n2, n1, 'feed');
+    const other = await connect('feed-op1', ['websocket'], { url: n1.url });
+    sockets.push(other);
+    other.emit('join', { role: 'operator', name: 'Dos', operatorId: 2 });
+    await n1.waitJoined(other.sid, 'operator');
+    await expectEvent(other, 'newChat');
+    const sent = [];
+    let kills = 0;
+    for (let i = 0; i < 40; i++) {
+      if (i % 10 === 5) {
+        // Every node's subscription is cut: what is published until it
+        // is back never reaches it on the channel.
+        const reply = await redisCommand(redis.port, 'CLIENT KILL TYPE pubsub');
+        kills += Number(reply.slice(1));
+      }
+      const text = `m${i}`;
+      const ack = await emitAck(p, 'clientMessage', { type: 'text', message: text });
+      assert.equal(ack.ok, true, JSON.stringify(ack));
+      sent.push(text);
+      await delay(15);
+    }
+    assert.ok(kills >= 8, `subscriptions cut: ${kills}`);
+    const deadline = Date.now() + 8000;
+    const got = () => all(op, 'incomingMessage').map((m) => m.message);
+    while (got().length < sent.length && Date.now() < deadline) await delay(50);
+    assert.deepEqual(got(), sent, 'the other node\'s operator: every message once, in order');
+    assert.deepEqual(all(other, 'incomingMessage').map((m) => m.message), sent, 'the local operator');
+    for (const s of [op, other]) s.rec.pending = [];
+    // Operators' own broadcasts cross too, and never come back to the sender.
+    await say(op, p, 'reply');
+    assert.equal((await expectEvent(other, 'operatorBroadcast')).message, 'reply');
+    await expectNothing([op], 300);
+    assert.equal(all(op, 'operatorBroadcast').length, 0);
+    for (const s of [op, p, other]) s.close();
     await Promise.all([n1.stop(), n2.stop()]);
   });
 
