@@ -23,6 +23,20 @@ func TestHoldingBounds(t *testing.T) {
 	if err != nil || c.MaxBufferedBytes != 64<<20 || c.MessageTimeout != 2*time.Second || c.ConnectTimeout != 5*time.Second || c.MemoryLimit != 2<<30 {
 		t.Fatalf("set: %+v %v", c, err)
 	}
+	// Input alone may not fill the memory budget: auto is half of it when
+	// that is under 256 MiB, and never under one largest message.
+	for limit, want := range map[string]int{"256MiB": 128 << 20, "2GiB": 256 << 20, "0": 256 << 20, "16MiB": 0} {
+		c, err := Load(nil, env("SWITCHBOARD_MEMORY_LIMIT", limit, "SWITCHBOARD_MAX_BUFFERED_BYTES", "auto"))
+		if err != nil {
+			t.Fatalf("SWITCHBOARD_MEMORY_LIMIT=%s: %v", limit, err)
+		}
+		if want == 0 {
+			want = c.MaxPayload()
+		}
+		if c.MaxBufferedBytes != want {
+			t.Fatalf("SWITCHBOARD_MEMORY_LIMIT=%s: buffered %d, want %d", limit, c.MaxBufferedBytes, want)
+		}
+	}
 	for val, want := range map[string]int64{"0": 0, "268435456": 256 << 20, "512MiB": 512 << 20, "auto": autoMemoryLimit()} {
 		c, err := Load(nil, env("SWITCHBOARD_MEMORY_LIMIT", val))
 		if err != nil || c.MemoryLimit != want {

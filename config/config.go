@@ -111,8 +111,10 @@ type Config struct {
 	// MaxBufferedBytes bounds what every connection together may hold of
 	// messages not yet whole: websocket frames and fragmented messages
 	// still arriving, and binary events waiting for their attachments
-	// (SWITCHBOARD_MAX_BUFFERED_BYTES, default 256 MiB: a dozen largest
-	// images arriving at once; at least one largest message). A peer holds
+	// (SWITCHBOARD_MAX_BUFFERED_BYTES, default "auto": 256 MiB, a dozen
+	// largest images arriving at once, or half the memory budget if that
+	// is less, so that input alone never fills the budget; at least one
+	// largest message). A peer holds
 	// at most twice what it sent; the connection whose bytes would pass the
 	// bound is closed with 1013 (try again later).
 	MaxBufferedBytes int
@@ -130,7 +132,7 @@ type Config struct {
 	// (SWITCHBOARD_MEMORY_LIMIT, default "auto": three quarters of the
 	// cgroup's memory limit, or of the machine's RAM without one; 0 turns
 	// it off). GOMEMLIMIT is set from it unless the environment sets
-	// GOMEMLIMIT. Past 90% of it, in live heap or in what connections hold
+	// GOMEMLIMIT (nine tenths of it). Past 80% of it, in live heap or in what connections hold
 	// of unfinished input, new connections are answered 503 and the
 	// sockets holding the most are cut (1013), before the kernel's OOM
 	// killer would take the whole process. The quarter left is for what
@@ -324,7 +326,7 @@ var settings = []setting{
 	{"client_secret", "SWITCHBOARD_CLIENT_SECRET", "client-secret", "", "HS256 secret for player identity tokens"},
 	{"client_token_required", "SWITCHBOARD_CLIENT_TOKEN_REQUIRED", "client-token-required", "false", "refuse players without a verified token"},
 	{"max_pending_bytes", "SWITCHBOARD_MAX_PENDING_BYTES", "max-pending-bytes", "33554432", "unsent bytes that make a socket a slow consumer"},
-	{"max_buffered_bytes", "SWITCHBOARD_MAX_BUFFERED_BYTES", "max-buffered-bytes", "268435456", "bytes of unfinished messages all connections may hold"},
+	{"max_buffered_bytes", "SWITCHBOARD_MAX_BUFFERED_BYTES", "max-buffered-bytes", "auto", "bytes of unfinished messages all connections may hold (auto: 256 MiB, or half the memory budget if less)"},
 	{"message_timeout", "SWITCHBOARD_MESSAGE_TIMEOUT", "message-timeout", "30s", "how long a message (a binary event with its attachments) may take to arrive whole"},
 	{"connect_timeout", "SWITCHBOARD_CONNECT_TIMEOUT", "connect-timeout", "45s", "how long a connection may go without a Socket.IO CONNECT"},
 	{"memory_limit", "SWITCHBOARD_MEMORY_LIMIT", "memory-limit", "auto", "memory budget in bytes (auto: 3/4 of the cgroup limit or RAM; 0: none); sets GOMEMLIMIT"},
@@ -452,6 +454,13 @@ func build(get func(setting) (value, source string)) (*Config, error) {
 	if c.NodeID == "" {
 		c.NodeID = generatedNodeID()
 	}
+	if c.MaxBufferedBytes == 0 { // auto
+		c.MaxBufferedBytes = defaultMaxBuffered
+		if c.MemoryLimit > 0 {
+			c.MaxBufferedBytes = int(min(int64(c.MaxBufferedBytes), c.MemoryLimit/2))
+		}
+		c.MaxBufferedBytes = max(c.MaxBufferedBytes, c.MaxPayload())
+	}
 	if largest := c.MaxPayload(); c.MaxBufferedBytes < largest {
 		return nil, fmt.Errorf("SWITCHBOARD_MAX_BUFFERED_BYTES=%d: must hold at least one largest message, %d bytes (from SWITCHBOARD_MAX_IMAGE_BYTES)", c.MaxBufferedBytes, largest)
 	}
@@ -463,6 +472,10 @@ func build(get func(setting) (value, source string)) (*Config, error) {
 	}
 	return c, nil
 }
+
+// defaultMaxBuffered is SWITCHBOARD_MAX_BUFFERED_BYTES's "auto" without a
+// memory budget, or with one over twice as large.
+const defaultMaxBuffered = 256 << 20
 
 func apply(c *Config, key, val string) error {
 	var err error
@@ -533,6 +546,10 @@ func apply(c *Config, key, val string) error {
 	case "max_pending_bytes":
 		c.MaxPendingBytes, err = intIn(val, 65_536, 1<<31-1)
 	case "max_buffered_bytes":
+		if strings.EqualFold(strings.TrimSpace(val), "auto") {
+			c.MaxBufferedBytes = 0 // resolved once the memory budget is known
+			break
+		}
 		c.MaxBufferedBytes, err = intIn(val, 1<<20, 1<<40)
 	case "message_timeout":
 		c.MessageTimeout, err = durationIn(val, 100*time.Millisecond, time.Hour)

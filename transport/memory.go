@@ -27,8 +27,10 @@ const (
 	memTick = 200 * time.Millisecond
 	// shedAt and recoverAt are fractions of the budget, in tenths: the gap
 	// keeps the guard from flapping.
-	shedAt    = 9
-	recoverAt = 8
+	// Under GOMEMLIMIT (nine tenths of the budget), so that shedding
+	// starts before the collector has to run without pause.
+	shedAt    = 8
+	recoverAt = 7
 	// minCut is the least a socket must hold to be cut: cutting sockets
 	// that hold nothing frees nothing.
 	minCut = 64 << 10
@@ -134,6 +136,11 @@ func (m *memGuard) tick(now time.Time) {
 	case used < m.budget/10*recoverAt && m.shedding.Load():
 		m.shedding.Store(false)
 		m.s.log.Info("memory back under budget: accepting new connections", "used", used, "budget", m.budget)
+	case m.shedding.Load() && now.Sub(m.newsAt) > staleGC:
+		// Between the marks while refusing: with nothing allocating, no
+		// collection comes to say the attackers' memory is free, and the
+		// server would refuse newcomers for good. Count again.
+		m.refresh(now)
 	case m.objects() >= m.budget/10*shedAt && now.Sub(m.newsAt) > staleGC:
 		// The heap with its garbage is past the mark and the last count
 		// of what lives is old: count again (at most every staleGC).

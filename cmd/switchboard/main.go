@@ -85,8 +85,12 @@ func memoryBudget(cfg *config.Config, log *slog.Logger, env string) {
 	case env != "":
 		log.Info("memory budget", "bytes", cfg.MemoryLimit, "gomemlimit", env+" (from the environment)")
 	default:
-		debug.SetMemoryLimit(cfg.MemoryLimit)
-		log.Info("memory budget", "bytes", cfg.MemoryLimit, "gomemlimit", cfg.MemoryLimit)
+		// Nine tenths: the rest of the process (its code, what the C side
+		// and the kernel charge it) lives outside Go's count, and a Go heap
+		// kept at its limit is a resident set at it.
+		limit := cfg.MemoryLimit / 10 * 9
+		debug.SetMemoryLimit(limit)
+		log.Info("memory budget", "bytes", cfg.MemoryLimit, "gomemlimit", limit)
 	}
 }
 
