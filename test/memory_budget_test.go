@@ -11,7 +11,7 @@ import (
 	"github.com/switchboard/switchboard/config"
 )
 
-// Past 90% of the memory budget new connections are answered 503, and the
+// Past 80% of the memory budget new connections are answered 503, and the
 // sockets holding the most are cut with 1013, before the process would
 // run out; the bystander, which holds nothing, is neither cut nor slowed.
 // The budget is set a little above what this process holds already, and

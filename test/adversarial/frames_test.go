@@ -119,7 +119,7 @@ func TestFrameHeaderStall(t *testing.T) {
 // 300 sockets from six addresses each send 1 MiB of a 16 MiB frame: 300
 // MiB, past the server-wide buffer budget (SWITCHBOARD_MAX_BUFFERED_BYTES,
 // 256 MiB) and the memory budget, set to 256 MiB here
-// (SWITCHBOARD_MEMORY_LIMIT). Past 90 % of it the sockets holding the most
+// (SWITCHBOARD_MEMORY_LIMIT). Past 80 % of it the sockets holding the most
 // are cut with 1013 (try again later), as is a socket whose bytes do not
 // fit the buffer budget; meanwhile a new connection is answered 503; the
 // server's RSS stays within its memory budget, and the bystander, who
