@@ -54,6 +54,8 @@ func (r *router) clusterReceive(ctx actor.Context, msg any) bool {
 		r.orphanExpired(ctx, m)
 	case *catchUp:
 		r.toBridge(ctx, m)
+	case *confirmedMark:
+		r.toBridge(ctx, m)
 	case *caughtUp:
 		if c := r.pr.clients[m.id]; c != nil {
 			ctx.Send(c.session, m)
@@ -225,3 +227,17 @@ type ackAfterStore struct {
 // unreachable or too slow): it may or may not reach its player, and the
 // sender knows it was not acknowledged.
 const codeUnavailable = "unavailable"
+
+// confirmedMark tells the store the last stored frame a player is known to
+// have read (a reload on another node starts after it).
+type confirmedMark struct {
+	id string
+	n  uint64
+}
+
+// storeReloadKeys asks the bridge to store the keys (resume token, token
+// sub) under which a reloaded page on any node finds this player.
+type storeReloadKeys struct {
+	id   string
+	keys []string
+}

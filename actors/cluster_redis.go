@@ -117,9 +117,17 @@ type bridgeState struct {
 	fields map[string]fieldSeen
 	// records are the local players whose stored sessions the heartbeat
 	// keeps alive.
-	records map[string]struct{}
+	records map[string]*storedPlayer
 	// feed: how far the operators' feed was applied (cluster_feed.go).
 	feed feedCursor
+}
+
+// storedPlayer is what the heartbeat renews of a local player's stored
+// session: its keys for a reload, and the last frame it confirmed.
+type storedPlayer struct {
+	reloadKeys []string
+	mark       uint64
+	markDirty  bool
 }
 
 type fieldSeen struct {
@@ -215,8 +223,11 @@ type beatJob struct {
 	value string            // "inc seq beat"
 	seq   uint64
 	hello []byte // published after a full rewrite
-	// refresh: players whose stored sessions' TTLs to renew.
+	// refresh: players whose stored sessions' TTLs to renew; marks: the
+	// confirmed frames to record.
 	refresh []string
+	reload  []string
+	marks   map[string]uint64
 }
 
 type redisBridge struct {
@@ -267,7 +278,7 @@ func newIncarnation() string {
 }
 
 func newBridgeState() *bridgeState {
-	return &bridgeState{inc: newIncarnation(), local: make(map[string][]byte), nodes: make(map[string]*remoteNode), dirty: true, live: 1, fields: make(map[string]fieldSeen), records: make(map[string]struct{})}
+	return &bridgeState{inc: newIncarnation(), local: make(map[string][]byte), nodes: make(map[string]*remoteNode), dirty: true, live: 1, fields: make(map[string]fieldSeen), records: make(map[string]*storedPlayer)}
 }
 
 func (b *redisBridge) key(parts ...string) string {
@@ -333,6 +344,19 @@ func (b *redisBridge) Receive(ctx actor.Context) {
 		ctx.Send(b.router, m)
 	case *ackAfterStore:
 		b.ackAfterStore(ctx, m)
+	case *storeReloadKeys:
+		if sp := b.st.records[m.id]; sp != nil && b.seq {
+			sp.reloadKeys = append(sp.reloadKeys, m.keys...)
+			keys := []string{b.keys.record(m.id)}
+			for _, k := range m.keys {
+				keys = append(keys, b.keys.reload(k))
+			}
+			b.enqueue(ioJob{pub: &pubJob{script: reloadKeysScript, keys: keys, args: []any{m.id, b.ttl.Milliseconds()}}})
+		}
+	case *confirmedMark:
+		if sp := b.st.records[m.id]; sp != nil && m.n > sp.mark {
+			sp.mark, sp.markDirty = m.n, true
+		}
 	case *storeDone:
 		for _, a := range m.ok {
 			b.answer(ctx, a, true)
@@ -455,7 +479,9 @@ func (b *redisBridge) localJoined(m *clusterJoined) {
 	b.publishPresence(&envelope{kind: kindJoin, arg: m.m.ID, body: raw}, &pubJob{set: m.m.ID, value: raw})
 	if b.seq && m.m.Role == messages.RoleClient.String() {
 		// The join a recovering node needs to take the player over.
-		b.st.records[m.m.ID] = struct{}{}
+		if b.st.records[m.m.ID] == nil {
+			b.st.records[m.m.ID] = &storedPlayer{}
+		}
 		b.enqueue(ioJob{pub: &pubJob{script: memberScript, keys: []string{b.keys.record(m.m.ID)}, args: []any{raw}}})
 	}
 }
@@ -801,8 +827,17 @@ func (b *redisBridge) heartbeat() {
 	}
 	if len(b.st.records) > 0 {
 		j.refresh = make([]string, 0, len(b.st.records))
-		for id := range b.st.records {
+		for id, sp := range b.st.records {
 			j.refresh = append(j.refresh, id)
+			for _, k := range sp.reloadKeys {
+				j.reload = append(j.reload, b.keys.reload(k))
+			}
+			if sp.markDirty {
+				if j.marks == nil {
+					j.marks = map[string]uint64{}
+				}
+				j.marks[id], sp.markDirty = sp.mark, false
+			}
 		}
 	}
 	if !b.enqueue(ioJob{beat: j}) && j.full != nil {
@@ -1160,9 +1195,16 @@ func (b *redisBridge) runBeat(ctx context.Context, rdb *redis.Client, j *beatJob
 		if j.hello != nil {
 			p.Publish(ctx, b.events, j.hello)
 		}
+		for id, n := range j.marks {
+			// Before the TTLs below: a record Redis lost is not left without one.
+			p.HSet(ctx, b.keys.record(id), "c", n)
+		}
 		for _, id := range j.refresh {
 			p.PExpire(ctx, b.keys.record(id), b.ttl)
 			p.PExpire(ctx, b.keys.stream(id), b.ttl)
+		}
+		for _, k := range j.reload {
+			p.PExpire(ctx, k, b.ttl)
 		}
 		nodes = p.HGetAll(ctx, b.key("nodes"))
 		return nil

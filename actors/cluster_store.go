@@ -122,12 +122,19 @@ redis.call('PEXPIRE', KEYS[2], ARGV[7])
 if f[6] ~= ARGV[2] then redis.call('PUBLISH', ARGV[8] .. f[6], 'M|' .. ARGV[2] .. '||0|0||' .. ARGV[9] .. '\n') end
 return out`)
 
+	// reloadKeys: KEYS record, then the keys a reload finds it by; ARGV
+	// sid, ttl ms. Only for a record that exists.
+	reloadKeysScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+for i = 2, #KEYS do redis.call('SET', KEYS[i], ARGV[1], 'PX', ARGV[2]) end
+return 1`)
+
 	// forget ends a record, unless another node owns it now.
 	forgetScript = redis.NewScript(`
 if redis.call('HGET', KEYS[1], 'node') == ARGV[1] then redis.call('DEL', KEYS[1], KEYS[2]) end
 return 1`)
 
-	allScripts = []*redis.Script{registerScript, memberScript, appendScript, adoptScript, forgetScript, feedScript}
+	allScripts = []*redis.Script{registerScript, memberScript, appendScript, adoptScript, forgetScript, feedScript, reloadKeysScript}
 )
 
 // storeKeys names a session's keys and the store's shared ones.
@@ -136,6 +143,7 @@ type storeKeys struct{ prefix string }
 func (k storeKeys) record(sid string) string { return k.prefix + ":s:" + sid }
 func (k storeKeys) stream(sid string) string { return k.prefix + ":l:" + sid }
 func (k storeKeys) epoch() string            { return k.prefix + ":epoch" }
+func (k storeKeys) reload(key string) string { return k.prefix + ":rk:" + key }
 func (k storeKeys) nodeChannel() string      { return k.prefix + ":node:" }
 
 // identKey is what a session's token proved, as adopt.lua compares it:
@@ -279,4 +287,29 @@ func loadScripts(ctx context.Context, rdb *redis.Client) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// reloadTarget finds the stored session a reload's key (resume token or
+// token sub) names: its private id and, as an offset, the last frame its
+// client confirmed ("" when none is known: all stored frames).
+func (cs *clusterStore) reloadTarget(key string) (pid, offset string, why string) {
+	ctx, cancel := context.WithTimeout(context.Background(), cs.timeout)
+	defer cancel()
+	sid, err := cs.rdb.Get(ctx, cs.keys.reload(key)).Result()
+	if err != nil {
+		return "", "", "no such session in the store"
+	}
+	f, err := cs.rdb.HMGet(ctx, cs.keys.record(sid), "pid", "epoch", "c").Result()
+	if err != nil || len(f) != 3 {
+		return "", "", "no such session in the store"
+	}
+	pid, _ = f[0].(string)
+	epoch, _ := f[1].(string)
+	if pid == "" || epoch == "" {
+		return "", "", "no such session in the store"
+	}
+	if c, _ := f[2].(string); c != "" {
+		offset = epoch + string(offsetSep) + c
+	}
+	return pid, offset, ""
 }

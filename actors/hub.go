@@ -70,6 +70,7 @@ type hub struct {
 	// stored: sessions are also kept in Redis (a cluster with recovery):
 	// a private id then names its socket, so any node finds its record.
 	stored bool
+	bridge *actor.PID
 }
 
 func (h *hub) Receive(ctx actor.Context) {
@@ -88,6 +89,7 @@ func (h *hub) Receive(ctx actor.Context) {
 			// Sent before any session exists, so the router knows its
 			// bridge before the first join.
 			ctx.Send(pid, &clusterAttached{pid: bridge})
+			h.bridge = bridge
 		}
 	case *spawnSession:
 		privateID := ""
@@ -127,6 +129,10 @@ func (h *hub) Receive(ctx actor.Context) {
 			h.reload[k] = m.pid // a newer session with the same sub wins
 		}
 		h.reloadKeys[m.pid.Id] = append(h.reloadKeys[m.pid.Id], m.keys...)
+		if h.stored && h.bridge != nil {
+			// So that a reload on another node finds the player too.
+			ctx.Send(h.bridge, &storeReloadKeys{id: m.id, keys: m.keys})
+		}
 	case *actor.Terminated:
 		if id, ok := h.byPID[m.Who.Id]; ok {
 			delete(h.byPID, m.Who.Id)

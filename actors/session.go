@@ -60,6 +60,10 @@ type session struct {
 	seqEpoch string
 	lastSeq  uint64
 	catchAt  time.Time
+	// markSent and markAt: the last confirmed stored frame told to the
+	// store (where a reload on another node starts) and when.
+	markSent uint64
+	markAt   time.Time
 }
 
 // Messages a session sends itself from timers.
@@ -86,6 +90,7 @@ type (
 	// resumeKeys tells the hub which keys find this session on a reload.
 	resumeKeys struct {
 		pid  *actor.PID
+		id   string
 		keys []string
 	}
 	resumed struct {
@@ -197,9 +202,28 @@ func (s *session) deliver(ctx actor.Context, f *messages.Frame) {
 		return
 	}
 	s.replay.confirm(s.conn.Confirmed())
+	if s.seqOn {
+		s.markConfirmed(ctx, false)
+	}
 	s.write(f)
 	s.replay.add(f, s.writes)
 	s.met.Delivered(f.Event, f.At)
+}
+
+// markConfirmed tells the store, at most once a second unless forced, the
+// last stored frame its client is known to have read: a reloaded page on
+// another node gets what came after it.
+func (s *session) markConfirmed(ctx actor.Context, force bool) {
+	_, n, ok := redisOffset(s.replay.base)
+	if !ok || n <= s.markSent {
+		return
+	}
+	now := time.Now()
+	if !force && now.Sub(s.markAt) < time.Second {
+		return
+	}
+	s.markSent, s.markAt = n, now
+	ctx.Send(s.router, &confirmedMark{id: s.id, n: n})
 }
 
 func (s *session) write(f *messages.Frame) {
@@ -355,6 +379,10 @@ func (s *session) socketClosed(ctx actor.Context, m *socketClosed) {
 		ctx.Stop(ctx.Self())
 		return
 	}
+	if s.seqOn {
+		s.replay.confirm(m.conn.Confirmed())
+		s.markConfirmed(ctx, true)
+	}
 	s.conn = nil
 	s.away = true
 	s.epoch++
@@ -433,7 +461,7 @@ func (s *session) ensureResumeToken(ctx actor.Context) string {
 		if id := s.identity; id != nil && id.Role == messages.RoleClient && id.Subject != "" {
 			keys = append(keys, resumeBySubject+id.Subject)
 		}
-		ctx.Send(ctx.Parent(), &resumeKeys{pid: ctx.Self(), keys: keys})
+		ctx.Send(ctx.Parent(), &resumeKeys{pid: ctx.Self(), id: s.id, keys: keys})
 	}
 	return s.resumeToken
 }

@@ -223,6 +223,9 @@ func (s *System) Resume(c Conn, r ResumeRequest) (*Session, string) {
 	if !ans.ok && s.store != nil && r.PrivateID != "" && ans.notHere {
 		return s.adopt(c, r)
 	}
+	if !ans.ok && s.store != nil && req.key != "" && ans.notHere {
+		return s.reloadElsewhere(c, r, req.key)
+	}
 	if !ans.ok {
 		return nil, ans.why
 	}
@@ -248,6 +251,28 @@ func (s *System) adopt(c Conn, r ResumeRequest) (*Session, string) {
 		return nil, ans.why
 	}
 	return &Session{sys: s.sys, pid: ans.pid, id: ans.id, privateID: ans.privateID}, ""
+}
+
+// reloadElsewhere resumes a reloaded page whose player's session is not
+// on this node: found in the store by its key, it is taken over from its
+// node (or found here, if this node took it over already) with the frames
+// after the last one its client confirmed.
+func (s *System) reloadElsewhere(c Conn, r ResumeRequest, key string) (*Session, string) {
+	pid, offset, why := s.store.reloadTarget(key)
+	if pid == "" {
+		return nil, why
+	}
+	// Taken over here under an earlier key: the local session answers.
+	req := &resumeSession{privateID: pid, resume: resume{conn: c, reload: true, identity: r.Identity, authErr: r.AuthErr}}
+	if res, err := s.sys.Root.RequestFuture(s.hub, req, s.ask).Result(); err == nil {
+		if ans := res.(*resumed); ans.ok {
+			return &Session{sys: s.sys, pid: ans.pid, id: ans.id, privateID: ans.privateID}, ""
+		} else if !ans.notHere {
+			return nil, ans.why
+		}
+	}
+	r.PrivateID, r.Offset, r.HasOffset = pid, offset, offset != ""
+	return s.adopt(c, r)
 }
 
 // Admit asks whether addr may open a new connection; it returns why not, or

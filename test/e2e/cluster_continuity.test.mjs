@@ -295,6 +295,62 @@ describe('continuity across nodes', { skip: hasRedis ? false : 'redis-server is 
     await Promise.all([n1.stop(), n2.stop()]);
   });
 
+  test('a page reloaded on another node after its node was killed resumes by its resumeToken', async () => {
+    const [n1, n2] = await nodes(['l1', 'l2']);
+    const op = await connect('reload-op', ['websocket'], { url: n2.url });
+    sockets.push(op);
+    op.emit('join', { role: 'operator', name: 'Uno', operatorId: 1 });
+    await n2.waitJoined(op.sid, 'operator');
+    const p = await connect('reload-page1', ['websocket'], { url: n1.url });
+    sockets.push(p);
+    const j1 = await emitAck(p, 'join', { role: 'client', name: 'Bob', username: 'bob' });
+    assert.equal(typeof j1.resumeToken, 'string', JSON.stringify(j1));
+    const id = p.id;
+    assert.equal((await expectEvent(op, 'newChat')).clientId, id);
+    await say(op, p, 'one');
+    await expectEvent(p, 'operatorMessage');
+
+    // The page goes (no goodbye), then its node dies; a reply meanwhile is kept.
+    p.io.engine.close();
+    assert.deepEqual(await expectEvent(op, 'chatAway'), { clientId: id });
+    assert.equal((await say(op, p, 'two')).away, true);
+    await delay(700); // a heartbeat or two: the node stores what its page confirmed
+    n1.proc.kill('SIGKILL');
+    await n1.exited;
+
+    const p2 = await connect('reload-page2', ['websocket'], { url: n2.url, auth: { resumeToken: j1.resumeToken } });
+    sockets.push(p2);
+    assert.equal(p2.id, id, 'the reloaded page has the old clientId');
+    const j2 = await emitAck(p2, 'join', { role: 'client', name: 'Bob', username: 'bob' });
+    assert.equal(j2.ok, true, JSON.stringify(j2));
+    assert.equal(j2.clientId, id);
+    assert.deepEqual(await expectEvent(op, 'chatBack'), { clientId: id });
+    for (const deadline = Date.now() + 3000; !texts(p2).includes('two') && Date.now() < deadline;) await delay(20);
+    await delay(100);
+    const got = texts(p2);
+    p2.rec.pending = [];
+    // What its client never confirmed reading comes again; 'two' exactly once.
+    assert.ok(['two', 'one,two'].includes(got.join(',')), `the reloaded page got ${got}`);
+    op.rec.pending = op.rec.pending.filter((r) => r.event !== 'chatAway');
+    await say(op, p2, 'three');
+    await expectEvent(p2, 'operatorMessage');
+    assert.deepEqual(texts(p2), [...got, 'three']);
+    await expectNothing([op, p2], 500);
+    assert.equal(all(op, 'newChat').length, 1, 'no second newChat');
+    assert.deepEqual(all(op, 'chatEnded'), []);
+    await n2.waitFor('/stats', (st) => st.clients.length === 1 && st.clients[0].socketId === id && st.clients[0].node === 'l2', { what: 'listed once, on l2' });
+
+    // An unknown token gives a fresh socket, without an error.
+    const stranger = await connect('reload-stranger', ['websocket'], { url: n2.url, auth: { resumeToken: 'not-a-token-of-anyone' } });
+    assert.notEqual(stranger.id, id);
+    stranger.close();
+    op.close();
+    p2.close();
+    // The killed node known dead, so that the next test's nodes do not read its leftovers.
+    await n2.waitFor('/health', (h) => h.cluster?.nodes === 1, { timeoutMs: NOTICED_MS, what: 'l1 known dead' });
+    await n2.stop();
+  });
+
   test('a killed node\'s player away past the window: exactly one chatEnded, then a fresh session', async () => {
     const [n1, n2] = await nodes(['w1', 'w2'], { SWITCHBOARD_RECOVERY_WINDOW: '3s' });
     const { op, p } = await chat(n2, n1, 'window');
