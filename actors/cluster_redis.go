@@ -256,6 +256,7 @@ type redisBridge struct {
 	keys        storeKeys
 	ttl         time.Duration
 	maxLen      int
+	maxBytes    int // of a player's stored frames
 }
 
 type seqOutcome uint8
@@ -566,7 +567,7 @@ func (b *redisBridge) sequence(m *clusterDeliver) bool {
 	}
 	head := string(f.Packet[:len(f.Packet)-len(f.Offset)-4]) // without `,"offset"]`
 	j := &pubJob{script: appendScript, keys: []string{b.keys.record(m.toClient), b.keys.stream(m.toClient)}, args: []any{
-		head, f.Offset, b.o.NodeID, b.st.inc, at, f.Event, m.toClient, b.maxLen, b.ttl.Milliseconds(), b.keys.nodeChannel(), m.toNode,
+		head, f.Offset, b.o.NodeID, b.st.inc, at, f.Event, m.toClient, b.maxLen, b.ttl.Milliseconds(), b.keys.nodeChannel(), m.toNode, b.maxBytes,
 	}}
 	b.writes++
 	j.wid = b.writes
@@ -975,11 +976,11 @@ func (b *redisBridge) work(ctx context.Context, rdb *redis.Client, jobs <-chan i
 		}
 		presence := false
 		var acks []*pubJob
-		retried := false // cmds no longer line up with batch
-		cmds := make([]redis.Cmder, len(batch))
-		exec := func(jobs []*pubJob, evalsha bool) error {
+		cmds := make([]redis.Cmder, len(batch)) // each job's, by its index in batch
+		exec := func(which []int, evalsha bool) error {
 			_, err := rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-				for i, j := range jobs {
+				for _, i := range which {
+					j := batch[i]
 					if j.ack != nil {
 						continue
 					}
@@ -1018,20 +1019,24 @@ func (b *redisBridge) work(ctx context.Context, rdb *redis.Client, jobs <-chan i
 		}
 		var err error
 		if len(acks) < len(batch) {
-			err = exec(batch, true)
+			all := make([]int, len(batch))
+			for i := range all {
+				all[i] = i
+			}
+			err = exec(all, true)
 		}
 		if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
 			// Redis restarted and forgot the scripts: the scripts' commands
 			// did nothing, so they run again (with their text) and the rest
 			// is not repeated.
-			var again []*pubJob
+			var again []int
 			for i, j := range batch {
 				if j.script != nil && cmds[i] != nil && redis.HasErrorPrefix(cmds[i].Err(), "NOSCRIPT") {
-					again = append(again, j)
+					again = append(again, i)
 				}
 			}
 			_ = loadScripts(ctx, rdb)
-			err, retried = nil, true
+			err = nil
 			if len(again) > 0 {
 				err = exec(again, false)
 			}
@@ -1047,7 +1052,7 @@ func (b *redisBridge) work(ctx context.Context, rdb *redis.Client, jobs <-chan i
 		}
 		if err != nil && hi != 0 {
 			failed = append(failed, [2]uint64{lo, hi})
-		} else if err == nil && len(acks) > 0 && !retried {
+		} else if err == nil && len(acks) > 0 {
 			// A frame that was neither stored nor heard by any node.
 			for i, j := range batch {
 				if c, ok := cmds[i].(*redis.Cmd); ok && j.wid != 0 && j.ack == nil {

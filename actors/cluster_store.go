@@ -69,7 +69,8 @@ return 1`)
 
 	// append: ARGV head (the packet without its offset and closing
 	// bracket), router offset, sender node, sender incarnation, at, event,
-	// sid, maxlen, ttl ms, node channel prefix, fallback node. Without a
+	// sid, maxlen, ttl ms, node channel prefix, fallback node, max bytes
+	// (SWITCHBOARD_RECOVERY_MAX_BYTES, counted in packet bytes). Without a
 	// record (never registered, ended, or Redis lost it) the frame goes
 	// unsequenced to the node the sender believes owns the player: 0, or
 	// -1 when no node heard it (neither stored nor delivered).
@@ -85,7 +86,16 @@ end
 local e = redis.call('HGET', KEYS[1], 'epoch')
 local n = redis.call('HINCRBY', KEYS[1], 'n', 1)
 local p = ARGV[1] .. ',"' .. e .. '.' .. n .. '"]'
-redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[8], n .. '-0', 'p', p, 'e', ARGV[6])
+redis.call('XADD', KEYS[2], n .. '-0', 'p', p, 'e', ARGV[6])
+-- The oldest frames go past the count or the byte bound (one stays).
+local b = redis.call('HINCRBY', KEYS[1], 'b', #p)
+local len, trimmed = redis.call('XLEN', KEYS[2]), false
+while len > 1 and (len > tonumber(ARGV[8]) or b > tonumber(ARGV[12])) do
+  local first = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)[1]
+  redis.call('XDEL', KEYS[2], first[1])
+  b, len, trimmed = b - #first[2][2], len - 1, true
+end
+if trimmed then redis.call('HSET', KEYS[1], 'b', b) end
 redis.call('PEXPIRE', KEYS[1], ARGV[9])
 redis.call('PEXPIRE', KEYS[2], ARGV[9])
 redis.call('PUBLISH', ARGV[10] .. node, 'S' .. hdr .. e .. '|' .. n .. '|' .. ARGV[5] .. '|' .. ARGV[6] .. '|' .. ARGV[7] .. '\n' .. p)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"sync"
 	"time"
 
@@ -103,11 +104,15 @@ func Start(o Options) (*System, error) {
 		st := newBridgeState()
 		co, bridgeLog := o.Cluster, o.Logger.With("component", "cluster")
 		seq, maxLen := store != nil, max(o.Policy.Recovery.MaxFrames, 1)
+		maxBytes := o.Policy.Recovery.MaxBytes
+		if maxBytes <= 0 {
+			maxBytes = math.MaxInt // no byte bound set
+		}
 		clusterProps = func(router *actor.PID) *actor.Props {
 			return actor.PropsFromProducer(func() actor.Actor {
 				// Every incarnation gets the same state, as the router does.
 				return &redisBridge{o: co, st: st, router: router, log: bridgeLog, met: o.Metrics,
-					seq: seq, keys: storeKeys{co.Prefix}, ttl: recordTTL(co, window), maxLen: maxLen}
+					seq: seq, keys: storeKeys{co.Prefix}, ttl: recordTTL(co, window), maxLen: maxLen, maxBytes: maxBytes}
 			})
 		}
 	}
