@@ -90,3 +90,21 @@ func TestCompareStreamID(t *testing.T) {
 		t.Fatal("an envelope taken for a feed message")
 	}
 }
+
+// An acknowledgement is answered from what became of the write it follows:
+// a failed batch fails every write in it, an unheard write only itself,
+// and what came before or after is unaffected.
+func TestAckLedger(t *testing.T) {
+	var l ackLedger
+	l.failed(3, 5) // a batch of writes 3..5 failed
+	l.failed(8, 8) // write 8 reached nobody
+	want := map[uint64]bool{1: true, 2: true, 3: false, 4: false, 5: false, 6: true, 7: true, 8: false, 9: true}
+	for wid := uint64(1); wid <= 9; wid++ {
+		if got := l.stored(wid); got != want[wid] {
+			t.Fatalf("write %d stored %v, want %v", wid, got, want[wid])
+		}
+	}
+	if len(l.ranges) != 0 {
+		t.Fatalf("ledger keeps %v after every write was answered", l.ranges)
+	}
+}

@@ -574,6 +574,26 @@ func (b *redisBridge) sequence(m *clusterDeliver) bool {
 	return b.enqueue(ioJob{pub: j})
 }
 
+// ackLedger is the worker's memory of players' writes that failed, by
+// their numbers (wid), oldest first: an acknowledgement that follows a
+// write is answered from it. Writes are numbered in the order they are
+// queued and acknowledgements asked in that order too, so what is older
+// than the one asked about is forgotten.
+type ackLedger struct {
+	ranges [][2]uint64
+}
+
+// failed records the writes lo to hi as not stored.
+func (l *ackLedger) failed(lo, hi uint64) { l.ranges = append(l.ranges, [2]uint64{lo, hi}) }
+
+// stored tells whether write wid was stored; ask in increasing wid.
+func (l *ackLedger) stored(wid uint64) bool {
+	for len(l.ranges) > 0 && l.ranges[0][1] < wid {
+		l.ranges = l.ranges[1:]
+	}
+	return len(l.ranges) == 0 || l.ranges[0][0] > wid
+}
+
 // readFeed asks the worker for the operators' feed after the last entry
 // applied, once at a time.
 func (b *redisBridge) readFeed() {
@@ -969,7 +989,7 @@ func (b *redisBridge) sendState(ctx actor.Context) {
 func (b *redisBridge) work(ctx context.Context, rdb *redis.Client, jobs <-chan ioJob, send func(any)) {
 	_ = loadScripts(ctx, rdb) // else the first NOSCRIPT loads them
 	batch := make([]*pubJob, 0, 256)
-	var failed [][2]uint64 // players' writes whose batch failed, by wid, oldest first
+	var ledger ackLedger
 	flush := func() {
 		if len(batch) == 0 {
 			return
@@ -1051,13 +1071,13 @@ func (b *redisBridge) work(ctx context.Context, rdb *redis.Client, jobs <-chan i
 			b.met.ClusterPublished(len(batch) - len(acks))
 		}
 		if err != nil && hi != 0 {
-			failed = append(failed, [2]uint64{lo, hi})
+			ledger.failed(lo, hi)
 		} else if err == nil && len(acks) > 0 {
 			// A frame that was neither stored nor heard by any node.
 			for i, j := range batch {
 				if c, ok := cmds[i].(*redis.Cmd); ok && j.wid != 0 && j.ack == nil {
 					if n, _ := c.Int64(); n < 0 {
-						failed = append(failed, [2]uint64{j.wid, j.wid})
+						ledger.failed(j.wid, j.wid)
 					}
 				}
 			}
@@ -1067,13 +1087,10 @@ func (b *redisBridge) work(ctx context.Context, rdb *redis.Client, jobs <-chan i
 			// an earlier one: it fails if that write's batch failed.
 			done := &storeDone{}
 			for _, j := range acks {
-				for len(failed) > 0 && failed[0][1] < j.wid {
-					failed = failed[1:]
-				}
-				if len(failed) > 0 && failed[0][0] <= j.wid {
-					done.failed = append(done.failed, j.ack)
-				} else {
+				if ledger.stored(j.wid) {
 					done.ok = append(done.ok, j.ack)
+				} else {
+					done.failed = append(done.failed, j.ack)
 				}
 			}
 			send(done)
