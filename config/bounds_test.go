@@ -25,8 +25,10 @@ func TestHoldingBounds(t *testing.T) {
 	}
 	// Input alone may not fill the memory budget: auto is half of it when
 	// that is under 256 MiB, and never under one largest message.
-	for limit, want := range map[string]int{"256MiB": 128 << 20, "2GiB": 256 << 20, "0": 256 << 20, "16MiB": 0} {
-		c, err := Load(nil, env("SWITCHBOARD_MEMORY_LIMIT", limit, "SWITCHBOARD_MAX_BUFFERED_BYTES", "auto"))
+	for limit, want := range map[string]int{"256MiB": 128 << 20, "2GiB": 256 << 20, "0": 256 << 20, "64MiB": 0} {
+		// Images of 30 MB: one largest message (60 MB) is more than half
+		// of 64 MiB.
+		c, err := Load(nil, env("SWITCHBOARD_MEMORY_LIMIT", limit, "SWITCHBOARD_MAX_BUFFERED_BYTES", "auto", "SWITCHBOARD_MAX_IMAGE_BYTES", "30000000"))
 		if err != nil {
 			t.Fatalf("SWITCHBOARD_MEMORY_LIMIT=%s: %v", limit, err)
 		}
