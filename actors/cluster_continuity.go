@@ -223,11 +223,6 @@ type ackAfterStore struct {
 	event   string
 }
 
-// codeUnavailable answers a message whose stored write failed (Redis
-// unreachable or too slow): it may or may not reach its player, and the
-// sender knows it was not acknowledged.
-const codeUnavailable = "unavailable"
-
 // confirmedMark tells the store the last stored frame a player is known to
 // have read (a reload on another node starts after it).
 type confirmedMark struct {

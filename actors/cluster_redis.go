@@ -629,7 +629,7 @@ func (b *redisBridge) answer(ctx actor.Context, a *ackAfterStore, ok bool) {
 		ctx.Send(a.session, a.acc)
 		return
 	}
-	ctx.Send(a.session, &messages.Refused{Event: a.event, Code: codeUnavailable, Reason: "not stored: the cluster's store is unreachable; send it again", Ack: a.acc.Ack})
+	ctx.Send(a.session, &messages.Refused{Event: a.event, Code: messages.CodeUnavailable, Reason: "not stored: the cluster's store is unreachable; send it again", Ack: a.acc.Ack})
 }
 
 // received applies one message from a channel.

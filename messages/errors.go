@@ -13,6 +13,10 @@ const (
 	CodeRateLimited    = "rate_limited"
 	CodeUnauthorized   = "unauthorized"
 	CodeQueueFull      = "queue_full"
+	// CodeUnavailable answers a message whose write to the cluster's
+	// store failed (Redis unreachable or too slow): it may or may not
+	// reach its player, and the sender knows it was not acknowledged.
+	CodeUnavailable = "unavailable"
 	// Not sent to anyone: the reason a reader too slow for its writes was
 	// cut off, as /metrics counts it.
 	CodeSlowConsumer = "slow_consumer"

@@ -62,7 +62,7 @@ export const HIGH_LIMITS = {
 /** The codes a refused event may be answered with. */
 export const ERROR_CODES = [
   'not_joined', 'wrong_role', 'unknown_target', 'invalid_payload', 'invalid_type',
-  'too_large', 'rate_limited', 'unauthorized', 'queue_full',
+  'too_large', 'rate_limited', 'unauthorized', 'queue_full', 'unavailable',
   // routing (SWITCHBOARD_ROUTING claim or auto)
   'routing_off', 'already_claimed', 'not_yours', 'unknown_operator', 'over_capacity', 'operator_away', 'unknown_chat',
 ];
