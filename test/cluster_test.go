@@ -398,8 +398,9 @@ func TestClusterNodeKilled(t *testing.T) {
 		op.expectNothing()
 	}
 	// A node that just started reads the others' presence within a
-	// heartbeat or two of seeing them: wait for it, do not sample.
-	waitFor(t, 5*time.Second, func() error {
+	// heartbeat or two of seeing them: wait for it, do not sample (with a
+	// margin for -race on a busy machine).
+	waitFor(t, 10*time.Second, func() error {
 		for i, s := range all {
 			// a and b stay listed (away) until the window ends on the nodes
 			// that saw them; a node started since does not know them (their
