@@ -2,6 +2,7 @@ package test
 
 import (
 	"fmt"
+	"github.com/switchboard/switchboard/test/wsframe"
 	"io"
 	"net"
 	"runtime"
@@ -53,7 +54,7 @@ func TestAmplificationIsBounded(t *testing.T) {
 	ratio("websocket frame announcing 1 MB", func() io.Closer {
 		r := rawConnect(t, s)
 		r.connect()
-		r.sendRaw(frameHeader(gws.BinaryMessage, true, 1_000_000))
+		r.sendRaw(wsframe.Header(gws.BinaryMessage, true, 1_000_000))
 		r.sendRaw(chunk)
 		return r.ws
 	})

@@ -2,9 +2,9 @@ package test
 
 import (
 	"encoding/base64"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"github.com/switchboard/switchboard/test/wsframe"
 	"io"
 	"net/http"
 	"strings"
@@ -19,25 +19,6 @@ import (
 // Socket.IO layers and the settings that bound it: each attack gets its
 // answer (a close code, an HTTP status) and an honest bystander on the
 // same server notices nothing.
-
-// frameHeader is a client frame's header announcing n bytes, masked with
-// a zero key so that the payload goes on the wire as it is.
-func frameHeader(op byte, fin bool, n int) []byte {
-	b0 := op
-	if fin {
-		b0 |= 0x80
-	}
-	var h []byte
-	switch {
-	case n <= 125:
-		h = []byte{b0, 0x80 | byte(n)}
-	case n <= 0xffff:
-		h = []byte{b0, 0x80 | 126, byte(n >> 8), byte(n)}
-	default:
-		h = binary.BigEndian.AppendUint64([]byte{b0, 0x80 | 127}, uint64(n))
-	}
-	return append(h, 0, 0, 0, 0)
-}
 
 // sendRaw writes bytes straight to the socket under the websocket.
 func (r *rawSocket) sendRaw(b []byte) {
@@ -111,11 +92,11 @@ func TestBufferBudgetAndMessageTimeoutFromConfig(t *testing.T) {
 	first := rawConnect(t, s)
 	first.connect()
 	start := time.Now()
-	first.sendRaw(append(frameHeader(1, true, 200_000), strings.Repeat("x", 100_000)...))
+	first.sendRaw(append(wsframe.Header(1, true, 200_000), strings.Repeat("x", 100_000)...))
 	time.Sleep(50 * time.Millisecond) // the first is read before the second
 	second := rawConnect(t, s)
 	second.connect()
-	second.sendRaw(append(frameHeader(1, true, 200_000), strings.Repeat("x", 100_000)...))
+	second.sendRaw(append(wsframe.Header(1, true, 200_000), strings.Repeat("x", 100_000)...))
 	if code := second.closeCode(); code != gws.CloseTryAgainLater {
 		t.Fatalf("over the buffer budget: close %d, want 1013", code)
 	}

@@ -1,6 +1,7 @@
 package test
 
 import (
+	"github.com/switchboard/switchboard/test/wsframe"
 	"io"
 	"net/http"
 	"strings"
@@ -73,7 +74,7 @@ func TestMemoryBudgetRefusesAndCuts(t *testing.T) {
 		r := &rawSocket{t: t, ws: c}
 		r.read() // the open packet
 		r.connect()
-		r.sendRaw(frameHeader(gws.BinaryMessage, true, 10<<20))
+		r.sendRaw(wsframe.Header(gws.BinaryMessage, true, 10<<20))
 		if _, err := r.ws.UnderlyingConn().Write(chunk); err != nil {
 			break // cut while sending
 		}

@@ -3,6 +3,7 @@ package adversarial
 import (
 	"errors"
 	"fmt"
+	"github.com/switchboard/switchboard/test/wsframe"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -88,7 +89,7 @@ func TestFrameHeaderStall(t *testing.T) {
 		defer r.Close()
 		attackers[i] = r
 	}
-	stall := append(header(opBinary, true, 16<<20), make([]byte, sent)...)
+	stall := append(wsframe.Header(opBinary, true, 16<<20), make([]byte, sent)...)
 	var wg sync.WaitGroup
 	var got answers
 	for _, r := range attackers {
@@ -173,7 +174,7 @@ func TestServerWideBufferBudget(t *testing.T) {
 		defer r.Close()
 		attackers[i] = r
 	}
-	payload := append(header(opBinary, true, 16<<20), make([]byte, sent)...)
+	payload := append(wsframe.Header(opBinary, true, 16<<20), make([]byte, sent)...)
 	var wg sync.WaitGroup
 	var got answers
 	sem := make(chan struct{}, 16)

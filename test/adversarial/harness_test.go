@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/switchboard/switchboard/test/wsframe"
 	"io"
 	"net"
 	"net/http"
@@ -362,29 +363,9 @@ const (
 	opPong   = 0xA
 )
 
-// header is a client frame's header announcing n bytes, masked with the
-// zero key: the payload goes on the wire as it is, so a large one needs
-// no copy (servers cannot tell, nor need to).
-func header(op byte, fin bool, n int) []byte {
-	b0 := op
-	if fin {
-		b0 |= 0x80
-	}
-	var h []byte
-	switch {
-	case n <= 125:
-		h = []byte{b0, 0x80 | byte(n)}
-	case n <= 0xffff:
-		h = []byte{b0, 0x80 | 126, byte(n >> 8), byte(n)}
-	default:
-		h = binary.BigEndian.AppendUint64([]byte{b0, 0x80 | 127}, uint64(n))
-	}
-	return append(h, 0, 0, 0, 0)
-}
-
 // frame writes one whole frame.
 func (r *rawWS) frame(op byte, fin bool, payload []byte) error {
-	bufs := net.Buffers{header(op, fin, len(payload)), payload}
+	bufs := net.Buffers{wsframe.Header(op, fin, len(payload)), payload}
 	_, err := bufs.WriteTo(r.nc)
 	return err
 }

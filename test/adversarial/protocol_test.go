@@ -3,6 +3,7 @@ package adversarial
 import (
 	"encoding/binary"
 	"fmt"
+	"github.com/switchboard/switchboard/test/wsframe"
 	"strings"
 	"testing"
 	"time"
@@ -102,7 +103,7 @@ func TestOversizedMessages(t *testing.T) {
 	if err := r.connect(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.nc.Write(header(opText, true, maxPayload+1)); err != nil {
+	if _, err := r.nc.Write(wsframe.Header(opText, true, maxPayload+1)); err != nil {
 		t.Fatal(err)
 	}
 	code, _, took, err := r.closeCode(5*time.Second, false)
