@@ -5,41 +5,11 @@
 
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
-import net from 'node:net';
-import { setTimeout as delay } from 'node:timers/promises';
-import { HIGH_LIMITS, connect, expectEvent, expectNothing, startServer } from './helpers.mjs';
+import { spawnSync } from 'node:child_process';
+import { HIGH_LIMITS, connect, expectEvent, expectNothing, startServer, freePort, startRedis } from './helpers.mjs';
 
 const hasRedis = spawnSync('redis-server', ['--version']).status === 0;
 
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-    srv.on('error', reject);
-  });
-}
-
-async function startRedis() {
-  const port = await freePort();
-  const proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
-  process.once('exit', () => proc.kill('SIGKILL'));
-  for (let i = 0; i < 100; i++) {
-    const ok = await new Promise((resolve) => {
-      const s = net.connect(port, '127.0.0.1');
-      s.once('connect', () => { s.end('PING\r\n'); });
-      s.once('data', (d) => { resolve(d.toString().startsWith('+PONG')); s.destroy(); });
-      s.once('error', () => resolve(false));
-    });
-    if (ok) return { port, proc, url: `redis://127.0.0.1:${port}` };
-    await delay(50);
-  }
-  proc.kill('SIGKILL');
-  throw new Error('redis-server did not answer PING');
-}
 
 describe('cluster: three nodes on one Redis', { skip: hasRedis ? false : 'redis-server is not installed' }, () => {
   let redis;

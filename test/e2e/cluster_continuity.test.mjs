@@ -9,10 +9,10 @@
 
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import net from 'node:net';
 import { setTimeout as delay } from 'node:timers/promises';
-import { HIGH_LIMITS, connect, emitAck, expectEvent, expectNothing, startServer } from './helpers.mjs';
+import { HIGH_LIMITS, connect, emitAck, expectEvent, expectNothing, startServer, freePort, startRedis } from './helpers.mjs';
 
 const hasRedis = spawnSync('redis-server', ['--version']).status === 0;
 const RECONNECT = { reconnection: true, reconnectionDelay: 100, reconnectionDelayMax: 200 };
@@ -21,34 +21,6 @@ const RECONNECT = { reconnection: true, reconnectionDelay: 100, reconnectionDela
 const BEAT = { SWITCHBOARD_CLUSTER_HEARTBEAT: '300ms', SWITCHBOARD_CLUSTER_DEAD_AFTER: '2s' };
 const NOTICED_MS = 5000;
 
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-    srv.on('error', reject);
-  });
-}
-
-async function startRedis(port) {
-  port ??= await freePort();
-  const proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
-  process.once('exit', () => proc.kill('SIGKILL'));
-  for (let i = 0; i < 100; i++) {
-    const ok = await new Promise((resolve) => {
-      const s = net.connect(port, '127.0.0.1');
-      s.once('connect', () => { s.end('PING\r\n'); });
-      s.once('data', (d) => { resolve(d.toString().startsWith('+PONG')); s.destroy(); });
-      s.once('error', () => resolve(false));
-    });
-    if (ok) return { port, proc, url: `redis://127.0.0.1:${port}` };
-    await delay(50);
-  }
-  proc.kill('SIGKILL');
-  throw new Error('redis-server did not answer PING');
-}
 
 /** Sends one inline command to Redis and resolves with its first reply line. */
 function redisCommand(port, line) {

@@ -653,3 +653,37 @@ export async function eio3Connect(url) {
   };
   return client;
 }
+
+/** A free loopback port (closed again: a race with other processes is possible, and rare). */
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+    srv.on('error', reject);
+  });
+}
+
+/**
+ * Starts a redis-server without persistence on port (a free one if not given) and resolves once it answers
+ * PING, with {port, proc, url}. It is killed when this process exits.
+ */
+export async function startRedis(port) {
+  port ??= await freePort();
+  const proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
+  process.once('exit', () => proc.kill('SIGKILL'));
+  for (let i = 0; i < 100; i++) {
+    const ok = await new Promise((resolve) => {
+      const s = net.connect(port, '127.0.0.1');
+      s.once('connect', () => { s.end('PING\r\n'); });
+      s.once('data', (d) => { resolve(d.toString().startsWith('+PONG')); s.destroy(); });
+      s.once('error', () => resolve(false));
+    });
+    if (ok) return { port, proc, url: `redis://127.0.0.1:${port}` };
+    await delay(50);
+  }
+  proc.kill('SIGKILL');
+  throw new Error('redis-server did not answer PING');
+}
