@@ -2,7 +2,6 @@ package test
 
 import (
 	"fmt"
-	"github.com/switchboard/switchboard/test/wsframe"
 	"io"
 	"net"
 	"runtime"
@@ -13,6 +12,7 @@ import (
 
 	gws "github.com/gorilla/websocket"
 	"github.com/switchboard/switchboard/config"
+	"github.com/switchboard/switchboard/test/wsframe"
 )
 
 // liveHeap is the live heap after a collection: what the process holds.

@@ -4,7 +4,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
-	"github.com/switchboard/switchboard/test/wsframe"
 	"io"
 	"net/http"
 	"strings"
@@ -13,6 +12,7 @@ import (
 
 	gws "github.com/gorilla/websocket"
 	"github.com/switchboard/switchboard/config"
+	"github.com/switchboard/switchboard/test/wsframe"
 )
 
 // What a peer can make the server hold, through the Engine.IO and

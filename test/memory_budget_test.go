@@ -1,7 +1,6 @@
 package test
 
 import (
-	"github.com/switchboard/switchboard/test/wsframe"
 	"io"
 	"net/http"
 	"strings"
@@ -10,6 +9,7 @@ import (
 
 	gws "github.com/gorilla/websocket"
 	"github.com/switchboard/switchboard/config"
+	"github.com/switchboard/switchboard/test/wsframe"
 )
 
 // Past 80% of the memory budget new connections are answered 503, and the

@@ -3,11 +3,12 @@ package adversarial
 import (
 	"errors"
 	"fmt"
-	"github.com/switchboard/switchboard/test/wsframe"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/switchboard/switchboard/test/wsframe"
 )
 
 // Attacks with messages that never finish: what a header announces must

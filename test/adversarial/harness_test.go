@@ -7,7 +7,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"github.com/switchboard/switchboard/test/wsframe"
 	"io"
 	"net"
 	"net/http"
@@ -21,6 +20,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/switchboard/switchboard/test/wsframe"
 )
 
 // The budgets every attack is held to. Every server runs with a memory

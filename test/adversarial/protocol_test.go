@@ -3,10 +3,11 @@ package adversarial
 import (
 	"encoding/binary"
 	"fmt"
-	"github.com/switchboard/switchboard/test/wsframe"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/switchboard/switchboard/test/wsframe"
 )
 
 // Attacks on the protocol's edges: close frames, oversized messages and
