@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"errors"
 	"runtime"
+	"runtime/debug"
 	"runtime/metrics"
 	"slices"
 	"sync"
@@ -40,9 +41,23 @@ const (
 	// staleGC is how long the guard waits, while over, for a collection to
 	// bring news before it runs one itself.
 	staleGC = 2 * time.Second
+
+	// A burst of arrivals (a deploy's reconnections: handshakes, long-polls,
+	// the upgrades' HTTP connections) leaves the heap with garbage and free
+	// pages, and with little allocating afterwards no collection comes to
+	// let the runtime return them: an idle server would keep the burst's
+	// RSS for good. Once no collection has run for trimQuiet and less than
+	// trimMin was allocated meanwhile, the guard collects and hands the
+	// free pages back, if the heap holds at least trimMin; at most once per
+	// collection the runtime ran itself and per trimEvery. A server at work
+	// allocates more than that: no trim.
+	trimQuiet = 5 * time.Second
+	trimEvery = time.Minute
+	trimMin   = 16 << 20
 )
 
-var memSamples = []string{"/gc/heap/live:bytes", "/memory/classes/heap/stacks:bytes", "/gc/cycles/total:gc-cycles", "/memory/classes/heap/objects:bytes"}
+var memSamples = []string{"/gc/heap/live:bytes", "/memory/classes/heap/stacks:bytes", "/gc/cycles/total:gc-cycles",
+	"/memory/classes/heap/objects:bytes", "/memory/classes/heap/free:bytes", "/gc/heap/allocs:bytes"}
 
 type memGuard struct {
 	s        *Server
@@ -52,9 +67,12 @@ type memGuard struct {
 	done     chan struct{}
 	stopped  sync.Once
 
-	cycles  uint64    // collections seen
-	newsAt  time.Time // when the last one was seen
-	lastCut time.Time
+	cycles    uint64    // collections seen
+	newsAt    time.Time // when the last one was seen
+	allocsAt  int64     // bytes allocated so far, when it was seen
+	lastCut   time.Time
+	trimmedAt uint64 // the collections seen at the last trim
+	lastTrim  time.Time
 }
 
 // startMemGuard watches memory against budget until stop; nil for none.
@@ -103,19 +121,14 @@ func (m *memGuard) used(now time.Time) int64 {
 		}
 	}
 	if c := m.samples[2].Value; c.Kind() == metrics.KindUint64 && c.Uint64() != m.cycles {
-		m.cycles, m.newsAt = c.Uint64(), now
+		m.cycles, m.newsAt, m.allocsAt = c.Uint64(), now, sampleBytes(m.samples[5])
 	}
 	return max(heap, m.s.accounted())
 }
 
 // objects is the heap's objects, live or not yet found dead: an upper
 // bound of the live heap, read with used.
-func (m *memGuard) objects() int64 {
-	if v := m.samples[3].Value; v.Kind() == metrics.KindUint64 {
-		return int64(v.Uint64())
-	}
-	return 0
-}
+func (m *memGuard) objects() int64 { return sampleBytes(m.samples[3]) }
 
 func (m *memGuard) tick(now time.Time) {
 	used := m.used(now)
@@ -145,7 +158,34 @@ func (m *memGuard) tick(now time.Time) {
 		// The heap with its garbage is past the mark and the last count
 		// of what lives is old: count again (at most every staleGC).
 		m.refresh(now)
+	case m.cycles != m.trimmedAt && now.Sub(m.newsAt) > trimQuiet && now.Sub(m.lastTrim) > trimEvery &&
+		sampleBytes(m.samples[5])-m.allocsAt < trimMin:
+		m.trim(now)
 	}
+}
+
+// trim returns the heap's free pages to the system after a burst (see
+// trimQuiet).
+func (m *memGuard) trim(now time.Time) {
+	m.trimmedAt = m.cycles
+	held := sampleBytes(m.samples[3]) + sampleBytes(m.samples[4])
+	if held < trimMin {
+		return
+	}
+	// Two collections: objects kept in sync.Pools live through the first.
+	runtime.GC()
+	debug.FreeOSMemory()
+	m.used(now) // sees the collection it ran
+	m.trimmedAt, m.lastTrim = m.cycles, now
+	m.s.log.Debug("memory returned to the system after a quiet spell", "heap", held,
+		"kept", sampleBytes(m.samples[3])+sampleBytes(m.samples[4]), "took", time.Since(now))
+}
+
+func sampleBytes(s metrics.Sample) int64 {
+	if s.Value.Kind() == metrics.KindUint64 {
+		return int64(s.Value.Uint64())
+	}
+	return 0
 }
 
 // refresh runs a collection, on the guard's goroutine only, so that the
