@@ -110,6 +110,50 @@ func TestBufferBudgetAndMessageTimeoutFromConfig(t *testing.T) {
 	by.check()
 }
 
+// An event the contract does not name is turned down from its first bytes
+// and its rest dropped as it arrives: one larger than the whole buffer
+// budget costs its socket nothing (no 1013), the socket goes on, and a
+// known event of the same size is still held to the budget.
+func TestUnknownEventsAreNotKept(t *testing.T) {
+	s := startServer(t, func(c *config.Config) {
+		c.MaxImageBytes = 100_000    // largest message 264 KB
+		c.MaxBufferedBytes = 100_000 // what fits is under half of one such message
+	})
+	by := newBystander(t, s)
+	event := func(name string) []byte {
+		return []byte(`42["` + name + `",{"type":"text","message":"` + strings.Repeat("é", 120_000) + `"}]`)
+	}
+	r := rawConnect(t, s)
+	r.connect()
+	for range 3 {
+		unknown := event("x-unknown")
+		r.sendRaw(wsframe.Header(1, true, len(unknown)))
+		for p := unknown; len(p) > 0; p = p[min(len(p), 16<<10):] {
+			r.sendRaw(p[:min(len(p), 16<<10)])
+			time.Sleep(time.Millisecond) // read in pieces, as a slow sender's
+		}
+	}
+	r.send(`421["join",{"role":"client","name":"Eve"}]`)
+	if p := r.read(); !strings.HasPrefix(p, `431[{"ok":true`) {
+		t.Fatalf("after three unknown events past the budget: join answered %q", p)
+	}
+	by.op.expect("newChat")
+	by.check()
+
+	known := rawConnect(t, s)
+	known.connect()
+	known.send(`42["join",{"role":"client","name":"Kim"}]`)
+	by.op.expect("newChat")
+	msg := event("clientMessage")
+	known.sendRaw(wsframe.Header(1, true, len(msg)))
+	known.sendRaw(msg)
+	if code := known.closeCode(); code != gws.CloseTryAgainLater {
+		t.Fatalf("a known event past the budget: close %d, want 1013", code)
+	}
+	by.op.expect("chatAway") // Kim may come back within the recovery window
+	by.check()
+}
+
 // pollSession is an Engine.IO long-polling session driven by hand.
 type pollSession struct {
 	t   *testing.T

@@ -469,6 +469,34 @@ func (e *eioSocket) transportName() string {
 	return "websocket"
 }
 
+// Screen judges a long text message from its start (ws.Screener): an
+// event the contract does not name, on a connected socket, is refused as
+// dispatch would refuse it, before the rest of it has arrived, and the
+// websocket server drops that rest as it comes instead of keeping
+// megabytes for nothing. Anything else (another packet, a binary event, a
+// name that does not fit the head) is kept and handled whole, as before.
+func (e *eioSocket) Screen(_ *ws.Conn, head []byte) bool {
+	if len(head) < 3 || head[0] != '4' || head[1] != '2' || e.sess.Load() == nil || e.binary.Load() != nil {
+		return true
+	}
+	rest := head[2:]
+	i := 0
+	for i < len(rest) && rest[i] >= '0' && rest[i] <= '9' && i < 10 {
+		i++
+	}
+	name, ok := peekEvent(rest[i:])
+	if !ok || slices.Contains(messages.InboundEvents, name) {
+		return true
+	}
+	ackID := -1
+	if i > 0 {
+		ackID, _ = strconv.Atoi(string(rest[:i]))
+	}
+	e.srv.met.Received("unknown")
+	e.sess.Load().Unknown(name, e.ackFunc(ackID))
+	return false
+}
+
 // dispatch decodes an event's arguments and hands it to the session.
 func (e *eioSocket) dispatch(data []byte, ackID int, attachments [][]byte) {
 	if name, ok := peekEvent(data); ok && !slices.Contains(messages.InboundEvents, name) {

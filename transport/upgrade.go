@@ -84,6 +84,12 @@ func (u *upgradeConn) Message(c *ws.Conn, text bool, data []byte) {
 	}
 }
 
+// Screen judges a long message for the socket once the websocket carries
+// it; a probe's messages are all short.
+func (u *upgradeConn) Screen(c *ws.Conn, head []byte) bool {
+	return u.p.ws.Load() != c || u.p.e.Screen(c, head)
+}
+
 // Closed ends the socket if the websocket had taken over; a probe that
 // ends earlier leaves the session on polling.
 func (u *upgradeConn) Closed(c *ws.Conn, err error) {

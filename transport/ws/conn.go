@@ -25,6 +25,15 @@ type Handler interface {
 	Closed(c *Conn, err error)
 }
 
+// A Screener is a Handler that judges a long text message from its first
+// bytes, while the rest is still arriving: Screen returns false when it
+// has dealt with the message (refused it), and the server then drops the
+// rest as it comes instead of keeping it, and never calls Message for it.
+// It runs on the poller, like Message.
+type Screener interface {
+	Screen(c *Conn, head []byte) bool
+}
+
 // Options tune a Server.
 type Options struct {
 	// MaxMessage is the largest message accepted, in bytes; a larger one
@@ -528,6 +537,14 @@ func (c *Conn) message(text bool, data []byte) bool {
 	}
 	c.h.Message(c, text, data)
 	return c.state.Load() != stateClosed
+}
+
+// screen shows the handler the start of a long text message. c.rmu is held.
+func (c *Conn) screen(head []byte) bool {
+	if sc, ok := c.h.(Screener); ok && c.state.Load() == stateOpen {
+		return sc.Screen(c, head)
+	}
+	return true
 }
 
 // control is the reader's news of a whole control frame. c.rmu is held.

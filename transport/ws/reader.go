@@ -17,7 +17,16 @@ type frameSink interface {
 	message(text bool, data []byte) bool
 	// control is one whole control frame (close, ping or pong).
 	control(op byte, payload []byte) bool
+	// screen is shown the first screenLen bytes of a text message that
+	// is still arriving; false: the sink has dealt with the message, and
+	// the rest of it is dropped as it comes instead of being kept.
+	screen(head []byte) bool
 }
+
+// screenLen is how much of a long text message its sink sees before the
+// rest is kept: enough for an Engine.IO and Socket.IO header and an event
+// name.
+const screenLen = 128
 
 // frameReader parses a client's frames out of the bytes as they arrive,
 // in chunks of any size, and needs no socket: a Conn feeds it each read,
@@ -54,6 +63,14 @@ type frameReader struct {
 	// discard drops data payloads instead of keeping them: the
 	// connection is closing and only a close frame still matters.
 	discard bool
+	// screening: the text message under way has not been screened yet;
+	// skip: its sink turned it down, and its bytes are dropped as they
+	// come, only checked for UTF-8 (carry holds a character split across
+	// chunks) and counted against MaxMessage (skipped).
+	screening, skip bool
+	carry           [utf8.UTFMax]byte
+	ncarry          int
+	skipped         int
 	// boundaries counts the frames after which nothing was under way; a
 	// change tells the timeout that what is pending now began afresh.
 	boundaries uint64
@@ -99,7 +116,7 @@ func (r *frameReader) feed(data []byte, s frameSink) error {
 		r.got += k
 		r.remaining -= k
 		if !whole || !r.alone() {
-			if err := r.keep(p); err != nil {
+			if err := r.keep(p, s); err != nil {
 				return err
 			}
 			if r.remaining > 0 {
@@ -198,8 +215,11 @@ func (r *frameReader) begin(h []byte) error {
 		n = binary.BigEndian.Uint64(h[2:])
 	}
 	r.fin, r.op = h[0]&finBit != 0, h[0]&0x0f
-	if r.op < opClose && n > uint64(r.maxMessage-len(r.msg)) {
+	if r.op < opClose && n > uint64(r.maxMessage-len(r.msg)-r.skipped) {
 		return errTooBig
+	}
+	if r.op == opText {
+		r.screening = true
 	}
 	copy(r.key[:], h[len(h)-4:])
 	r.inFrame, r.got, r.remaining = true, 0, int(n)
@@ -209,8 +229,9 @@ func (r *frameReader) begin(h []byte) error {
 	return nil
 }
 
-// keep saves p, part of the current frame's payload.
-func (r *frameReader) keep(p []byte) error {
+// keep saves p, part of the current frame's payload; a text message is
+// shown to s once screenLen of it is here.
+func (r *frameReader) keep(p []byte, s frameSink) error {
 	if r.op >= opClose {
 		if r.ctl == nil {
 			r.ctl = make([]byte, 0, maxControl) // 125 bytes at most, once per split control frame
@@ -221,12 +242,57 @@ func (r *frameReader) keep(p []byte) error {
 	if r.discard {
 		return nil
 	}
+	if r.skip {
+		return r.skipText(p)
+	}
 	if need := len(r.msg) + len(p); need > cap(r.msg) {
 		if err := r.grow(need); err != nil {
 			return err
 		}
 	}
 	r.msg = append(r.msg, p...)
+	if r.screening && len(r.msg) >= screenLen {
+		r.screening = false
+		if !s.screen(r.msg[:screenLen]) {
+			r.skip = true
+			err := r.skipText(r.msg)
+			r.skipped = len(r.msg)
+			r.dropMessage()
+			return err
+		}
+	}
+	return nil
+}
+
+// skipText checks that p, the next bytes of a dropped text message, is
+// UTF-8 as RFC 6455 requires of every text message, keeping a character
+// split at its end for the next bytes.
+func (r *frameReader) skipText(p []byte) error {
+	r.skipped += len(p)
+	for r.ncarry > 0 && len(p) > 0 {
+		r.carry[r.ncarry] = p[0]
+		r.ncarry++
+		p = p[1:]
+		if utf8.FullRune(r.carry[:r.ncarry]) {
+			if !utf8.Valid(r.carry[:r.ncarry]) {
+				return errInvalidUTF8
+			}
+			r.ncarry = 0
+		}
+	}
+	cut := len(p)
+	for k := 1; k <= utf8.UTFMax-1 && k <= len(p); k++ {
+		if utf8.RuneStart(p[len(p)-k]) {
+			if !utf8.FullRune(p[len(p)-k:]) {
+				cut = len(p) - k
+			}
+			break
+		}
+	}
+	if !utf8.Valid(p[:cut]) {
+		return errInvalidUTF8
+	}
+	r.ncarry = copy(r.carry[:], p[cut:])
 	return nil
 }
 
@@ -270,6 +336,14 @@ func (r *frameReader) frameDone(p []byte, s frameSink) (bool, error) {
 	}
 	r.msgOp = 0
 	r.boundaries++
+	r.screening = false
+	if r.skip {
+		r.skip, r.skipped = false, 0
+		if r.ncarry > 0 {
+			return false, errInvalidUTF8 // ends inside a character
+		}
+		return true, nil
+	}
 	if r.discard {
 		return true, nil
 	}
@@ -298,6 +372,7 @@ func (r *frameReader) release() {
 	r.dropMessage()
 	r.ctl = nil
 	r.nhdr, r.inFrame, r.msgOp = 0, false, 0
+	r.screening, r.skip, r.ncarry, r.skipped = false, false, 0, 0
 }
 
 // unmaskAt unmasks p, which starts at offset pos of a payload masked with key.

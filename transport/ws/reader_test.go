@@ -28,6 +28,8 @@ func (s *recorder) message(text bool, d []byte) bool {
 	return true
 }
 
+func (s *recorder) screen([]byte) bool { return true }
+
 func (s *recorder) control(op byte, p []byte) bool {
 	s.events = append(s.events, event{op, string(p)})
 	return op != opClose
@@ -260,3 +262,98 @@ type countSink struct{ n int }
 
 func (s *countSink) message(bool, []byte) bool { s.n++; return true }
 func (s *countSink) control(byte, []byte) bool { return true }
+func (s *countSink) screen([]byte) bool        { return true }
+
+// screener turns down the text messages that begin with "x", like the
+// transport does with events the contract does not name.
+type screener struct {
+	recorder
+	screened []string
+}
+
+func (s *screener) screen(head []byte) bool {
+	s.screened = append(s.screened, string(head[:min(len(head), 8)]))
+	return head[0] != 'x'
+}
+
+// A long text message turned down from its first bytes is dropped as it
+// arrives: nothing of it is kept or delivered, and the messages around it
+// are; one accepted is kept and delivered whole.
+func TestReaderDropsScreenedMessages(t *testing.T) {
+	key := [4]byte{9, 8, 7, 6}
+	long := func(c byte) []byte { return append([]byte{c}, bytes.Repeat([]byte("é-"), 3<<20/3)...) }
+	var in []byte
+	in = append(in, maskedFrame(finBit|opText, []byte("before"), key)...)
+	in = append(in, maskedFrame(finBit|opText, long('x'), key)...)
+	// Fragmented inside a character, a ping between the fragments.
+	frag := long('x')[:500_001]
+	in = append(in, maskedFrame(opText, frag[:200_000], key)...)
+	in = append(in, maskedFrame(finBit|opPing, []byte("p"), key)...)
+	in = append(in, maskedFrame(finBit|opContinuation, frag[200_000:], key)...)
+	in = append(in, maskedFrame(finBit|opText, long('k'), key)...)
+	in = append(in, maskedFrame(finBit|opText, []byte("after"), key)...)
+	b := newBudget(-1)
+	r := &frameReader{maxMessage: 4 << 20, budget: b}
+	s := &screener{}
+	for p := in; len(p) > 0; p = p[min(len(p), 64<<10):] {
+		if err := r.feed(bytes.Clone(p[:min(len(p), 64<<10)]), s); err != nil {
+			t.Fatal(err)
+		}
+		checkHeld(t, r)
+		if r.skip && r.held != 0 {
+			t.Fatalf("%d bytes held for a message turned down", r.held)
+		}
+	}
+	var got []string
+	for _, e := range s.events {
+		got = append(got, fmt.Sprintf("%d:%s", e.op, e.data[:min(len(e.data), 6)]))
+	}
+	want := []string{"1:before", "9:p", "1:ké-é", "1:after"}
+	if fmt.Sprint(got) != fmt.Sprint(want) || len(s.events[2].data) != len(long('k')) {
+		t.Fatalf("delivered %v; want %v with the accepted message whole", got, want)
+	}
+	if len(s.screened) != 3 {
+		t.Fatalf("screened %d messages (%q); want the 3 long ones", len(s.screened), s.screened)
+	}
+	if b.n.Load() != 0 {
+		t.Fatalf("%d bytes counted once all is read", b.n.Load())
+	}
+}
+
+// A message turned down is still a text message: invalid UTF-8 anywhere
+// in it, or an end inside a character, fails the connection as if it had
+// been kept; and its fragments count against the largest message.
+func TestReaderChecksDroppedMessages(t *testing.T) {
+	key := [4]byte{1, 1, 2, 3}
+	body := append([]byte{'x'}, bytes.Repeat([]byte("a"), 100_000)...)
+	for _, tc := range []struct {
+		name   string
+		frames [][]byte
+		want   error
+	}{
+		{"invalid byte late", [][]byte{maskedFrame(finBit|opText, append(bytes.Clone(body), 0xff, 'a'), key)}, errInvalidUTF8},
+		{"ends inside a character", [][]byte{maskedFrame(finBit|opText, append(bytes.Clone(body), 0xc3), key)}, errInvalidUTF8},
+		{"fragments past the largest message", [][]byte{
+			maskedFrame(opText, body, key),
+			maskedFrame(opContinuation, body, key),
+			maskedFrame(finBit|opContinuation, body, key),
+		}, errTooBig},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := &frameReader{maxMessage: 250_000, budget: newBudget(-1)}
+			s := &screener{}
+			var err error
+			for _, f := range tc.frames {
+				for p := f; len(p) > 0 && err == nil; p = p[min(len(p), 4099):] {
+					err = r.feed(bytes.Clone(p[:min(len(p), 4099)]), s)
+				}
+			}
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("err %v; want %v", err, tc.want)
+			}
+			if len(s.events) != 0 {
+				t.Fatalf("delivered %d messages", len(s.events))
+			}
+		})
+	}
+}
