@@ -167,26 +167,31 @@ routing_bench() {
 
 # idle NAME LABEL COUNT TRANSPORT: RSS per idle connection of a fresh
 # server: its growth once every player has joined (as /health counts them)
-# and 3 s have passed, divided by the players joined. On a busy machine the
-# crowd arrives late; sampling at a fixed time would count handshakes still
-# under way as idle sessions. If not all arrive within 60 s, the figure is
-# taken when the most had joined, and the players joined are noted.
+# and 3 s have passed (NAME-LABEL.rss-arrival: the arrival's peak is still
+# held), and 12 s (NAME-LABEL.rss: settled; Switchboard returns a burst's
+# free memory once 5 s pass without a collection), divided by the players
+# joined. On a busy machine the crowd arrives late; sampling at a fixed
+# time would count handshakes still under way as idle sessions. If not all
+# arrive within 60 s, the figure is taken when the most had joined, and
+# the players joined are noted.
 idle() {
-  local name=$1 label=$2 count=$3 transport=$4 pid port r0 lt n best=0 at=0 i
+  local name=$1 label=$2 count=$3 transport=$4 pid port r0 lt n best=0 at=0 at3=0 i
   pid=$(eval echo \$PID_$name) port=$(eval echo \$PORT_$name)
   r0=$(rss "$pid")
-  run "$name" "$label" --players "$count" --operators 0 --rate 0 --ramp 2000 --duration 15s --transport "$transport" &
+  run "$name" "$label" --players "$count" --operators 0 --rate 0 --ramp 2000 --duration 20s --transport "$transport" &
   lt=$!
   for i in $(seq 120); do
     sleep 0.5
     n=$(curl -s -m 2 "http://127.0.0.1:$port/health" | grep -o '"total": *[0-9]*' | head -1 | tr -dc '0-9' || true)
-    if [ "${n:-0}" -gt "$best" ]; then best=$n at=$(rss "$pid"); fi
-    if [ "$best" -ge "$count" ]; then sleep 3; at=$(rss "$pid"); break; fi
+    if [ "${n:-0}" -gt "$best" ]; then best=$n at=$(rss "$pid") at3=$at; fi
+    if [ "$best" -ge "$count" ]; then sleep 3; at3=$(rss "$pid"); sleep 9; at=$(rss "$pid"); break; fi
   done
   if [ "$best" -gt 0 ]; then
     echo "$(( (at - r0) * 1024 / best ))" >"$out/$name-$label.rss"
+    echo "$(( (at3 - r0) * 1024 / best ))" >"$out/$name-$label.rss-arrival"
   else
     echo "-" >"$out/$name-$label.rss"
+    echo "-" >"$out/$name-$label.rss-arrival"
   fi
   echo "$best" >"$out/$name-$label.joined"
   wait "$lt"
@@ -278,8 +283,8 @@ if [ -z "${BENCH_SKIP_VARIANTS:-}" ]; then
   done
   printf '%-34s %10s %10s %10s\n' "storm recovered / fresh / p99 ms" "$(field $out/switchboard-storm.json recovery.recovered)" \
     "$(field $out/switchboard-storm.json recovery.fresh)" "$(field $out/switchboard-storm.json recovery.time.p99_ms)"
-  printf '%-34s %10s\n' "idle RSS bytes per upgraded socket" "$(cat $out/switchboard-idle-upgrade.rss)"
-  printf '%-34s %10s\n' "idle RSS bytes per polling session" "$(cat $out/switchboard-idle-polling.rss)"
+  printf '%-34s %10s %s\n' "idle RSS bytes per upgraded socket" "$(cat $out/switchboard-idle-upgrade.rss)" "(at +3 s: $(cat $out/switchboard-idle-upgrade.rss-arrival))"
+  printf '%-34s %10s %s\n' "idle RSS bytes per polling session" "$(cat $out/switchboard-idle-polling.rss)" "(at +3 s: $(cat $out/switchboard-idle-polling.rss-arrival))"
   printf '%-34s %10s\n' "CPU recovery on / off at 1k" "$(python3 -c "print(round($(cpu_per_msg switchboard 1k)/max(0.1,$(cpu_per_msg switchboard 1k-norecovery)),2))")"
   printf '%-34s %10s\n' "CPU production / node at 1k" "$(python3 -c "print(round($(cpu_per_msg switchboard 1k-production)/max(0.1,$(cpu_per_msg node 1k)),2))")"
   printf '%-34s %10s\n' "CPU upgrade / websocket at 1k" "$(python3 -c "print(round($(cpu_per_msg switchboard 1k-upgrade)/max(0.1,$(cpu_per_msg switchboard 1k)),2))")"
