@@ -129,6 +129,10 @@ func New(cfg *config.Config, sys *actors.System, log *slog.Logger, verifier *aut
 		Env: cfg.Env, Version: Version, SocketPath: cfg.Path,
 		MaxImageBytes: cfg.MaxImageBytes, MaxTextChars: cfg.MaxTextChars, ImageTypes: cfg.ImageTypes,
 		Metrics: met, Health: sys.Health, Stats: sys.Stats, Transports: s.pollingSessions,
+		Publish: sys.PublishFigures,
+		ClusterFigures: func(ctx context.Context) (map[string][]byte, error) {
+			return sys.ClusterFigures(ctx)
+		},
 		Log: s.log,
 	}, http.HandlerFunc(s.handleIndex)); err != nil {
 		// The pages are embedded: only a broken build fails here.

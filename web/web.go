@@ -53,6 +53,12 @@ type Options struct {
 	// still polling and upgraded to a websocket; ok is false when the
 	// Socket.IO library serves them and they cannot be counted.
 	Transports func() (polling, upgraded int, ok bool)
+	// In a cluster: Publish hands the cluster this node's snapshot maker,
+	// which it writes once a second for every node's dashboard, and
+	// ClusterFigures reads every live node's latest snapshot by node id
+	// (nil on a single node).
+	Publish        func(snapshot func() []byte)
+	ClusterFigures func(context.Context) (map[string][]byte, error)
 
 	Log *slog.Logger
 }
@@ -159,6 +165,9 @@ func Register(mux *http.ServeMux, wrap func(http.Handler) http.Handler, o Option
 		}
 		mux.Handle("GET /dashboard", wrap(serve(pg, "Switchboard · dashboard")))
 		mux.Handle("GET /dashboard/data", wrap(http.HandlerFunc(o.serveFigures)))
+		if o.Publish != nil {
+			o.Publish(o.snapshot)
+		}
 	}
 	mux.Handle("/", wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if indexPage != nil && r.URL.Path == "/" && r.Method == http.MethodGet && wantsHTML(r) {

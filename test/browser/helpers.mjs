@@ -92,6 +92,32 @@ export async function startServer(env = {}, { timeoutMs = 10000 } = {}) {
   };
 }
 
+/** A redis-server of the test's own on a free loopback port; stop() kills it. */
+export async function startRedis() {
+  const port = await freePort();
+  const proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
+  const spawned = new Promise((resolve, reject) => {
+    proc.once('spawn', resolve);
+    proc.once('error', (err) => reject(new Error(`redis-server: ${err.message} (apt-get install -y redis-server)`)));
+  });
+  await spawned;
+  for (let i = 0; i < 100; i++) {
+    const ok = await new Promise((resolve) => {
+      const s = net.connect(port, '127.0.0.1');
+      s.once('connect', () => s.end('PING\r\n'));
+      s.once('data', (d) => {
+        resolve(d.toString().startsWith('+PONG'));
+        s.destroy();
+      });
+      s.once('error', () => resolve(false));
+    });
+    if (ok) return { url: `redis://127.0.0.1:${port}`, stop: () => proc.kill('SIGKILL') };
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  proc.kill('SIGKILL');
+  throw new Error('redis-server did not answer PING');
+}
+
 /** Launches the system's Chromium (CHROMIUM_PATH, else chromium on PATH). */
 export async function launch() {
   const executablePath = process.env.CHROMIUM_PATH ?? findChromium();
