@@ -125,7 +125,7 @@ func New(cfg *config.Config, sys *actors.System, log *slog.Logger, verifier *aut
 	}
 	if err := web.Register(mux, s.cors, web.Options{
 		Pages: cfg.Pages, Dashboard: cfg.Dashboard,
-		OperatorAuth: verifier.OperatorsConfigured(), Verify: verify,
+		OperatorAuth: verifier.OperatorsConfigured(), Verify: verify, Routing: cfg.Routing,
 		Env: cfg.Env, Version: Version, SocketPath: cfg.Path,
 		MaxImageBytes: cfg.MaxImageBytes, MaxTextChars: cfg.MaxTextChars, ImageTypes: cfg.ImageTypes,
 		Metrics: met, Health: sys.Health, Stats: sys.Stats, Transports: s.pollingSessions,

@@ -34,6 +34,10 @@ type Options struct {
 	// OperatorAuth says operators need a token: the console shows a token
 	// field, and the dashboard's figures need an operator's token.
 	OperatorAuth bool
+	// Routing is how chats reach operators (broadcast, claim, auto): the
+	// console shows claim, release, transfer and availability outside
+	// broadcast.
+	Routing string
 	// Verify checks a token (nil when none can be checked).
 	Verify func(token string) (*messages.Identity, error)
 
@@ -82,6 +86,7 @@ type pageData struct {
 	ImageAccept   string
 	ImageNames    string
 	OperatorAuth  bool
+	Routing       string
 	Pages         bool
 	Dashboard     bool
 }
@@ -195,6 +200,7 @@ func (o *Options) pageData() pageData {
 		ImageAccept:   strings.Join(accept, ","),
 		ImageNames:    strings.Join(names, ", "),
 		OperatorAuth:  o.OperatorAuth,
+		Routing:       o.Routing,
 		Pages:         o.Pages,
 		Dashboard:     o.Dashboard,
 	}

@@ -92,6 +92,27 @@ export async function startServer(env = {}, { timeoutMs = 10000 } = {}) {
   };
 }
 
+/** A console tab on the server at url, joined as name/id, its chat list waiting. */
+export async function joinConsole(context, url, name, id) {
+  const page = await open(context, `${url}/demo/console`);
+  await page.fill('#op-name', name);
+  await page.fill('#op-id', String(id));
+  await page.click('#join');
+  await page.locator('#status', { hasText: 'connected' }).waitFor({ timeout: WAIT_MS });
+  return page;
+}
+
+/** A widget tab on the server at url whose player has joined. */
+export async function joinWidget(context, url, { name, username, phone }) {
+  const page = await open(context, `${url}/demo/widget`);
+  await page.fill('#name', name);
+  if (username) await page.fill('#username', username);
+  if (phone) await page.fill('#phone', phone);
+  await page.click('#start');
+  await page.locator('#status', { hasText: /^connected/ }).waitFor({ timeout: WAIT_MS });
+  return page;
+}
+
 /** A redis-server of the test's own on a free loopback port; stop() kills it. */
 export async function startRedis() {
   const port = await freePort();

@@ -74,6 +74,10 @@
       finish();
     });
     socket.on('chatError', (e) => say(`${e.event ? e.event + ': ' : ''}${e.code}: ${e.message}`, 'bad'));
+    // With routing on (SWITCHBOARD_ROUTING=claim or auto): the player's
+    // place in the queue, and who took the chat.
+    socket.on('queued', (m) => say(`You are number ${m.position} in the queue.`));
+    socket.on('operatorAssigned', (m) => say(`${m.operatorName || 'An operator'} is now with you.`));
   }
 
   function onConnect({ recovered }) {
