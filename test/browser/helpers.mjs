@@ -225,6 +225,28 @@ export function makePNG(w = 48, h = 32, [r, g, b] = [47, 111, 237]) {
   ]);
 }
 
+const B64URL = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
+
+/**
+ * A token whose signature no longer matches: its first character changed.
+ * (Not its last: of an HS256 signature's last character only 4 bits count,
+ * and a changed one may read as the same signature; see spareBits.)
+ */
+export function tamper(token) {
+  const i = token.lastIndexOf('.') + 1;
+  return token.slice(0, i) + (token[i] === 'A' ? 'B' : 'A') + token.slice(i + 1);
+}
+
+/**
+ * The same token with its HS256 signature's spare bits set: the last of its
+ * 43 characters changed to the next, which a lenient base64url decoder
+ * reads as the same bytes. The server must refuse it, as Node's does.
+ */
+export function spareBits(token) {
+  const i = B64URL.indexOf(token.at(-1));
+  return token.slice(0, -1) + B64URL[i + 1];
+}
+
 /** Signs claims as an HS256 JWT with node's crypto. */
 export function signHS256(claims, secret) {
   const part = (o) => Buffer.from(JSON.stringify(o)).toString('base64url');

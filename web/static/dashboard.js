@@ -29,9 +29,19 @@
     s.className = `status ${kind}`;
   }
 
+  // tick reads the figures once; the next read is set when this one is
+  // done, so reads never overlap. A read that a newer one replaced (a
+  // token given meanwhile) is dropped whatever it brings: a late refusal
+  // of an old token must not hide what the new one shows, nor the other
+  // way round.
+  let reads = 0;
   async function tick() {
     clearTimeout(timer);
-    timer = setTimeout(tick, 1000);
+    const read = ++reads;
+    const current = () => read === reads;
+    const again = () => {
+      if (current()) timer = setTimeout(tick, 1000);
+    };
     if (needsToken && !token) {
       refused('An operator token is required.');
       return;
@@ -40,7 +50,8 @@
     try {
       res = await fetch('/dashboard/data', { headers: token ? { Authorization: `Bearer ${token}` } : {}, cache: 'no-store' });
     } catch {
-      status('server unreachable', 'bad');
+      if (current()) status('server unreachable', 'bad');
+      again();
       return;
     }
     if (res.status === 401 || res.status === 403) {
@@ -48,21 +59,31 @@
       try {
         why = (await res.json()).message || why;
       } catch {}
-      refused(why);
+      if (current()) refused(why); // nothing to show until another token is given
       return;
     }
     if (!res.ok) {
-      status(`error ${res.status}`, 'bad');
+      if (current()) status(`error ${res.status}`, 'bad');
+      again();
       return;
     }
-    const data = await res.json();
+    let data;
+    try {
+      data = await res.json();
+    } catch {
+      if (current()) status('bad answer', 'bad');
+      again();
+      return;
+    }
+    if (!current()) return;
     $('token-form').classList.add('hidden');
     $('figures').classList.remove('hidden');
     update(data);
+    again();
   }
 
   function refused(why) {
-    clearTimeout(timer); // nothing to show until a token is given
+    clearTimeout(timer);
     $('token-form').classList.remove('hidden');
     $('figures').classList.add('hidden');
     $('token-error').textContent = why;
