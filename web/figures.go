@@ -30,7 +30,7 @@ type figures struct {
 	// cluster's in a cluster.
 	Presence presence `json:"presence"`
 	// Transports counts this node's Engine.IO sessions by transport; nil
-	// when the Socket.IO library serves them.
+	// when they cannot be counted.
 	Transports map[string]int `json:"transports,omitempty"`
 	// Cluster is nil on a single node.
 	Cluster *cluster `json:"cluster,omitempty"`

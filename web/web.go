@@ -54,8 +54,8 @@ type Options struct {
 	Health  func(context.Context) (*messages.Health, error)
 	Stats   func(context.Context) (*messages.Stats, error)
 	// Transports counts Engine.IO sessions that began with long-polling,
-	// still polling and upgraded to a websocket; ok is false when the
-	// Socket.IO library serves them and they cannot be counted.
+	// still polling and upgraded to a websocket (every other socket is a
+	// websocket); ok is false when they cannot be counted.
 	Transports func() (polling, upgraded int, ok bool)
 	// In a cluster: Publish hands the cluster this node's snapshot maker,
 	// which it writes once a second for every node's dashboard, and
