@@ -102,3 +102,34 @@ test('claim mode: one console claims a chat, the other sees it assigned and cann
   for (const page of [ana, luis, marta, jorge]) assertClean(page);
   await Promise.all(contexts.map((c) => c.close()));
 });
+
+test('auto mode: a chat waits in the queue while its operator is full, then comes to her by name', async () => {
+  const auto = await startServer({ SWITCHBOARD_ROUTING: 'auto', SWITCHBOARD_MAX_CHATS_PER_OPERATOR: '1' });
+  const contexts = [];
+  const tab = async () => {
+    const c = await browser.newContext({ viewport: { width: 1100, height: 720 } });
+    contexts.push(c);
+    return c;
+  };
+  try {
+    const ana = await joinConsole(await tab(), auto.url, 'Ana', 7);
+    const marta = await joinWidget(await tab(), auto.url, { name: 'Marta', username: 'marta' });
+    await item(ana, 'marta').filter({ hasText: 'yours' }).waitFor({ timeout: WAIT_MS });
+    await marta.locator('.log', { hasText: 'Ana is now with you' }).waitFor({ timeout: WAIT_MS });
+    // Ana is full: Jorge waits, first in the queue, known to her console by his id alone.
+    const jorge = await joinWidget(await tab(), auto.url, { name: 'Jorge', username: 'jorge' });
+    await jorge.locator('.log', { hasText: 'number 1 in the queue' }).waitFor({ timeout: WAIT_MS });
+    const waiting = ana.locator('.chat-item', { hasText: 'queued #1' });
+    await waiting.waitFor({ timeout: WAIT_MS });
+    assert.equal(await item(ana, 'jorge').count(), 0);
+    // Marta ends her chat: Jorge's comes to Ana, by name.
+    await marta.click('#end');
+    await item(ana, 'jorge').filter({ hasText: 'yours' }).waitFor({ timeout: WAIT_MS });
+    await jorge.locator('.log', { hasText: 'Ana is now with you' }).waitFor({ timeout: WAIT_MS });
+    assert.equal(await ana.locator('.chat-item').count(), 2, 'the waiting chat became Jorge\'s, not a second one');
+    for (const page of [ana, marta, jorge]) assertClean(page);
+  } finally {
+    await Promise.all(contexts.map((c) => c.close()));
+    await auto.stop();
+  }
+});

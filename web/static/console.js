@@ -188,13 +188,22 @@
   }
 
   function chatFor(clientId) {
-    return chats.get(clientId) || addChat({ clientId, username: clientId.slice(0, 8) });
+    return chats.get(clientId) || addChat({ clientId, username: clientId.slice(0, 8), placeholder: true });
   }
 
   function addChat(c) {
     if (chats.has(c.clientId)) {
       // A chat that comes back (a reload, a recovery) is the same chat.
       const old = chats.get(c.clientId);
+      if (old.placeholder && !c.placeholder) {
+        // Known so far by its id only (a queued chat in auto mode): now by name.
+        old.placeholder = false;
+        old.username = c.username || c.clientId;
+        old.phone = c.phone;
+        old.view.querySelector('.title').textContent = old.username;
+        old.view.querySelector('.phone').textContent = old.phone || '';
+        render(old);
+      }
       if (old.state === 'ended') stateOf(c.clientId, 'open', 'The player is back.');
       return old;
     }
@@ -202,6 +211,7 @@
     const chat = {
       clientId: c.clientId,
       username: c.username || c.clientId,
+      placeholder: Boolean(c.placeholder),
       phone: c.phone,
       state: 'open',
       unread: 0,
