@@ -31,7 +31,7 @@ test-e2e: build
 # widget and console chatting, two consoles, the dashboard under the load
 # tool, production refusing without a token. Screenshots land in
 # test/browser/artifacts; UPDATE_DOCS_IMG=1 also refreshes docs/img.
-test-browser: build ## the pages in real Chromium (needs chromium: apt-get install -y chromium)
+test-browser: build ## the pages in real Chromium (needs chromium and redis-server: apt-get install -y chromium redis-server)
 	$(GO) build -trimpath -o $(BIN)/loadtest ./cmd/loadtest
 	cd test/browser && npm ci --no-audit --no-fund --loglevel=error && SWITCHBOARD_BIN=$(CURDIR)/$(BIN)/switchboard LOADTEST_BIN=$(CURDIR)/$(BIN)/loadtest npm test
 

@@ -120,6 +120,13 @@ type bridgeState struct {
 	records map[string]*storedPlayer
 	// feed: how far the operators' feed was applied (cluster_feed.go).
 	feed feedCursor
+	// The nodes' figures (cluster_figures.go): this node's snapshot maker,
+	// the latest snapshots read, when a dashboard last asked for them, and
+	// whether an exchange is in flight.
+	figMake    func() []byte
+	figs       map[string][]byte
+	figWanted  time.Time
+	figPending bool
 }
 
 // storedPlayer is what the heartbeat renews of a local player's stored
@@ -198,6 +205,7 @@ type ioJob struct {
 	drain chan struct{}
 	// feed asks for the operators' feed after an id (nil: no read).
 	feed *string
+	figs *figuresJob
 }
 
 type pubJob struct {
@@ -339,6 +347,8 @@ func (b *redisBridge) Receive(ctx actor.Context) {
 		b.heartbeat()
 	case *beatResult:
 		b.beatDone(ctx, m)
+	case *figuresSource, *figuresTick, *figuresQuery, *figuresResult:
+		b.figures(ctx, m)
 	case *snapshotResult:
 		b.snapshot(ctx, m)
 	case *caughtUp:
@@ -395,6 +405,7 @@ func (b *redisBridge) start(ctx actor.Context) {
 	opt.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
 	b.rdb = redis.NewClient(opt)
 	b.events, b.mine = b.key("events"), b.key("node", b.o.NodeID)
+	b.st.figPending = false // a previous incarnation's worker is gone
 
 	sys, self := ctx.ActorSystem().Root, ctx.Self()
 	send := func(msg any) { sys.Send(self, msg) }
@@ -418,12 +429,16 @@ func (b *redisBridge) start(ctx actor.Context) {
 	go func() {
 		t := time.NewTicker(b.o.Heartbeat)
 		defer t.Stop()
+		figs := time.NewTicker(figuresEvery)
+		defer figs.Stop()
 		for {
 			select {
 			case <-runCtx.Done():
 				return
 			case <-t.C:
 				send(&beatTick{})
+			case <-figs.C:
+				send(&figuresTick{})
 			}
 		}
 	}()
@@ -1115,6 +1130,8 @@ func (b *redisBridge) work(ctx context.Context, rdb *redis.Client, jobs <-chan i
 			close(j.drain)
 		case j.feed != nil:
 			send(b.readFeedAfter(ctx, rdb, *j.feed))
+		case j.figs != nil:
+			send(b.runFigures(ctx, rdb, j.figs))
 		}
 	}
 	for {

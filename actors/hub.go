@@ -49,6 +49,10 @@ type resumeSession struct {
 // routerPIDQuery asks the hub for the router's PID.
 type routerPIDQuery struct{}
 
+// bridgePIDQuery asks the hub for the cluster bridge's PID (nil on a
+// single node).
+type bridgePIDQuery struct{}
+
 // hub supervises the router and every session. A failing session is
 // stopped (its socket closes and the router treats it as a disconnect); a
 // failing router is restarted and keeps its presence.
@@ -146,6 +150,8 @@ func (h *hub) Receive(ctx actor.Context) {
 		delete(h.reloadKeys, m.Who.Id)
 	case *routerPIDQuery:
 		ctx.Respond(h.router)
+	case *bridgePIDQuery:
+		ctx.Respond(h.bridge)
 	}
 }
 

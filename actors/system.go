@@ -61,6 +61,8 @@ type System struct {
 	failure  error
 	// store keeps sessions in Redis (a cluster with recovery on), or nil.
 	store *clusterStore
+	// bridge is the cluster bridge, or nil on a single node.
+	bridge *actor.PID
 }
 
 // Start spawns the hub and the router.
@@ -167,6 +169,13 @@ func Start(o Options) (*System, error) {
 		return fail(fmt.Errorf("router: %w", err))
 	}
 	s.router = res.(*actor.PID)
+	if clusterProps != nil {
+		res, err := sys.Root.RequestFuture(hubPID, &bridgePIDQuery{}, s.ask).Result()
+		if err != nil {
+			return fail(fmt.Errorf("cluster bridge: %w", err))
+		}
+		s.bridge = res.(*actor.PID)
+	}
 	return s, nil
 }
 

@@ -77,7 +77,11 @@ func New(cfg Config) (*Verifier, error) {
 		}
 		v.operatorKeys = append(v.operatorKeys, ks...)
 	}
-	opts := []jwt.ParserOption{jwt.WithLeeway(cfg.Leeway), jwt.WithIssuedAt()}
+	// Strict base64url: the last character of a signature carries spare
+	// bits, and a lenient decoder reads a token with them changed as the
+	// same token. Node's jsonwebtoken compares the signature as a string and
+	// refuses it; so do we.
+	opts := []jwt.ParserOption{jwt.WithLeeway(cfg.Leeway), jwt.WithIssuedAt(), jwt.WithStrictDecoding()}
 	if cfg.Issuer != "" {
 		opts = append(opts, jwt.WithIssuer(cfg.Issuer))
 	}

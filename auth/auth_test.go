@@ -80,3 +80,34 @@ func TestAllowNoExp(t *testing.T) {
 		t.Error("expired token accepted")
 	}
 }
+
+// A token whose signature's last character is changed to one that a
+// lenient base64url decoder reads as the same bytes (its spare bits set)
+// is refused, for operators and players; the token as signed still passes.
+func TestNonCanonicalSignatureIsRefused(t *testing.T) {
+	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+	v := verifier(t, false)
+	exp := time.Now().Add(time.Hour).Unix()
+	for _, c := range []struct {
+		name   string
+		secret string
+		claims jwt.MapClaims
+	}{
+		{"operator", operatorSecret, jwt.MapClaims{"sub": "op-1", "exp": exp}},
+		{"player", clientSecret, jwt.MapClaims{"username": "bob", "exp": exp}},
+	} {
+		tok := sign(t, c.secret, c.claims)
+		// 32 signature bytes are 43 characters: the last one's low 2 bits are spare.
+		i := strings.IndexByte(alphabet, tok[len(tok)-1])
+		if i%4 != 0 {
+			t.Fatalf("%s: last character %q is not canonical", c.name, tok[len(tok)-1])
+		}
+		twin := tok[:len(tok)-1] + string(alphabet[i+1])
+		if _, err := v.Verify(twin); err == nil {
+			t.Errorf("%s: %q accepted with its signature's spare bits set", c.name, twin)
+		}
+		if _, err := v.Verify(tok); err != nil {
+			t.Errorf("%s: the token as signed: %v", c.name, err)
+		}
+	}
+}

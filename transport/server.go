@@ -22,6 +22,7 @@ import (
 	"github.com/switchboard/switchboard/metrics"
 	"github.com/switchboard/switchboard/transport/ws"
 	"github.com/switchboard/switchboard/web"
+	"github.com/zishang520/socket.io/servers/engine/v3"
 	"github.com/zishang520/socket.io/servers/socket/v3"
 )
 
@@ -126,10 +127,14 @@ func New(cfg *config.Config, sys *actors.System, log *slog.Logger, verifier *aut
 	}
 	if err := web.Register(mux, s.cors, web.Options{
 		Pages: cfg.Pages, Dashboard: cfg.Dashboard,
-		OperatorAuth: verifier.OperatorsConfigured(), Verify: verify,
+		OperatorAuth: verifier.OperatorsConfigured(), Verify: verify, Routing: cfg.Routing,
 		Env: cfg.Env, Version: Version, SocketPath: cfg.Path,
 		MaxImageBytes: cfg.MaxImageBytes, MaxTextChars: cfg.MaxTextChars, ImageTypes: cfg.ImageTypes,
-		Metrics: met, Health: sys.Health, Stats: sys.Stats, Transports: s.pollingSessions,
+		Metrics: met, Health: sys.Health, Stats: sys.Stats, Transports: s.transportCounts,
+		Publish: sys.PublishFigures,
+		ClusterFigures: func(ctx context.Context) (map[string][]byte, error) {
+			return sys.ClusterFigures(ctx)
+		},
 		Log: s.log,
 	}, http.HandlerFunc(s.handleIndex)); err != nil {
 		// The pages are embedded: only a broken build fails here.
@@ -139,24 +144,35 @@ func New(cfg *config.Config, sys *actors.System, log *slog.Logger, verifier *aut
 	return s
 }
 
-// pollingSessions counts the Engine.IO sessions that began with
-// long-polling, still polling and upgraded, for the dashboard; the library
-// serves them all when the native server is off, and counts none.
-func (s *Server) pollingSessions() (polling, upgraded int, ok bool) {
-	if s.wss == nil {
-		return 0, 0, false
+// transportCounts counts the Engine.IO sessions that are long-polling and
+// that began polling and upgraded to a websocket, for the dashboard: the
+// native server's and the library's (Engine.IO 3 clients, or every session
+// with SWITCHBOARD_WEBSOCKET=library), each by its own transport. Every
+// other socket is a websocket from its start.
+func (s *Server) transportCounts() (polling, upgraded int, ok bool) {
+	if s.wss != nil {
+		s.polls.each(func(p *pollConn) {
+			p.mu.Lock()
+			st := p.state
+			p.mu.Unlock()
+			switch st {
+			case stateUpgraded:
+				upgraded++
+			case stateClosed:
+			default:
+				polling++
+			}
+		})
 	}
-	s.polls.each(func(p *pollConn) {
-		p.mu.Lock()
-		st := p.state
-		p.mu.Unlock()
-		switch st {
-		case stateUpgraded:
+	s.io.Engine().Clients().Range(func(_ string, c engine.Socket) bool {
+		switch {
+		case c.ReadyState() == "closed":
+		case c.Upgraded():
 			upgraded++
-		case stateClosed:
-		default:
+		case c.Transport() != nil && c.Transport().Name() == "polling":
 			polling++
 		}
+		return true
 	})
 	return polling, upgraded, true
 }

@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -29,7 +30,7 @@ type figures struct {
 	// cluster's in a cluster.
 	Presence presence `json:"presence"`
 	// Transports counts this node's Engine.IO sessions by transport; nil
-	// when the Socket.IO library serves them.
+	// when they cannot be counted.
 	Transports map[string]int `json:"transports,omitempty"`
 	// Cluster is nil on a single node.
 	Cluster *cluster `json:"cluster,omitempty"`
@@ -52,6 +53,20 @@ type cluster struct {
 	Redis string              `json:"redis"`
 	Alive int                 `json:"alive"`
 	Nodes []messages.NodeInfo `json:"nodes"`
+	// Figures are every live node's own figures, by node id: this node's
+	// as of now, the others' as each last wrote them to the cluster (at
+	// most a second or two old). A node missing here wrote none lately.
+	Figures []nodeFigures `json:"figures"`
+}
+
+// nodeFigures is one node's snapshot: what it writes to the cluster once
+// a second, cumulative like Metrics (the page computes each node's rates
+// from one of its snapshots to the next, by their timestamps).
+type nodeFigures struct {
+	Node       string                        `json:"node,omitempty"`
+	Timestamp  string                        `json:"timestamp"`
+	Metrics    map[string]map[string]float64 `json:"metrics"`
+	Transports map[string]int                `json:"transports,omitempty"`
 }
 
 // listed is how many of the latest participants /dashboard/data names:
@@ -107,11 +122,7 @@ func (o *Options) figures(ctx context.Context) (*figures, error) {
 		Env:       o.Env,
 		Metrics:   map[string]map[string]float64{},
 	}
-	if o.Metrics != nil {
-		var buf bufferWriter
-		o.Metrics.Handler().ServeHTTP(&buf, &http.Request{Method: http.MethodGet, Header: http.Header{}})
-		f.Metrics = parseMetrics(buf.Bytes())
-	}
+	f.Metrics, f.Transports = o.local()
 	if o.Health != nil {
 		h, err := o.Health(ctx)
 		if err != nil {
@@ -141,21 +152,76 @@ func (o *Options) figures(ctx context.Context) (*figures, error) {
 	if f.Operators == nil {
 		f.Operators = []messages.OperatorInfo{}
 	}
-	if o.Transports != nil {
-		if polling, upgraded, ok := o.Transports(); ok {
-			sockets := 0
-			for _, v := range f.Metrics["switchboard_connections"] {
-				sockets += int(v)
-			}
-			// Every other socket came in on a websocket.
-			f.Transports = map[string]int{
-				"websocket": max(sockets-polling-upgraded, 0),
-				"polling":   polling,
-				"upgraded":  upgraded,
-			}
-		}
+	if f.Cluster != nil {
+		f.Cluster.Figures = o.nodeFigures(ctx, f)
 	}
 	return f, nil
+}
+
+// local is this node's figures: its metrics and transports.
+func (o *Options) local() (map[string]map[string]float64, map[string]int) {
+	m := map[string]map[string]float64{}
+	if o.Metrics != nil {
+		var buf bufferWriter
+		o.Metrics.Handler().ServeHTTP(&buf, &http.Request{Method: http.MethodGet, Header: http.Header{}})
+		m = parseMetrics(buf.Bytes())
+	}
+	if o.Transports == nil {
+		return m, nil
+	}
+	polling, upgraded, ok := o.Transports()
+	if !ok {
+		return m, nil
+	}
+	sockets := 0
+	for _, v := range m["switchboard_connections"] {
+		sockets += int(v)
+	}
+	// Every other socket came in on a websocket.
+	return m, map[string]int{
+		"websocket": max(sockets-polling-upgraded, 0),
+		"polling":   polling,
+		"upgraded":  upgraded,
+	}
+}
+
+// snapshot is what this node writes to the cluster once a second.
+func (o *Options) snapshot() []byte {
+	m, tr := o.local()
+	b, err := json.Marshal(nodeFigures{Timestamp: messages.ISOTime(time.Now()), Metrics: m, Transports: tr})
+	if err != nil {
+		return nil
+	}
+	return b
+}
+
+// nodeFigures lists every node's figures, in node order: this node's from
+// f, the others' from the cluster. A snapshot that cannot be read is left
+// out (and logged): the rest of the dashboard goes on.
+func (o *Options) nodeFigures(ctx context.Context, f *figures) []nodeFigures {
+	out := []nodeFigures{{Node: f.Node, Timestamp: f.Timestamp, Metrics: f.Metrics, Transports: f.Transports}}
+	if o.ClusterFigures == nil {
+		return out
+	}
+	all, err := o.ClusterFigures(ctx)
+	if err != nil {
+		o.Log.Warn("dashboard: other nodes' figures", "err", err)
+		return out
+	}
+	for id, raw := range all {
+		if id == f.Node {
+			continue
+		}
+		var nf nodeFigures
+		if err := json.Unmarshal(raw, &nf); err != nil {
+			o.Log.Warn("dashboard: a node's figures are malformed", "node", id, "err", err)
+			continue
+		}
+		nf.Node = id
+		out = append(out, nf)
+	}
+	slices.SortFunc(out, func(a, b nodeFigures) int { return strings.Compare(a.Node, b.Node) })
+	return out
 }
 
 // latest is the last `listed` of a join-ordered list, newest first.

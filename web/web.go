@@ -34,6 +34,10 @@ type Options struct {
 	// OperatorAuth says operators need a token: the console shows a token
 	// field, and the dashboard's figures need an operator's token.
 	OperatorAuth bool
+	// Routing is how chats reach operators (broadcast, claim, auto): the
+	// console shows claim, release, transfer and availability outside
+	// broadcast.
+	Routing string
 	// Verify checks a token (nil when none can be checked).
 	Verify func(token string) (*messages.Identity, error)
 
@@ -50,9 +54,15 @@ type Options struct {
 	Health  func(context.Context) (*messages.Health, error)
 	Stats   func(context.Context) (*messages.Stats, error)
 	// Transports counts Engine.IO sessions that began with long-polling,
-	// still polling and upgraded to a websocket; ok is false when the
-	// Socket.IO library serves them and they cannot be counted.
+	// still polling and upgraded to a websocket (every other socket is a
+	// websocket); ok is false when they cannot be counted.
 	Transports func() (polling, upgraded int, ok bool)
+	// In a cluster: Publish hands the cluster this node's snapshot maker,
+	// which it writes once a second for every node's dashboard, and
+	// ClusterFigures reads every live node's latest snapshot by node id
+	// (nil on a single node).
+	Publish        func(snapshot func() []byte)
+	ClusterFigures func(context.Context) (map[string][]byte, error)
 
 	Log *slog.Logger
 }
@@ -76,6 +86,7 @@ type pageData struct {
 	ImageAccept   string
 	ImageNames    string
 	OperatorAuth  bool
+	Routing       string
 	Pages         bool
 	Dashboard     bool
 }
@@ -159,6 +170,9 @@ func Register(mux *http.ServeMux, wrap func(http.Handler) http.Handler, o Option
 		}
 		mux.Handle("GET /dashboard", wrap(serve(pg, "Switchboard · dashboard")))
 		mux.Handle("GET /dashboard/data", wrap(http.HandlerFunc(o.serveFigures)))
+		if o.Publish != nil {
+			o.Publish(o.snapshot)
+		}
 	}
 	mux.Handle("/", wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if indexPage != nil && r.URL.Path == "/" && r.Method == http.MethodGet && wantsHTML(r) {
@@ -186,6 +200,7 @@ func (o *Options) pageData() pageData {
 		ImageAccept:   strings.Join(accept, ","),
 		ImageNames:    strings.Join(names, ", "),
 		OperatorAuth:  o.OperatorAuth,
+		Routing:       o.Routing,
 		Pages:         o.Pages,
 		Dashboard:     o.Dashboard,
 	}

@@ -271,3 +271,57 @@ func TestPagesAreSelfContained(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// In a cluster the figures list every node's snapshot: this node's own as
+// of now, the others' as the cluster has them. A malformed snapshot is left
+// out, the others shown; a failing read of the cluster leaves this node's.
+func TestClusterNodeFigures(t *testing.T) {
+	met := metrics.New()
+	met.Connected()
+	other := []byte(`{"timestamp":"2026-01-02T03:04:05.000Z","metrics":{"switchboard_deliveries_total":{"incomingMessage":42}},"transports":{"websocket":3,"polling":1,"upgraded":0}}`)
+	read := func(context.Context) (map[string][]byte, error) {
+		return map[string][]byte{"n1": []byte(`{"metrics":`), "n2": []byte(`{"stale":"own, replaced"}`), "n3": other}, nil
+	}
+	var published func() []byte
+	o := Options{
+		Dashboard: true, Metrics: met,
+		Health: func(context.Context) (*messages.Health, error) {
+			return &messages.Health{Cluster: &messages.ClusterHealth{Node: "n2", Redis: "ok", Nodes: 3}}, nil
+		},
+		Transports:     func() (int, int, bool) { return 1, 0, true },
+		Publish:        func(f func() []byte) { published = f },
+		ClusterFigures: func(ctx context.Context) (map[string][]byte, error) { return read(ctx) },
+	}
+	srv := serve(t, o)
+	var f figures
+	if err := json.Unmarshal([]byte(get(t, srv.URL+"/dashboard/data").body), &f); err != nil {
+		t.Fatal(err)
+	}
+	if f.Cluster == nil || len(f.Cluster.Figures) != 2 {
+		t.Fatalf("cluster figures: %+v", f.Cluster)
+	}
+	own, n3 := f.Cluster.Figures[0], f.Cluster.Figures[1]
+	if own.Node != "n2" || own.Metrics["switchboard_connections"]["none"] != 1 || own.Transports["polling"] != 1 {
+		t.Fatalf("own figures: %+v", own)
+	}
+	if n3.Node != "n3" || n3.Metrics["switchboard_deliveries_total"]["incomingMessage"] != 42 || n3.Transports["websocket"] != 3 {
+		t.Fatalf("n3's figures: %+v", n3)
+	}
+
+	// What this node publishes is what the others read.
+	if published == nil {
+		t.Fatal("no snapshot maker published")
+	}
+	var snap nodeFigures
+	if err := json.Unmarshal(published(), &snap); err != nil || snap.Metrics["switchboard_connections"]["none"] != 1 || snap.Transports["polling"] != 1 || snap.Timestamp == "" {
+		t.Fatalf("snapshot %+v %v", snap, err)
+	}
+
+	read = func(context.Context) (map[string][]byte, error) { return nil, errors.New("bridge stopped") }
+	if err := json.Unmarshal([]byte(get(t, srv.URL+"/dashboard/data").body), &f); err != nil {
+		t.Fatal(err)
+	}
+	if len(f.Cluster.Figures) != 1 || f.Cluster.Figures[0].Node != "n2" {
+		t.Fatalf("figures without the cluster's: %+v", f.Cluster.Figures)
+	}
+}

@@ -4,7 +4,7 @@
 
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { assertClean, launch, makePNG, open, screenshot, startServer, WAIT_MS } from './helpers.mjs';
+import { assertClean, joinConsole, joinWidget, launch, makePNG, open, screenshot, startServer, WAIT_MS } from './helpers.mjs';
 
 let server;
 let browser;
@@ -19,25 +19,14 @@ after(async () => {
 
 /** A console tab joined as name/id, its chat list waiting. */
 async function operator(context, name, id) {
-  const page = await open(context, `${server.url}/demo/console`);
-  await page.fill('#op-name', name);
-  await page.fill('#op-id', String(id));
-  await page.click('#join');
-  await page.locator('#status', { hasText: 'connected' }).waitFor({ timeout: WAIT_MS });
+  const page = await joinConsole(context, server.url, name, id);
   assert.equal(await page.isVisible('#op-token'), false, 'no token field without operator auth');
+  assert.equal(await page.isVisible('#availability'), false, 'no availability switch without routing');
   return page;
 }
 
 /** A widget tab whose player has joined. */
-async function player(context, { name, username, phone }) {
-  const page = await open(context, `${server.url}/demo/widget`);
-  await page.fill('#name', name);
-  if (username) await page.fill('#username', username);
-  if (phone) await page.fill('#phone', phone);
-  await page.click('#start');
-  await page.locator('#status', { hasText: /^connected/ }).waitFor({ timeout: WAIT_MS });
-  return page;
-}
+const player = (context, profile) => joinWidget(context, server.url, profile);
 
 const bubbles = (page, kind, hasText) => page.locator(`.log .msg.${kind}`, hasText ? { hasText } : {});
 

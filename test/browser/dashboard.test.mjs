@@ -5,7 +5,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
-import { assertClean, launch, LOADTEST, open, screenshot, startServer } from './helpers.mjs';
+import { assertClean, launch, LOADTEST, open, screenshot, startRedis, startServer } from './helpers.mjs';
 
 let server;
 let browser;
@@ -26,8 +26,8 @@ async function tileNumber(page, id) {
   return m ? Number(m[0].replace(/,/g, '')) : NaN;
 }
 
-function runLoad(args) {
-  const proc = spawn(LOADTEST, ['--url', server.url, '--quiet', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+function runLoad(args, url = server.url) {
+  const proc = spawn(LOADTEST, ['--url', url, '--quiet', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   proc.stdout.on('data', (d) => {
     out += d;
@@ -93,4 +93,48 @@ test('the dashboard\'s numbers move while the load tool runs', async () => {
   }, null, { timeout: 10000 });
   assertClean(page);
   await context.close();
+});
+
+test('in a cluster, one node\'s dashboard shows another\'s figures moving while the load runs there', async () => {
+  const redis = await startRedis();
+  const env = (id) => ({ REDIS_URL: redis.url, SWITCHBOARD_NODE_ID: id, SWITCHBOARD_CLUSTER_HEARTBEAT: '500ms' });
+  const [a, b] = await Promise.all([startServer(env('node-a')), startServer(env('node-b'))]);
+  const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+  try {
+    const page = await open(context, `${b.url}/dashboard`);
+    await page.locator('#status', { hasText: 'live' }).waitFor({ timeout: 5000 });
+    const row = page.locator('#t-nodes tr', { hasText: 'node-a' });
+    await row.waitFor({ timeout: 10000 });
+    await page.locator('#t-nodes tr', { hasText: 'node-b (this one)' }).waitFor({ timeout: 5000 });
+    // A node's row: node, sockets by role, by transport, messages in / s, deliveries out / s, …
+    const cells = async (r) => (await r.locator('td').allTextContents()).map((c) => c.trim());
+    const num = (c) => Number(c.split('/')[0].replace(/,/g, ''));
+
+    const load = runLoad(['--players', '40', '--operators', '2', '--rate', '1', '--reply-chance', '0.3', '--reply-think', '200ms', '--ramp', '200', '--duration', '6s'], a.url);
+    const seen = { players: 0, in: 0, out: 0, websockets: 0, bIn: 0 };
+    const deadline = Date.now() + 20000;
+    while (Date.now() < deadline && !(seen.players >= 40 && seen.in > 0 && seen.out > 0 && seen.websockets >= 40)) {
+      const ca = await cells(row);
+      seen.players = Math.max(seen.players, num(ca[1]));
+      seen.websockets = Math.max(seen.websockets, num(ca[2]));
+      seen.in = Math.max(seen.in, num(ca[3]) || 0);
+      seen.out = Math.max(seen.out, num(ca[4]) || 0);
+      const cb = await cells(page.locator('#t-nodes tr', { hasText: 'node-b' }));
+      seen.bIn = Math.max(seen.bIn, num(cb[3]) || 0);
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    assert.ok(seen.players >= 40, `node-a's players as node-b shows them: ${seen.players}`);
+    assert.ok(seen.websockets >= 40, `node-a's websockets as node-b shows them: ${seen.websockets}`);
+    assert.ok(seen.in > 0, `node-a's messages in / s as node-b shows them: ${seen.in}`);
+    assert.ok(seen.out > 0, `node-a's deliveries out / s as node-b shows them: ${seen.out}`);
+    assert.equal(seen.bIn, 0, 'node-b itself received no messages');
+    await screenshot(page, 'dashboard-cluster', { docs: false });
+    const { code, out } = await load.done;
+    assert.equal(code, 0, `loadtest:\n${out}`);
+    assertClean(page);
+  } finally {
+    await context.close();
+    await Promise.all([a.stop(), b.stop()]);
+    redis.stop();
+  }
 });

@@ -92,6 +92,53 @@ export async function startServer(env = {}, { timeoutMs = 10000 } = {}) {
   };
 }
 
+/** A console tab on the server at url, joined as name/id, its chat list waiting. */
+export async function joinConsole(context, url, name, id) {
+  const page = await open(context, `${url}/demo/console`);
+  await page.fill('#op-name', name);
+  await page.fill('#op-id', String(id));
+  await page.click('#join');
+  await page.locator('#status', { hasText: 'connected' }).waitFor({ timeout: WAIT_MS });
+  return page;
+}
+
+/** A widget tab on the server at url whose player has joined. */
+export async function joinWidget(context, url, { name, username, phone }) {
+  const page = await open(context, `${url}/demo/widget`);
+  await page.fill('#name', name);
+  if (username) await page.fill('#username', username);
+  if (phone) await page.fill('#phone', phone);
+  await page.click('#start');
+  await page.locator('#status', { hasText: /^connected/ }).waitFor({ timeout: WAIT_MS });
+  return page;
+}
+
+/** A redis-server of the test's own on a free loopback port; stop() kills it. */
+export async function startRedis() {
+  const port = await freePort();
+  const proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
+  const spawned = new Promise((resolve, reject) => {
+    proc.once('spawn', resolve);
+    proc.once('error', (err) => reject(new Error(`redis-server: ${err.message} (apt-get install -y redis-server)`)));
+  });
+  await spawned;
+  for (let i = 0; i < 100; i++) {
+    const ok = await new Promise((resolve) => {
+      const s = net.connect(port, '127.0.0.1');
+      s.once('connect', () => s.end('PING\r\n'));
+      s.once('data', (d) => {
+        resolve(d.toString().startsWith('+PONG'));
+        s.destroy();
+      });
+      s.once('error', () => resolve(false));
+    });
+    if (ok) return { url: `redis://127.0.0.1:${port}`, stop: () => proc.kill('SIGKILL') };
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  proc.kill('SIGKILL');
+  throw new Error('redis-server did not answer PING');
+}
+
 /** Launches the system's Chromium (CHROMIUM_PATH, else chromium on PATH). */
 export async function launch() {
   const executablePath = process.env.CHROMIUM_PATH ?? findChromium();
@@ -176,6 +223,28 @@ export function makePNG(w = 48, h = 32, [r, g, b] = [47, 111, 237]) {
     chunk('IDAT', zlib.deflateSync(raw)),
     chunk('IEND', Buffer.alloc(0)),
   ]);
+}
+
+const B64URL = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
+
+/**
+ * A token whose signature no longer matches: its first character changed.
+ * (Not its last: of an HS256 signature's last character only 4 bits count,
+ * and a changed one may read as the same signature; see spareBits.)
+ */
+export function tamper(token) {
+  const i = token.lastIndexOf('.') + 1;
+  return token.slice(0, i) + (token[i] === 'A' ? 'B' : 'A') + token.slice(i + 1);
+}
+
+/**
+ * The same token with its HS256 signature's spare bits set: the last of its
+ * 43 characters changed to the next, which a lenient base64url decoder
+ * reads as the same bytes. The server must refuse it, as Node's does.
+ */
+export function spareBits(token) {
+  const i = B64URL.indexOf(token.at(-1));
+  return token.slice(0, -1) + B64URL[i + 1];
 }
 
 /** Signs claims as an HS256 JWT with node's crypto. */

@@ -4,7 +4,7 @@
 
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { assertClean, freePort, launch, open, screenshot, signHS256, startServer, WAIT_MS } from './helpers.mjs';
+import { assertClean, freePort, launch, open, screenshot, signHS256, spareBits, startServer, tamper, WAIT_MS } from './helpers.mjs';
 
 const SECRET = 'browser-suite-operator-secret-0123456789';
 const PLAYER_SECRET = 'browser-suite-player-secret-9876543210';
@@ -65,9 +65,15 @@ describe('production', () => {
     assert.equal(await page.textContent('#tiles'), '', 'no figure reached the page');
     await screenshot(page, 'dashboard-refused', { docs: false });
 
-    // Made up, forged, then a real player's: refused.
+    // Made up, forged, a real one re-encoded, then a real player's: refused.
     const player = signHS256({ sub: 'p1', username: 'p1', exp: Math.floor(Date.now() / 1000) + 600 }, PLAYER_SECRET);
-    for (const [bad, why] of [['not.a.token', 'invalid token'], [token({ sub: 'x' }).replace(/.$/, 'x'), 'invalid token'], [player, 'not an operator']]) {
+    const refusedTokens = [
+      ['not.a.token', 'invalid token'],
+      [tamper(token({ sub: 'x' })), 'invalid token'],
+      [spareBits(token({ sub: 'x' })), 'invalid token'],
+      [player, 'not an operator'],
+    ];
+    for (const [bad, why] of refusedTokens) {
       await page.fill('#token', bad);
       await page.click('#token-go');
       await page.locator('#token-error', { hasText: why }).waitFor({ timeout: WAIT_MS });
@@ -77,6 +83,36 @@ describe('production', () => {
     await page.click('#token-go');
     await page.locator('#status', { hasText: 'live' }).waitFor({ timeout: WAIT_MS });
     assert.equal(await page.isVisible('#token-form'), false);
+    assertClean(page);
+    await context.close();
+  });
+
+  test('a late answer for an earlier token changes nothing on the dashboard', async () => {
+    const context = await browser.newContext();
+    const page = await open(context, `${server.url}/dashboard`, { allow: [/status of 401/] });
+    await page.locator('#status', { hasText: 'refused' }).waitFor({ timeout: WAIT_MS });
+    // The refusal of a mistyped token is slow to come back; the right one
+    // is given meanwhile.
+    const typo = tamper(token({ sub: 'ana' }));
+    let late;
+    await page.route('**/dashboard/data', async (route) => {
+      if (route.request().headers().authorization === `Bearer ${typo}`) {
+        late = new Promise((r) => setTimeout(r, 1500));
+        await late;
+      }
+      await route.continue();
+    });
+    await page.fill('#token', typo);
+    await page.click('#token-go');
+    await page.fill('#token', token({ sub: 'ana', name: 'Ana' }));
+    await page.click('#token-go');
+    await page.locator('#status', { hasText: 'live' }).waitFor({ timeout: WAIT_MS });
+    assert.ok(late, 'the mistyped token was sent');
+    await late;
+    await page.waitForTimeout(1500); // its 401 is in, and the next reads after it
+    assert.equal(await page.textContent('#status'), 'live');
+    assert.equal(await page.isVisible('#token-form'), false);
+    assert.equal(await page.textContent('#token-error'), '');
     assertClean(page);
     await context.close();
   });
@@ -91,7 +127,7 @@ describe('production', () => {
     await page.locator('#login-error', { hasText: 'needs an operator token' }).waitFor({ timeout: WAIT_MS });
 
     // The server itself refuses a token it cannot verify, however the page is used.
-    await page.fill('#op-token', token({ sub: '66' }).replace(/.$/, 'x'));
+    await page.fill('#op-token', tamper(token({ sub: '66' })));
     await page.click('#join');
     await page.locator('#login-error', { hasText: 'Join refused: unauthorized' }).waitFor({ timeout: WAIT_MS });
     assert.equal(await page.isVisible('#console'), false);

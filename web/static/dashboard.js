@@ -29,9 +29,19 @@
     s.className = `status ${kind}`;
   }
 
+  // tick reads the figures once; the next read is set when this one is
+  // done, so reads never overlap. A read that a newer one replaced (a
+  // token given meanwhile) is dropped whatever it brings: a late refusal
+  // of an old token must not hide what the new one shows, nor the other
+  // way round.
+  let reads = 0;
   async function tick() {
     clearTimeout(timer);
-    timer = setTimeout(tick, 1000);
+    const read = ++reads;
+    const current = () => read === reads;
+    const again = () => {
+      if (current()) timer = setTimeout(tick, 1000);
+    };
     if (needsToken && !token) {
       refused('An operator token is required.');
       return;
@@ -40,7 +50,8 @@
     try {
       res = await fetch('/dashboard/data', { headers: token ? { Authorization: `Bearer ${token}` } : {}, cache: 'no-store' });
     } catch {
-      status('server unreachable', 'bad');
+      if (current()) status('server unreachable', 'bad');
+      again();
       return;
     }
     if (res.status === 401 || res.status === 403) {
@@ -48,21 +59,31 @@
       try {
         why = (await res.json()).message || why;
       } catch {}
-      refused(why);
+      if (current()) refused(why); // nothing to show until another token is given
       return;
     }
     if (!res.ok) {
-      status(`error ${res.status}`, 'bad');
+      if (current()) status(`error ${res.status}`, 'bad');
+      again();
       return;
     }
-    const data = await res.json();
+    let data;
+    try {
+      data = await res.json();
+    } catch {
+      if (current()) status('bad answer', 'bad');
+      again();
+      return;
+    }
+    if (!current()) return;
     $('token-form').classList.add('hidden');
     $('figures').classList.remove('hidden');
     update(data);
+    again();
   }
 
   function refused(why) {
-    clearTimeout(timer); // nothing to show until a token is given
+    clearTimeout(timer);
     $('token-form').classList.remove('hidden');
     $('figures').classList.add('hidden');
     $('token-error').textContent = why;
@@ -225,11 +246,59 @@
     cont.push(['waiting for an operator now', fmt(get(d, 'switchboard_offline_queue_messages'))]);
     table('t-continuity', ['what', 'count'], cont);
     $('cluster-card').classList.toggle('hidden', !d.cluster);
-    if (d.cluster) {
-      table('t-nodes', ['node', 'players', 'operators'], (d.cluster.nodes || []).map((n) => [`${n.node}${n.node === d.cluster.node ? ' (this one)' : ''}`, fmt(n.clients), fmt(n.operators)]));
-    }
+    if (d.cluster) nodesTable(d);
     table('t-clients', ['player', 'since'], d.clients.map((c) => [`${c.username || c.name || c.socketId}${c.node ? ' @' + c.node : ''}`, new Date(c.connectedAt).toLocaleTimeString()]));
     table('t-operators', ['operator', 'since'], d.operators.map((o) => [`${o.name || o.socketId} (${o.operatorId ?? '?'})${o.node ? ' @' + o.node : ''}`, new Date(o.connectedAt).toLocaleTimeString()]));
+  }
+
+  // Each node's rates come from two of its own snapshots, by their
+  // timestamps: another node's is rewritten once a second, and reading the
+  // same one twice keeps the rates it gave.
+  const nodesSeen = new Map();
+
+  function nodeRates(n) {
+    const t = Date.parse(n.timestamp) / 1000;
+    const seen = nodesSeen.get(n.node);
+    if (seen && seen.t === t) return seen.rates;
+    const dt = seen ? t - seen.t : 0;
+    const r = (name, only) => (seen ? rate(sum(n, name, only), sum(seen.n, name, only), dt) : null);
+    const lat = n.metrics.switchboard_delivery_seconds_bucket;
+    const rates = {
+      msgIn: r('switchboard_events_received_total', MESSAGES),
+      out: r('switchboard_deliveries_total'),
+      refusals: r('switchboard_refusals_total'),
+      p99: seen ? quantile(0.99, lat, seen.n.metrics.switchboard_delivery_seconds_bucket) : null,
+    };
+    nodesSeen.set(n.node, { t, n, rates });
+    return rates;
+  }
+
+  function nodesTable(d) {
+    const now = Date.parse(d.timestamp);
+    const shown = new Set();
+    const rows = (d.cluster.figures || []).map((n) => {
+      shown.add(n.node);
+      const r = nodeRates(n);
+      const tr = n.transports;
+      return [
+        `${n.node}${n.node === d.cluster.node ? ' (this one)' : ''}`,
+        `${fmt(get(n, 'switchboard_connections', 'client'))} / ${fmt(get(n, 'switchboard_connections', 'operator'))} / ${fmt(get(n, 'switchboard_connections', 'none'))}`,
+        tr ? `${fmt(tr.websocket)} / ${fmt(tr.polling)} / ${fmt(tr.upgraded)}` : '—',
+        fmt(r.msgIn, 1),
+        fmt(r.out, 1),
+        fmt(r.refusals, 1),
+        fmt(sum(n, 'switchboard_rate_limited_total')),
+        fmt(get(n, 'switchboard_refusals_total', 'slow_consumer')),
+        ms(r.p99),
+        fmt(get(n, 'process_resident_memory_bytes') / 1e6),
+        fmt(Math.max(now - Date.parse(n.timestamp), 0) / 1000, 1),
+      ];
+    });
+    for (const n of d.cluster.nodes || []) {
+      if (!shown.has(n.node)) rows.push([`${n.node} (no figures)`, `${fmt(n.clients)} / ${fmt(n.operators)} / —`, '—', '—', '—', '—', '—', '—', '—', '—', '—']);
+    }
+    for (const id of nodesSeen.keys()) if (!shown.has(id)) nodesSeen.delete(id);
+    table('t-nodes', ['node', 'players / ops / not joined', 'ws / polling / upgraded', 'msgs in / s', 'out / s', 'refused / s', 'rate-limited', 'slow cut', 'p99 ms', 'MB', 'age s'], rows);
   }
 
   function chart(canvasId, legendId, series) {

@@ -12,6 +12,7 @@
   let profile = null;
   let ended = false;
   let wasConnected = false;
+  let withOperator = false; // an operator took the chat (routing on)
   let stored = load();
 
   $('limits').textContent = limitsText();
@@ -74,6 +75,13 @@
       finish();
     });
     socket.on('chatError', (e) => say(`${e.event ? e.event + ': ' : ''}${e.code}: ${e.message}`, 'bad'));
+    // With routing on (SWITCHBOARD_ROUTING=claim or auto): the player's
+    // place in the queue, and who took the chat.
+    socket.on('queued', (m) => say(`You are number ${m.position} in the queue.`));
+    socket.on('operatorAssigned', (m) => {
+      withOperator = true;
+      say(`${m.operatorName || 'An operator'} is now with you.`);
+    });
   }
 
   function onConnect({ recovered }) {
@@ -98,7 +106,8 @@
       status(resumed ? 'connected · resumed' : 'connected', 'ok');
       if (resumed) say('Back: your conversation resumed.');
       else if (wasConnected) say('Reconnected as a new conversation.', 'warn');
-      else say('Connected. An operator will answer shortly.');
+      // An assignment can come before the join's answer.
+      else say(withOperator ? 'Connected.' : 'Connected. An operator will answer shortly.');
       wasConnected = true;
     });
   }
@@ -183,6 +192,7 @@
     socket = null;
     log.textContent = '';
     wasConnected = false;
+    withOperator = false;
     stored = null;
     sessionStorage.removeItem(STORE);
     $('chat').classList.add('hidden');
