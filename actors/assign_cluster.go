@@ -110,7 +110,7 @@ func (r *router) clusterRequest(ctx actor.Context, m *messages.RoutingRequest, g
 		}
 		j.kind, j.arg = routeTransfer, t.key
 	case messages.RouteSetStatus:
-		j.kind, j.arg, j.flag = routeStatus, "available", g.online()
+		j.kind, j.arg = routeStatus, "available"
 		if m.Payload.Status == messages.StatusAway {
 			j.arg = "away"
 		}
@@ -153,35 +153,63 @@ func (r *router) clusterClose(ctx actor.Context, client string) {
 
 // clusterOperatorJoined tells Redis that the operator takes chats.
 func (r *router) clusterOperatorJoined(ctx actor.Context, g *agent, maxChats int) {
-	r.decide(ctx, &routeJob{kind: routeStatus, op: g.key, arg: "online", cap: maxChats})
+	r.clusterHere(ctx, g, maxChats)
 }
 
-// clusterSocketGone forgets an operator socket of this node; when its
-// operator has no socket left anywhere its chats go back to the queue,
-// and when none is up it takes no new chats.
-func (r *router) clusterSocketGone(ctx actor.Context, id string) {
-	g := r.asg.socketLeft(id)
-	if g == nil {
-		return
+// clusterHere tells Redis how many sockets the operator has on this node
+// and how many are up: Redis adds up every node's count, so that an
+// operator whose last socket leaves one node as it joins another is
+// never gone in between.
+func (r *router) clusterHere(ctx actor.Context, g *agent, maxChats int) {
+	n, up := 0, 0
+	for _, s := range g.sockets {
+		if s.session != nil {
+			n++
+			if !s.away {
+				up++
+			}
+		}
 	}
-	switch {
-	case len(g.sockets) == 0:
-		r.decide(ctx, &routeJob{kind: routeStatus, op: g.key, arg: "gone"})
-	case !g.online():
-		r.decide(ctx, &routeJob{kind: routeStatus, op: g.key, arg: "offline"})
+	r.decide(ctx, &routeJob{kind: routeHere, op: g.key, n: n, up: up, cap: maxChats})
+}
+
+// clusterSocketGone forgets an operator socket of this node; Redis
+// counts what is left of it here.
+func (r *router) clusterSocketGone(ctx actor.Context, id string) {
+	if g := r.asg.socketLeft(id); g != nil {
+		r.clusterHere(ctx, g, 0)
 	}
 }
 
 // clusterOperatorAway follows a local operator socket's transport.
 func (r *router) clusterOperatorAway(ctx actor.Context, p *participant, away bool) {
-	g := r.asg.bySocket[p.id]
-	switch {
-	case g == nil:
-	case !away:
-		r.decide(ctx, &routeJob{kind: routeStatus, op: g.key, arg: "online"})
-	case !g.online():
-		r.decide(ctx, &routeJob{kind: routeStatus, op: g.key, arg: "offline"})
+	if g := r.asg.bySocket[p.id]; g != nil {
+		r.clusterHere(ctx, g, 0)
 	}
+}
+
+// routeNodeGone is the end of a gone node's recovery window: its
+// operators' sockets are forgotten in Redis.
+type routeNodeGone struct{ where string }
+
+// clusterNodeGone settles the operators of a node that died or left: at
+// once they take no new chats, and when the recovery window (from when
+// the node was last alive) is over, the chats of those that have no
+// socket left anywhere go back to the queue in their order. Every live
+// node asks; Redis does it once.
+func (r *router) clusterNodeGone(ctx actor.Context, m *NodeGone) {
+	if m.Inc == "" {
+		return
+	}
+	where := m.Node + "/" + m.Inc
+	left := time.Until(m.Since.Add(r.cl.window))
+	if left <= 0 {
+		r.decide(ctx, &routeJob{kind: routeNode, where: where, arg: "gone"})
+		return
+	}
+	r.decide(ctx, &routeJob{kind: routeNode, where: where, arg: "down"})
+	self, sys := ctx.Self(), ctx.ActorSystem()
+	time.AfterFunc(left, func() { sys.Root.Send(self, &routeNodeGone{where: where}) })
 }
 
 // routingEvent applies one decision to the table and tells this node's

@@ -174,6 +174,8 @@ type NodeGone struct {
 	// Since is when the node was last known alive: with recovery on its
 	// players are away until Since plus the recovery window.
 	Since time.Time
+	// Inc is the incarnation that is gone (a restarted node's earlier one).
+	Inc string
 }
 
 // RemoteDeliver is a frame from another node for local sockets: every

@@ -963,11 +963,12 @@ func (b *redisBridge) unchangedSince(nodes map[string]string, now time.Time) {
 }
 
 func (b *redisBridge) gone(ctx actor.Context, id, reason string, since time.Time) {
-	if _, ok := b.st.nodes[id]; !ok {
+	rn, ok := b.st.nodes[id]
+	if !ok {
 		return
 	}
 	delete(b.st.nodes, id)
-	ctx.Send(b.router, &NodeGone{Node: id, Reason: reason, Since: since})
+	ctx.Send(b.router, &NodeGone{Node: id, Reason: reason, Since: since, Inc: rn.inc})
 }
 
 func (b *redisBridge) down(ctx actor.Context, err error) {

@@ -119,6 +119,8 @@ func (r *router) Receive(ctx actor.Context) {
 		r.routingEvent(ctx, m)
 	case *routeDone:
 		r.routeDone(ctx, m)
+	case *routeNodeGone:
+		r.decide(ctx, &routeJob{kind: routeNode, where: m.where, arg: "gone"})
 	case *RemoteJoined:
 		r.remoteJoined(ctx, m)
 	case *RemoteLeft:
@@ -671,6 +673,9 @@ func (r *router) nodeGone(ctx actor.Context, m *NodeGone) {
 			if p.role == messages.RoleOperator {
 				r.asg.socketLeft(id)
 			}
+		}
+		if r.clustered() {
+			r.clusterNodeGone(ctx, m)
 		}
 	}
 	if r.cl.window > 0 {
