@@ -46,6 +46,9 @@ func (r *router) decide(ctx actor.Context, j *routeJob) {
 		root, self := ctx.ActorSystem().Root, ctx.Self()
 		if err := w.start(func(m any) { root.Send(self, m) }); err != nil {
 			r.log.Error("routing worker", "err", err)
+			if j.origin != nil {
+				r.refuse(ctx, j.origin, j.event, messages.CodeUnavailable, "routing is unavailable: try again")
+			}
 			return
 		}
 	}
@@ -63,7 +66,7 @@ func (r *router) routeDone(ctx actor.Context, m *routeDone) {
 	if m.err != nil {
 		r.log.Warn("routing decision failed", "err", m.err)
 		if j.origin != nil {
-			r.refuse(ctx, j.origin, j.event, messages.CodeQueueFull, "routing is unavailable (Redis): try again")
+			r.refuse(ctx, j.origin, j.event, messages.CodeUnavailable, "routing is unavailable (Redis unreachable): nothing changed; try again")
 		}
 		return
 	}
@@ -359,22 +362,18 @@ func (r *router) toLocalAgent(ctx actor.Context, g *agent, f *messages.Frame) {
 }
 
 // toRemoteAgents hands a frame to the sockets of the given operators on
-// other nodes: one message per node that has any, naming the operators.
+// other nodes: one message through the feed, naming the operators that
+// have sockets elsewhere; each node hands it to its own sockets of them.
 func (r *router) toRemoteAgents(ctx actor.Context, f *messages.Frame, except string, owner *agent, watchers []*agent) {
-	var nodes map[string][]string
+	var keys []string
 	add := func(g *agent) {
 		if g == nil {
 			return
 		}
 		for _, s := range g.sockets {
-			if s.session != nil || s.node == "" || s.id == except {
-				continue
-			}
-			if nodes == nil {
-				nodes = map[string][]string{}
-			}
-			if keys := nodes[s.node]; !slices.Contains(keys, g.key) {
-				nodes[s.node] = append(keys, g.key)
+			if s.session == nil && s.node != "" && s.id != except {
+				keys = append(keys, g.key)
+				return
 			}
 		}
 	}
@@ -382,8 +381,8 @@ func (r *router) toRemoteAgents(ctx actor.Context, f *messages.Frame, except str
 	for _, w := range watchers {
 		add(w)
 	}
-	for node, keys := range nodes {
-		r.toBridge(ctx, &clusterDeliver{frame: f, except: except, toNode: node, toAgents: keys})
+	if len(keys) > 0 {
+		r.toBridge(ctx, &clusterDeliver{frame: f, except: except, toAgents: keys})
 	}
 }
 

@@ -3,6 +3,7 @@ package actors
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -44,7 +45,7 @@ func newRedisAssignments(rdb *redis.Client, prefix, node string, capacity int, a
 	p := prefix + ":rt:"
 	return &redisAssignments{
 		rdb:      rdb,
-		keys:     []string{p + "owner", p + "seq", p + "queue", p + "load", p + "cap", p + "avail", p + "away", p + "tick", p + "nseq", p + "on"},
+		keys:     []string{p + "owner", p + "seq", p + "queue", p + "load", p + "cap", p + "avail", p + "away", p + "tick", p + "nseq", p + "on", prefix + ":feed"},
 		channel:  prefix + ":events",
 		node:     node,
 		where:    node + "/",
@@ -54,13 +55,19 @@ func newRedisAssignments(rdb *redis.Client, prefix, node string, capacity int, a
 }
 
 // routeLib is the head of every script: its keys, how a decision is
-// published (an envelope of kind 'R' that the bridge hands to the router),
-// and the auto step.
-const routeLib = `
+// published, and the auto step. A decision is an envelope of kind 'R'
+// that the bridge hands to the router, appended to the operators' feed
+// (cluster_feed.go) and published with its entry id, as every event for
+// all operators is: a node whose subscription was down reads what it
+// missed from the feed, in order, once.
+var routeLib = `
 local OWNER, SEQ, Q, LOAD, CAP, AVAIL, AWAY, TICK, NSEQ = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
+local FEED = KEYS[11]
 local CH, NODE, DEFCAP, AUTO = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4] == '1'
 local function pub(ev)
-  redis.call('PUBLISH', CH, 'R|' .. NODE .. '|0|0|0||\n' .. cjson.encode(ev))
+  local env = 'R|' .. NODE .. '|0|0|0||\n' .. cjson.encode(ev)
+  local id = redis.call('XADD', FEED, 'MAXLEN', '~', ` + strconv.Itoa(feedMaxLen) + `, '*', 'm', env)
+  redis.call('PUBLISH', CH, '` + feedPrefix + `' .. id .. '\n' .. env)
 end
 local function seqOf(c) return tonumber(redis.call('HGET', SEQ, c) or '0') end
 local function best(skip)

@@ -179,10 +179,9 @@ func TestRedisAutoBalanceAcrossNodes(t *testing.T) {
 	for count["close"] == 0 || count["assign"] != 1 {
 		select {
 		case m := <-ps.Channel():
-			_, body, _ := strings.Cut(m.Payload, "\n")
-			var e routeEvent
-			if err := json.Unmarshal([]byte(body), &e); err != nil || !strings.HasPrefix(m.Payload, "R|") {
-				t.Fatalf("event %q: %v", m.Payload, err)
+			e, err := decisionOf(m.Payload)
+			if err != nil {
+				t.Fatal(err)
 			}
 			count[e.T]++
 			if e.T == "open" && e.O != "" {
@@ -269,10 +268,9 @@ func TestRedisNodeGoneReleasesOnce(t *testing.T) {
 	for len(events) < 6 {
 		select {
 		case m := <-ps.Channel():
-			_, body, _ := strings.Cut(m.Payload, "\n")
-			var e routeEvent
-			if err := json.Unmarshal([]byte(body), &e); err != nil {
-				t.Fatalf("event %q: %v", m.Payload, err)
+			e, err := decisionOf(m.Payload)
+			if err != nil {
+				t.Fatal(err)
 			}
 			if e.T == "queue" || e.T == "assign" {
 				events = append(events, e.T+" "+e.C+" "+e.O)
@@ -293,4 +291,19 @@ func TestRedisNodeGoneReleasesOnce(t *testing.T) {
 		}
 	case <-time.After(200 * time.Millisecond):
 	}
+}
+
+// decisionOf reads a decision as the events channel carries it: an entry
+// of the operators' feed, holding an envelope of kind R.
+func decisionOf(payload string) (*routeEvent, error) {
+	_, env, ok := splitFeed(payload)
+	if !ok || !strings.HasPrefix(env, "R|") {
+		return nil, fmt.Errorf("not a decision in the feed: %q", payload)
+	}
+	_, body, _ := strings.Cut(env, "\n")
+	var e routeEvent
+	if err := json.Unmarshal([]byte(body), &e); err != nil {
+		return nil, fmt.Errorf("decision %q: %w", payload, err)
+	}
+	return &e, nil
 }

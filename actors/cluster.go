@@ -119,7 +119,7 @@ type clusterDeliver struct {
 	// seq: a frame with an offset for a player, sequenced in its stored
 	// conversation (cluster_store.go) on its way.
 	seq bool
-	// toAgents: the sockets on node toNode of these operators (routing:
+	// toAgents: the sockets on other nodes of these operators (routing:
 	// a chat's owner and watchers), but the socket except.
 	toAgents []string
 }

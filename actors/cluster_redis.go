@@ -538,23 +538,19 @@ func (b *redisBridge) deliver(ctx actor.Context, m *clusterDeliver) {
 	if !m.frame.At.IsZero() {
 		e.at = m.frame.At.UnixMilli()
 	}
-	channel := b.events
-	if m.toClient == "" && len(m.toAgents) == 0 {
-		// To every operator: through the feed, which a node whose
+	if m.toClient == "" {
+		// To every operator, or to some operators wherever their sockets
+		// are (routing): through the feed, which a node whose
 		// subscription dropped reads again.
-		b.enqueue(ioJob{pub: &pubJob{script: feedScript, keys: []string{b.key("feed")}, args: []any{e.encode(), feedMaxLen, channel}}})
+		if len(m.toAgents) > 0 {
+			keys, _ := json.Marshal(m.toAgents)
+			e.kind, e.body = kindAgents, append(append(keys, '\n'), m.frame.Packet...)
+		}
+		b.enqueue(ioJob{pub: &pubJob{script: feedScript, keys: []string{b.key("feed")}, args: []any{e.encode(), feedMaxLen, b.events}}})
 		return
 	}
-	switch {
-	case m.toClient != "":
-		e.kind, e.arg = kindClient, m.toClient
-		channel = b.key("node", m.toNode)
-	case len(m.toAgents) > 0:
-		keys, _ := json.Marshal(m.toAgents)
-		e.kind, e.body = kindAgents, append(append(keys, '\n'), m.frame.Packet...)
-		channel = b.key("node", m.toNode)
-	}
-	b.enqueue(ioJob{pub: &pubJob{channel: channel, payload: e.encode()}})
+	e.kind, e.arg = kindClient, m.toClient
+	b.enqueue(ioJob{pub: &pubJob{channel: b.key("node", m.toNode), payload: e.encode()}})
 }
 
 // sequence hands a player's frame to append.lua, which numbers it, stores
@@ -664,6 +660,9 @@ func (b *redisBridge) received(ctx actor.Context, raw string) {
 		ctx.Send(b.router, &RoutingEvent{Body: e.body})
 		return
 	case kindAgents:
+		if e.node == b.o.NodeID {
+			return // its sockets here had it from the router
+		}
 		keys, packet, _ := bytes.Cut(e.body, []byte{'\n'})
 		d := &RemoteDeliver{Frame: &messages.Frame{Event: e.event, Packet: packet}, Except: e.arg}
 		if e.at != 0 {

@@ -7,6 +7,7 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import net from 'node:net';
 import { setTimeout as delay } from 'node:timers/promises';
 import {
   HIGH_LIMITS, assertAckOk, connect, emitAck, expectEvent, startServer, startRedis,
@@ -55,12 +56,25 @@ async function withCluster(env, fn) {
     };
     const operator = (label, n, operatorId = label) => join(label, n, { role: 'operator', name: label, operatorId });
     const player = (label, n) => join(label, n, { role: 'client', name: label });
-    await fn({ nodes, redis, operator, player });
+    await fn({ nodes, redis, sockets, operator, player });
+  } catch (err) {
+    if (process.env.DUMP) for (const n of nodes) console.error(`==== ${n.url}\n${n.stderr}`);
+    throw err;
   } finally {
     for (const s of sockets) s.disconnect();
     for (const n of nodes) n.proc.kill('SIGKILL');
     redis.proc.kill('SIGKILL');
   }
+}
+
+/** Sends one inline command to redis and resolves with its reply's first line. */
+function redisCommand(port, line) {
+  return new Promise((resolve, reject) => {
+    const s = net.connect(port, '127.0.0.1');
+    s.once('connect', () => s.write(`${line}\r\n`));
+    s.once('data', (d) => { resolve(d.toString().split('\r\n')[0]); s.end(); });
+    s.once('error', reject);
+  });
 }
 
 function events(s, name, pred = () => true) {
@@ -216,6 +230,119 @@ describe('routing across nodes when a node dies', { skip: hasRedis ? false : 're
       const p3 = await player('p3', 0);
       await until(() => count(ana2, 'newChat') === 3, 'ana introduced to p3');
       assert.deepEqual(events(ana2, 'newChat').at(-1), { clientId: p3.sid, username: 'p3' });
+    });
+  });
+});
+
+describe('routing across nodes when a subscription drops', { skip: hasRedis ? false : 'redis-server is not installed' }, () => {
+  test('auto: every node\'s subscription cut again and again; every decision and every delivery to an owner on another node arrives once', async () => {
+    await withCluster({ SWITCHBOARD_ROUTING: 'auto', SWITCHBOARD_MAX_CHATS_PER_OPERATOR: '50' }, async ({ nodes, redis, sockets, operator }) => {
+      // The operators are on two nodes, the players on the third.
+      const ops = [await operator('o1', 1), await operator('o2', 2)];
+      await delay(SETTLE_MS);
+      // Players join on the third node ten at a time and talk, while every
+      // node's subscription is cut every 40 ms.
+      let kills = 0;
+      let cutting = true;
+      const cutter = (async () => {
+        while (cutting) {
+          const reply = await redisCommand(redis.port, 'CLIENT KILL TYPE pubsub');
+          kills += Number(reply.slice(1));
+          await delay(40);
+        }
+      })();
+      const ps = [];
+      try {
+        for (let b = 0; b < 30; b += 10) {
+          ps.push(...await Promise.all(Array.from({ length: 10 }, async (_, k) => {
+            const p = await connect(`p${b + k}`, WS, { url: nodes[0].url });
+            sockets.push(p);
+            assertAckOk(await emitAck(p, 'join', { role: 'client', name: p.label }));
+            for (const m of ['a', 'b']) {
+              const ack = await emitAck(p, 'clientMessage', text(`${p.label}${m}`));
+              assert.equal(ack.ok, true, JSON.stringify(ack));
+            }
+            return p;
+          })));
+          await delay(200);
+        }
+      } finally {
+        cutting = false;
+        await cutter;
+      }
+      assert.ok(kills >= 10, `subscriptions cut: ${kills}`);
+      const ids = ps.map((p) => p.sid);
+      await until(() => ops.every((o) => count(o, 'chatAssigned') >= 30), 'every chatAssigned on every operator');
+      const owner = {};
+      for (const o of ops) {
+        const assigned = events(o, 'chatAssigned');
+        assert.deepEqual(assigned.map((a) => a.clientId).sort(), [...ids].sort(), `${o.label}: each chat assigned once`);
+        for (const a of assigned) owner[a.clientId] = a.operatorId;
+      }
+      for (const o of ops) {
+        const mine = ids.filter((c) => owner[c] === o.label);
+        const want = ps.filter((p) => owner[p.sid] === o.label).flatMap((p) => [`${p.label}a`, `${p.label}b`]);
+        await until(() => count(o, 'incomingMessage') >= want.length && count(o, 'newChat') >= mine.length, `${o.label}'s chats and messages (${mine.length} chats, ${want.length} messages; got ${count(o, 'newChat')} newChat, ${count(o, 'incomingMessage')} incomingMessage: missing ${want.filter((w) => !events(o, 'incomingMessage').some((m) => m.message === w))})`);
+        await delay(300);
+        assert.deepEqual(events(o, 'newChat').map((c) => c.clientId).sort(), mine.sort(), `${o.label}: newChat once per chat`);
+        assert.deepEqual(events(o, 'incomingMessage').map((m) => m.message).sort(), want.sort(), `${o.label}: every message of its chats once`);
+      }
+      for (const p of ps) {
+        await until(() => count(p, 'operatorAssigned') >= 1, `${p.label} operatorAssigned`);
+      }
+      await delay(300);
+      for (const p of ps) assert.equal(count(p, 'operatorAssigned'), 1, `${p.label} operatorAssigned once`);
+      console.log(`# ${kills} subscriptions cut over 30 chats; owners: ${ops.map((o) => `${o.label} ${ids.filter((c) => owner[c] === o.label).length}`).join(', ')}`);
+    });
+  });
+});
+
+describe('routing across nodes while Redis is away', { skip: hasRedis ? false : 'redis-server is not installed' }, () => {
+  test('claim: a request Redis cannot decide is refused unavailable; nothing changed, and a bystander\'s chat goes on', async () => {
+    await withCluster({ SWITCHBOARD_ROUTING: 'claim' }, async ({ redis, operator, player }) => {
+      const a = await operator('a', 0);
+      const b = await operator('b', 1);
+      const p1 = await player('p1', 0);
+      const p2 = await player('p2', 1);
+      assertAckOk(await emitAck(a, 'claimChat', { clientId: p1.sid }));
+      await until(() => count(b, 'chatAssigned') === 1, 'b hears a\'s claim');
+
+      redis.proc.kill('SIGSTOP');
+      let resumed = false;
+      try {
+        const t0 = Date.now();
+        const reply = await emitAck(b, 'claimChat', { clientId: p2.sid }, 15000);
+        const refusedMs = Date.now() - t0;
+        assert.equal(reply.ok, false, JSON.stringify(reply));
+        assert.equal(reply.error.code, 'unavailable', JSON.stringify(reply));
+        assert.match(reply.error.message, /unavailable/);
+        redis.proc.kill('SIGCONT');
+        resumed = true;
+        console.log(`# Redis paused: claimChat refused 'unavailable' after ${refusedMs} ms`);
+      } finally {
+        if (!resumed) redis.proc.kill('SIGCONT');
+      }
+
+      // Nothing changed: p2 still waits, and b may claim it now.
+      await until(() => count(b, 'chatAssigned') === 1 && count(p2, 'operatorAssigned') === 0, 'nothing assigned');
+      const deadline = Date.now() + 10000;
+      let again;
+      do {
+        again = await emitAck(b, 'claimChat', { clientId: p2.sid }, 5000);
+        if (!again.ok) await delay(200);
+      } while (!again.ok && again.error?.code === 'unavailable' && Date.now() < deadline);
+      assertAckOk(again);
+      await until(() => count(p2, 'operatorAssigned') === 1, 'p2 told of b');
+      p2.emit('clientMessage', text('¿hola?'));
+      await until(() => events(b, 'incomingMessage').some((m) => m.message === '¿hola?'), 'b hears p2');
+
+      // The bystander's chat goes on, both ways, and nobody else hears it.
+      assertAckOk(await emitAck(p1, 'clientMessage', text('¿sigues ahí?')));
+      await until(() => events(a, 'incomingMessage').some((m) => m.message === '¿sigues ahí?'), 'a hears p1');
+      assertAckOk(await emitAck(a, 'operatorMessage', { to: p1.sid, ...text('sí'), operatorId: 'a', operatorName: 'a' }));
+      await until(() => events(p1, 'operatorMessage').some((m) => m.message === 'sí'), 'p1 hears a');
+      assert.equal(count(b, 'incomingMessage', (m) => m.from === p1.sid), 0);
+      assert.equal(count(a, 'incomingMessage', (m) => m.from === p2.sid), 0);
     });
   });
 });
