@@ -234,6 +234,47 @@ describe('routing across nodes when a node dies', { skip: hasRedis ? false : 're
   });
 });
 
+describe('routing across nodes when an operator moves', { skip: hasRedis ? false : 'redis-server is not installed' }, () => {
+  test('auto: an operator\'s CRM joins another node and leaves its old one at the same moment; it keeps its chats and takes new ones', async () => {
+    await withCluster({ SWITCHBOARD_ROUTING: 'auto' }, async ({ nodes, sockets, operator, player }) => {
+      const obs = await operator('obs', 2);
+      assertAckOk(await emitAck(obs, 'setStatus', { status: 'away' }));
+      const ps = [];
+      let cur;
+      for (let round = 0; round < 3; round++) {
+        // ana is on node `from` with her chats; her CRM moves to `to`.
+        const from = round % 2;
+        const to = 1 - from;
+        const ana = round === 0 ? await operator('ana', from) : cur;
+        if (round === 0) {
+          await delay(SETTLE_MS);
+          ps.push(await player('p1', 2), await player('p2', 0));
+          await until(() => count(ana, 'newChat') === 2, 'ana has two chats');
+        }
+        // The new tab's join is acknowledged; the old tab closes at once,
+        // before the other nodes can have heard of the new one.
+        const ana2 = await connect('ana', WS, { url: nodes[to].url });
+        sockets.push(ana2);
+        assertAckOk(await emitAck(ana2, 'join', { role: 'operator', name: 'ana', operatorId: 'ana' }));
+        ana.disconnect();
+        cur = ana2;
+        await until(() => count(ana2, 'newChat') === 2, `round ${round}: ana sees her chats on her new node`);
+        await delay(1000);
+        assert.equal(count(obs, 'chatQueued'), 0, `round ${round}: a chat went back to the queue`);
+        for (const n of nodes) {
+          const now = await owners(n);
+          assert.deepEqual(ps.map((p) => now[p.sid]), ['ana', 'ana'], `round ${round}: owners on ${n.url}`);
+        }
+        ps[0].emit('clientMessage', text(`round ${round}`));
+        await until(() => events(ana2, 'incomingMessage').some((m) => m.message === `round ${round}`), `round ${round}: ana hears p1`);
+      }
+      // She is available: a new chat is hers.
+      const p3 = await player('p3', 2);
+      await until(() => events(cur, 'newChat').some((c) => c.clientId === p3.sid), 'ana gets the new chat');
+    });
+  });
+});
+
 describe('routing across nodes when a subscription drops', { skip: hasRedis ? false : 'redis-server is not installed' }, () => {
   test('auto: every node\'s subscription cut again and again; every decision and every delivery to an owner on another node arrives once', async () => {
     await withCluster({ SWITCHBOARD_ROUTING: 'auto', SWITCHBOARD_MAX_CHATS_PER_OPERATOR: '50' }, async ({ nodes, redis, sockets, operator }) => {
