@@ -801,7 +801,8 @@ func (b *redisBridge) snapshot(ctx actor.Context, res *snapshotResult) {
 		}
 	}
 	for id, raw := range res.fields {
-		if !strings.HasPrefix(id, "_") {
+		// Only these two are not members: a socket id may begin with "_".
+		if id != "_inc" && id != "_seq" {
 			b.setMember(ctx, res.node, rn, id, raw)
 		}
 	}
