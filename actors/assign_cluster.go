@@ -46,7 +46,9 @@ func (r *router) decide(ctx actor.Context, j *routeJob) {
 		root, self := ctx.ActorSystem().Root, ctx.Self()
 		if err := w.start(func(m any) { root.Send(self, m) }); err != nil {
 			r.log.Error("routing worker", "err", err)
-			if j.origin != nil {
+			if j.join {
+				r.accept(ctx, j.origin, "")
+			} else if j.origin != nil {
 				r.refuse(ctx, j.origin, j.event, messages.CodeUnavailable, "routing is unavailable: try again")
 			}
 			return
@@ -54,7 +56,9 @@ func (r *router) decide(ctx actor.Context, j *routeJob) {
 	}
 	if !w.submit(j) {
 		r.log.Warn("routing: decisions queue full", "event", j.event, "client", j.client)
-		if j.origin != nil {
+		if j.join {
+			r.accept(ctx, j.origin, "")
+		} else if j.origin != nil {
 			r.refuse(ctx, j.origin, j.event, messages.CodeRateLimited, "too many routing decisions waiting; try again")
 		}
 	}
@@ -63,6 +67,10 @@ func (r *router) decide(ctx actor.Context, j *routeJob) {
 // routeDone answers the request behind a decision.
 func (r *router) routeDone(ctx actor.Context, m *routeDone) {
 	j := m.job
+	if j.join {
+		r.accept(ctx, j.origin, "")
+		return
+	}
 	if m.err != nil {
 		r.log.Warn("routing decision failed", "err", m.err)
 		if j.origin != nil {
@@ -154,9 +162,11 @@ func (r *router) clusterClose(ctx actor.Context, client string) {
 	r.tellPositions(ctx)
 }
 
-// clusterOperatorJoined tells Redis that the operator takes chats.
-func (r *router) clusterOperatorJoined(ctx actor.Context, g *agent, maxChats int) {
-	r.clusterHere(ctx, g, maxChats)
+// clusterOperatorJoined tells Redis that the operator takes chats. The
+// join is acknowledged once Redis counts the new socket: a CRM that
+// closes its old tab on another node then is never taken for gone.
+func (r *router) clusterOperatorJoined(ctx actor.Context, g *agent, maxChats int, o *messages.Origin) {
+	r.clusterHereFor(ctx, g, maxChats, o)
 }
 
 // clusterHere tells Redis how many sockets the operator has on this node
@@ -164,6 +174,12 @@ func (r *router) clusterOperatorJoined(ctx actor.Context, g *agent, maxChats int
 // operator whose last socket leaves one node as it joins another is
 // never gone in between.
 func (r *router) clusterHere(ctx actor.Context, g *agent, maxChats int) {
+	r.clusterHereFor(ctx, g, maxChats, nil)
+}
+
+// clusterHereFor is clusterHere answering the join o once it is done
+// (accepted even if Redis cannot count it now: the join itself holds).
+func (r *router) clusterHereFor(ctx actor.Context, g *agent, maxChats int, o *messages.Origin) {
 	n, up := 0, 0
 	for _, s := range g.sockets {
 		if s.session != nil {
@@ -173,7 +189,11 @@ func (r *router) clusterHere(ctx actor.Context, g *agent, maxChats int) {
 			}
 		}
 	}
-	r.decide(ctx, &routeJob{kind: routeHere, op: g.key, n: n, up: up, cap: maxChats})
+	j := &routeJob{kind: routeHere, op: g.key, n: n, up: up, cap: maxChats}
+	if o != nil && o.Ack != nil {
+		j.origin, j.event, j.join = o, "join", true
+	}
+	r.decide(ctx, j)
 }
 
 // clusterSocketGone forgets an operator socket of this node; Redis
@@ -213,6 +233,27 @@ func (r *router) clusterNodeGone(ctx actor.Context, m *NodeGone) {
 	r.decide(ctx, &routeJob{kind: routeNode, where: where, arg: "down"})
 	self, sys := ctx.Self(), ctx.ActorSystem()
 	time.AfterFunc(left, func() { sys.Root.Send(self, &routeNodeGone{where: where}) })
+}
+
+// routingRedisBack counts this node's operators' sockets in Redis again
+// when it is reachable after an outage: the other nodes may have taken
+// this node for dead meanwhile and forgotten them (or Redis lost them).
+func (r *router) routingRedisBack(ctx actor.Context) {
+	for _, g := range r.asg.agents {
+		if slices.ContainsFunc(g.sockets, func(s *participant) bool { return s.session != nil }) {
+			r.clusterHere(ctx, g, g.capacity)
+		}
+	}
+}
+
+// goneNodeChatEnded closes in Redis the chat of a player whose node died
+// or left and who did not come back within the window: its own node
+// cannot any more. Every live node asks; the first closes it, and its
+// owner's room goes to the next waiting chat.
+func (r *router) goneNodeChatEnded(ctx actor.Context, id string) {
+	if r.clustered() && r.asg.chats[id] != nil {
+		r.clusterClose(ctx, id)
+	}
 }
 
 // routingEvent applies one decision to the table and tells this node's

@@ -357,6 +357,8 @@ type routeJob struct {
 	// origin, event: the request to answer (nil origin: none).
 	origin *messages.Origin
 	event  string
+	// join: origin is an operator's join, accepted whatever the answer.
+	join bool
 }
 
 type routeKind uint8

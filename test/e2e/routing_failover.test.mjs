@@ -201,6 +201,31 @@ describe('routing across nodes when a node dies', { skip: hasRedis ? false : 're
     });
   });
 
+  test('auto: a killed node\'s player that does not come back within the window frees its owner\'s room for the next waiting chat', async () => {
+    await withCluster({ SWITCHBOARD_ROUTING: 'auto', SWITCHBOARD_MAX_CHATS_PER_OPERATOR: '1' }, async ({ nodes, operator, player }) => {
+      const op = await operator('op', 0);
+      await delay(SETTLE_MS);
+      const doomed = await player('doomed', 2);
+      await until(() => count(op, 'newChat') === 1, 'op has the doomed player\'s chat');
+      const p2 = await player('p2', 1);
+      assert.deepEqual(await expectEvent(p2, 'queued'), { position: 1 });
+
+      const t0 = await killNode(nodes, 2);
+      doomed.disconnect();
+      await until(() => count(p2, 'operatorAssigned') === 1, 'p2 assigned once the dead node\'s chat ended');
+      const freed = Date.now() - t0;
+      assert.ok(freed >= WINDOW_MS - 1000, `freed after ${freed} ms, within the window`);
+      // Each node ends it when its own window is over: op hears it once.
+      await until(() => count(op, 'chatEnded') === 1, 'op told the chat ended');
+      assert.deepEqual(events(op, 'chatEnded').map((e) => e.clientId), [doomed.sid]);
+      await until(() => events(op, 'newChat').some((c) => c.clientId === p2.sid), 'op introduced to p2');
+      await delay(500);
+      assert.equal(count(op, 'chatAssigned', (a) => a.clientId === p2.sid), 1);
+      assert.equal(count(p2, 'operatorAssigned'), 1);
+      console.log(`# kill -9 of a player's node: its owner's room went to the next waiting chat ${freed} ms after the kill`);
+    });
+  });
+
   test('auto: an operator that moves to a live node within the window keeps its chats', async () => {
     await withCluster({ SWITCHBOARD_ROUTING: 'auto' }, async ({ nodes, operator, player }) => {
       const obs = await operator('obs', 0);
