@@ -441,6 +441,9 @@ func (w *routeWorker) start(send func(any)) error {
 		return fmt.Errorf("routing: REDIS_URL: %w", err)
 	}
 	opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout = time.Second, time.Second, time.Second
+	// No retry: a script whose answer timed out may have run, and run
+	// again it could answer otherwise (a release would be not_yours).
+	opt.MaxRetries = -1
 	opt.DisableIdentity = true
 	opt.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
 	a := newRedisAssignments(redis.NewClient(opt), w.prefix, w.node, w.capacity, w.auto)
