@@ -307,3 +307,41 @@ func decisionOf(payload string) (*routeEvent, error) {
 	}
 	return &e, nil
 }
+
+// An operator's sockets are counted per node: one that joins a second node
+// before leaving the first keeps its chats; with none up it takes no new
+// chats; with none left anywhere its chats go back to the queue.
+func TestRedisOperatorSocketsPerNode(t *testing.T) {
+	nodes := threeNodes(t, startRedis(t), 5, true)
+	ctx := context.Background()
+	rdb := nodes[0].rdb
+	owner := func(c string) string { o, _ := rdb.HGet(ctx, "sbtest:rt:owner", c).Result(); return o }
+	avail := func() bool { ok, _ := rdb.HExists(ctx, "sbtest:rt:avail", "x").Result(); return ok }
+	mustDo(t, nodes[0], &routeJob{kind: routeHere, op: "x", n: 1, up: 1})
+	mustDo(t, nodes[0], &routeJob{kind: routeOpen, client: "c1"})
+	if owner("c1") != "x" || !avail() {
+		t.Fatalf("c1 owned by %q", owner("c1"))
+	}
+	// Moves: joins n1, then leaves n0.
+	mustDo(t, nodes[1], &routeJob{kind: routeHere, op: "x", n: 1, up: 1})
+	mustDo(t, nodes[0], &routeJob{kind: routeHere, op: "x"})
+	if owner("c1") != "x" || !avail() {
+		t.Fatalf("after a move: c1 owned by %q, available %v", owner("c1"), avail())
+	}
+	// Its transport drops (the socket is kept for the window).
+	mustDo(t, nodes[1], &routeJob{kind: routeHere, op: "x", n: 1})
+	mustDo(t, nodes[2], &routeJob{kind: routeOpen, client: "c2"})
+	if owner("c1") != "x" || avail() || owner("c2") != "" {
+		t.Fatalf("down: c1 %q, c2 %q, available %v", owner("c1"), owner("c2"), avail())
+	}
+	// Back, then gone.
+	mustDo(t, nodes[1], &routeJob{kind: routeHere, op: "x", n: 1, up: 1})
+	if owner("c2") != "x" {
+		t.Fatalf("back: c2 owned by %q", owner("c2"))
+	}
+	mustDo(t, nodes[1], &routeJob{kind: routeHere, op: "x"})
+	waiting, _ := rdb.ZRange(ctx, "sbtest:rt:queue", 0, -1).Result()
+	if fmt.Sprint(waiting) != "[c1 c2]" || avail() {
+		t.Fatalf("gone: queue %v, available %v", waiting, avail())
+	}
+}
