@@ -46,12 +46,19 @@ func (r *router) decide(ctx actor.Context, j *routeJob) {
 		root, self := ctx.ActorSystem().Root, ctx.Self()
 		if err := w.start(func(m any) { root.Send(self, m) }); err != nil {
 			r.log.Error("routing worker", "err", err)
+			if j.join {
+				r.accept(ctx, j.origin, "")
+			} else if j.origin != nil {
+				r.refuse(ctx, j.origin, j.event, messages.CodeUnavailable, "routing is unavailable: try again")
+			}
 			return
 		}
 	}
 	if !w.submit(j) {
 		r.log.Warn("routing: decisions queue full", "event", j.event, "client", j.client)
-		if j.origin != nil {
+		if j.join {
+			r.accept(ctx, j.origin, "")
+		} else if j.origin != nil {
 			r.refuse(ctx, j.origin, j.event, messages.CodeRateLimited, "too many routing decisions waiting; try again")
 		}
 	}
@@ -60,10 +67,14 @@ func (r *router) decide(ctx actor.Context, j *routeJob) {
 // routeDone answers the request behind a decision.
 func (r *router) routeDone(ctx actor.Context, m *routeDone) {
 	j := m.job
+	if j.join {
+		r.accept(ctx, j.origin, "")
+		return
+	}
 	if m.err != nil {
 		r.log.Warn("routing decision failed", "err", m.err)
 		if j.origin != nil {
-			r.refuse(ctx, j.origin, j.event, messages.CodeQueueFull, "routing is unavailable (Redis): try again")
+			r.refuse(ctx, j.origin, j.event, messages.CodeUnavailable, "routing is unavailable (Redis unreachable): nothing changed; try again")
 		}
 		return
 	}
@@ -110,7 +121,7 @@ func (r *router) clusterRequest(ctx actor.Context, m *messages.RoutingRequest, g
 		}
 		j.kind, j.arg = routeTransfer, t.key
 	case messages.RouteSetStatus:
-		j.kind, j.arg, j.flag = routeStatus, "available", g.online()
+		j.kind, j.arg = routeStatus, "available"
 		if m.Payload.Status == messages.StatusAway {
 			j.arg = "away"
 		}
@@ -151,36 +162,97 @@ func (r *router) clusterClose(ctx actor.Context, client string) {
 	r.tellPositions(ctx)
 }
 
-// clusterOperatorJoined tells Redis that the operator takes chats.
-func (r *router) clusterOperatorJoined(ctx actor.Context, g *agent, maxChats int) {
-	r.decide(ctx, &routeJob{kind: routeStatus, op: g.key, arg: "online", cap: maxChats})
+// clusterOperatorJoined tells Redis that the operator takes chats. The
+// join is acknowledged once Redis counts the new socket: a CRM that
+// closes its old tab on another node then is never taken for gone.
+func (r *router) clusterOperatorJoined(ctx actor.Context, g *agent, maxChats int, o *messages.Origin) {
+	r.clusterHereFor(ctx, g, maxChats, o)
 }
 
-// clusterSocketGone forgets an operator socket of this node; when its
-// operator has no socket left anywhere its chats go back to the queue,
-// and when none is up it takes no new chats.
-func (r *router) clusterSocketGone(ctx actor.Context, id string) {
-	g := r.asg.socketLeft(id)
-	if g == nil {
-		return
+// clusterHere tells Redis how many sockets the operator has on this node
+// and how many are up: Redis adds up every node's count, so that an
+// operator whose last socket leaves one node as it joins another is
+// never gone in between.
+func (r *router) clusterHere(ctx actor.Context, g *agent, maxChats int) {
+	r.clusterHereFor(ctx, g, maxChats, nil)
+}
+
+// clusterHereFor is clusterHere answering the join o once it is done
+// (accepted even if Redis cannot count it now: the join itself holds).
+func (r *router) clusterHereFor(ctx actor.Context, g *agent, maxChats int, o *messages.Origin) {
+	n, up := 0, 0
+	for _, s := range g.sockets {
+		if s.session != nil {
+			n++
+			if !s.away {
+				up++
+			}
+		}
 	}
-	switch {
-	case len(g.sockets) == 0:
-		r.decide(ctx, &routeJob{kind: routeStatus, op: g.key, arg: "gone"})
-	case !g.online():
-		r.decide(ctx, &routeJob{kind: routeStatus, op: g.key, arg: "offline"})
+	j := &routeJob{kind: routeHere, op: g.key, n: n, up: up, cap: maxChats}
+	if o != nil && o.Ack != nil {
+		j.origin, j.event, j.join = o, "join", true
+	}
+	r.decide(ctx, j)
+}
+
+// clusterSocketGone forgets an operator socket of this node; Redis
+// counts what is left of it here.
+func (r *router) clusterSocketGone(ctx actor.Context, id string) {
+	if g := r.asg.socketLeft(id); g != nil {
+		r.clusterHere(ctx, g, 0)
 	}
 }
 
 // clusterOperatorAway follows a local operator socket's transport.
 func (r *router) clusterOperatorAway(ctx actor.Context, p *participant, away bool) {
-	g := r.asg.bySocket[p.id]
-	switch {
-	case g == nil:
-	case !away:
-		r.decide(ctx, &routeJob{kind: routeStatus, op: g.key, arg: "online"})
-	case !g.online():
-		r.decide(ctx, &routeJob{kind: routeStatus, op: g.key, arg: "offline"})
+	if g := r.asg.bySocket[p.id]; g != nil {
+		r.clusterHere(ctx, g, 0)
+	}
+}
+
+// routeNodeGone is the end of a gone node's recovery window: its
+// operators' sockets are forgotten in Redis.
+type routeNodeGone struct{ where string }
+
+// clusterNodeGone settles the operators of a node that died or left: at
+// once they take no new chats, and when the recovery window (from when
+// the node was last alive) is over, the chats of those that have no
+// socket left anywhere go back to the queue in their order. Every live
+// node asks; Redis does it once.
+func (r *router) clusterNodeGone(ctx actor.Context, m *NodeGone) {
+	if m.Inc == "" {
+		return
+	}
+	where := m.Node + "/" + m.Inc
+	left := time.Until(m.Since.Add(r.cl.window))
+	if left <= 0 {
+		r.decide(ctx, &routeJob{kind: routeNode, where: where, arg: "gone"})
+		return
+	}
+	r.decide(ctx, &routeJob{kind: routeNode, where: where, arg: "down"})
+	self, sys := ctx.Self(), ctx.ActorSystem()
+	time.AfterFunc(left, func() { sys.Root.Send(self, &routeNodeGone{where: where}) })
+}
+
+// routingRedisBack counts this node's operators' sockets in Redis again
+// when it is reachable after an outage: the other nodes may have taken
+// this node for dead meanwhile and forgotten them (or Redis lost them).
+func (r *router) routingRedisBack(ctx actor.Context) {
+	for _, g := range r.asg.agents {
+		if slices.ContainsFunc(g.sockets, func(s *participant) bool { return s.session != nil }) {
+			r.clusterHere(ctx, g, g.capacity)
+		}
+	}
+}
+
+// goneNodeChatEnded closes in Redis the chat of a player whose node died
+// or left and who did not come back within the window: its own node
+// cannot any more. Every live node asks; the first closes it, and its
+// owner's room goes to the next waiting chat.
+func (r *router) goneNodeChatEnded(ctx actor.Context, id string) {
+	if r.clustered() && r.asg.chats[id] != nil {
+		r.clusterClose(ctx, id)
 	}
 }
 
@@ -331,22 +403,18 @@ func (r *router) toLocalAgent(ctx actor.Context, g *agent, f *messages.Frame) {
 }
 
 // toRemoteAgents hands a frame to the sockets of the given operators on
-// other nodes: one message per node that has any, naming the operators.
+// other nodes: one message through the feed, naming the operators that
+// have sockets elsewhere; each node hands it to its own sockets of them.
 func (r *router) toRemoteAgents(ctx actor.Context, f *messages.Frame, except string, owner *agent, watchers []*agent) {
-	var nodes map[string][]string
+	var keys []string
 	add := func(g *agent) {
 		if g == nil {
 			return
 		}
 		for _, s := range g.sockets {
-			if s.session != nil || s.node == "" || s.id == except {
-				continue
-			}
-			if nodes == nil {
-				nodes = map[string][]string{}
-			}
-			if keys := nodes[s.node]; !slices.Contains(keys, g.key) {
-				nodes[s.node] = append(keys, g.key)
+			if s.session == nil && s.node != "" && s.id != except {
+				keys = append(keys, g.key)
+				return
 			}
 		}
 	}
@@ -354,8 +422,8 @@ func (r *router) toRemoteAgents(ctx actor.Context, f *messages.Frame, except str
 	for _, w := range watchers {
 		add(w)
 	}
-	for node, keys := range nodes {
-		r.toBridge(ctx, &clusterDeliver{frame: f, except: except, toNode: node, toAgents: keys})
+	if len(keys) > 0 {
+		r.toBridge(ctx, &clusterDeliver{frame: f, except: except, toAgents: keys})
 	}
 }
 

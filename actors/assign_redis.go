@@ -3,6 +3,7 @@ package actors
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -22,10 +23,13 @@ import (
 // It does blocking I/O: only its worker (routeWorker) calls it, never the
 // router.
 type redisAssignments struct {
-	rdb      *redis.Client
-	keys     []string // owner, seq, queue, load, cap, avail, away, tick, nseq
-	channel  string   // the bridge's events channel
-	node     string
+	rdb     *redis.Client
+	keys    []string // owner, seq, queue, load, cap, avail, away, tick, nseq, on
+	channel string   // the bridge's events channel
+	node    string
+	// where names this node's incarnation in the operators' sockets (ON):
+	// "node/incarnation".
+	where    string
 	capacity int
 	auto     bool
 }
@@ -41,22 +45,29 @@ func newRedisAssignments(rdb *redis.Client, prefix, node string, capacity int, a
 	p := prefix + ":rt:"
 	return &redisAssignments{
 		rdb:      rdb,
-		keys:     []string{p + "owner", p + "seq", p + "queue", p + "load", p + "cap", p + "avail", p + "away", p + "tick", p + "nseq"},
+		keys:     []string{p + "owner", p + "seq", p + "queue", p + "load", p + "cap", p + "avail", p + "away", p + "tick", p + "nseq", p + "on", prefix + ":feed"},
 		channel:  prefix + ":events",
 		node:     node,
+		where:    node + "/",
 		capacity: capacity,
 		auto:     auto,
 	}
 }
 
 // routeLib is the head of every script: its keys, how a decision is
-// published (an envelope of kind 'R' that the bridge hands to the router),
-// and the auto step.
-const routeLib = `
+// published, and the auto step. A decision is an envelope of kind 'R'
+// that the bridge hands to the router, appended to the operators' feed
+// (cluster_feed.go) and published with its entry id, as every event for
+// all operators is: a node whose subscription was down reads what it
+// missed from the feed, in order, once.
+var routeLib = `
 local OWNER, SEQ, Q, LOAD, CAP, AVAIL, AWAY, TICK, NSEQ = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
+local FEED = KEYS[11]
 local CH, NODE, DEFCAP, AUTO = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4] == '1'
 local function pub(ev)
-  redis.call('PUBLISH', CH, 'R|' .. NODE .. '|0|0|0||\n' .. cjson.encode(ev))
+  local env = 'R|' .. NODE .. '|0|0|0||\n' .. cjson.encode(ev)
+  local id = redis.call('XADD', FEED, 'MAXLEN', '~', ` + strconv.Itoa(feedMaxLen) + `, '*', 'm', env)
+  redis.call('PUBLISH', CH, '` + feedPrefix + `' .. id .. '\n' .. env)
 end
 local function seqOf(c) return tonumber(redis.call('HGET', SEQ, c) or '0') end
 local function best(skip)
@@ -96,6 +107,62 @@ local function drain(skipC, skipO)
       pub({t='assign', c=c, o=op, s=seqOf(c)})
     end
   end
+end
+`
+
+// routeHereLib follows routeLib in the scripts that follow operators'
+// sockets: ON is a hash "node/incarnation|operator" → "sockets up", each
+// field written by that node alone.
+const routeHereLib = `
+local ON = KEYS[10]
+local function sockets(op)
+  local f = redis.call('HGETALL', ON)
+  local n, up = 0, 0
+  for i = 1, #f, 2 do
+    local bar = string.find(f[i], '|', 1, true)
+    if bar and string.sub(f[i], bar + 1) == op then
+      local a, b = string.match(f[i+1], '^(%d+) (%d+)$')
+      n, up = n + tonumber(a), up + tonumber(b)
+    end
+  end
+  return n, up
+end
+local function avail(op)
+  if redis.call('SISMEMBER', AWAY, op) == 0 and redis.call('HEXISTS', AVAIL, op) == 0 then
+    redis.call('HSET', AVAIL, op, redis.call('INCR', TICK))
+  end
+end
+-- settleOps follows each operator's sockets: none up, no new chats; none
+-- at all, its chats go back to the queue. The chats of all the operators
+-- gone go back together, in their original order.
+local function settleOps(ops)
+  local gone = {}
+  for op in pairs(ops) do
+    local n, up = sockets(op)
+    if n == 0 then
+      gone[op] = true
+      redis.call('HDEL', AVAIL, op)
+      redis.call('SREM', AWAY, op)
+    elseif up == 0 then
+      redis.call('HDEL', AVAIL, op)
+    else
+      avail(op)
+    end
+  end
+  local released = {}
+  if next(gone) == nil then return released end
+  local owners = redis.call('HGETALL', OWNER)
+  for i = 1, #owners, 2 do
+    if gone[owners[i+1]] then table.insert(released, {seqOf(owners[i]), owners[i], owners[i+1]}) end
+  end
+  table.sort(released, function(x, y) return x[1] < y[1] end)
+  for _, m in ipairs(released) do
+    redis.call('HDEL', OWNER, m[2])
+    redis.call('ZADD', Q, m[1], m[2])
+    pub({t='queue', c=m[2], s=m[1], by=m[3]})
+  end
+  for op in pairs(gone) do redis.call('HDEL', LOAD, op) end
+  return released
 end
 `
 
@@ -174,46 +241,62 @@ pub({t='assign', c=c, o=to, s=s, by=op})
 drain(nil, nil)
 return {1, to}
 `)
-	// statusScript: ARGV[6] is online (a socket of the operator joined or
-	// came back; ARGV[7] its capacity, 0: unchanged), offline (no socket's
-	// transport is up), gone (no socket left: its chats go back to the
-	// queue in their order), away or available (setStatus).
-	statusScript = redis.NewScript(routeLib + `
-local op, what, cap = ARGV[5], ARGV[6], tonumber(ARGV[7])
+	// hereScript records how many sockets an operator has on one node
+	// (ARGV[6], "node/incarnation") and how many of them are up, as that
+	// node counts them: Redis adds the nodes up, so an operator moving
+	// from one node to another is never taken for gone in between. With
+	// no socket left anywhere its chats go back to the queue in their
+	// order; with none up it takes no new chats. ARGV[9]: its capacity
+	// (0: unchanged).
+	hereScript = redis.NewScript(routeLib + routeHereLib + `
+local op, where, n, up, cap = ARGV[5], ARGV[6], tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
 if cap > 0 then redis.call('HSET', CAP, op, cap) end
-local function avail()
-  if redis.call('SISMEMBER', AWAY, op) == 0 and redis.call('HEXISTS', AVAIL, op) == 0 then
-    redis.call('HSET', AVAIL, op, redis.call('INCR', TICK))
+local field = where .. '|' .. op
+if n > 0 then redis.call('HSET', ON, field, n .. ' ' .. up) else redis.call('HDEL', ON, field) end
+local released = settleOps({[op]=true})
+if #released == 0 and n > 0 then
+  pub({t='status', o=op, away=redis.call('SISMEMBER', AWAY, op) == 1, cap=tonumber(redis.call('HGET', CAP, op) or '0')})
+end
+drain(nil, nil)
+return {1, ''}
+`)
+	// nodeScript settles the operators of a node incarnation that is gone
+	// (ARGV[5]): "down" (it stopped beating) marks its sockets down, so
+	// its operators take no new chats; "gone" (the recovery window is
+	// over) forgets them, and the chats of operators left with no socket
+	// anywhere go back to the queue, all in their original order. Every
+	// live node asks for both; the second asking finds nothing to do.
+	nodeScript = redis.NewScript(routeLib + routeHereLib + `
+local where, what = ARGV[5], ARGV[6]
+local f = redis.call('HGETALL', ON)
+local ops = {}
+local prefix = where .. '|'
+for i = 1, #f, 2 do
+  if string.sub(f[i], 1, #prefix) == prefix then
+    ops[string.sub(f[i], #prefix + 1)] = true
+    if what == 'gone' then
+      redis.call('HDEL', ON, f[i])
+    else
+      redis.call('HSET', ON, f[i], string.match(f[i+1], '^%d+') .. ' 0')
+    end
   end
 end
-if what == 'online' then
-  avail()
-elseif what == 'offline' then
-  redis.call('HDEL', AVAIL, op)
-  return {1, ''}
-elseif what == 'gone' then
-  redis.call('HDEL', AVAIL, op)
-  redis.call('SREM', AWAY, op)
-  local owners = redis.call('HGETALL', OWNER)
-  local mine = {}
-  for i = 1, #owners, 2 do
-    if owners[i+1] == op then table.insert(mine, {seqOf(owners[i]), owners[i]}) end
-  end
-  table.sort(mine, function(x, y) return x[1] < y[1] end)
-  for _, m in ipairs(mine) do
-    redis.call('HDEL', OWNER, m[2])
-    redis.call('ZADD', Q, m[1], m[2])
-    pub({t='queue', c=m[2], s=m[1], by=op})
-  end
-  redis.call('HDEL', LOAD, op)
-  drain(nil, nil)
-  return {1, ''}
-elseif what == 'away' then
+if next(ops) == nil then return {0, ''} end
+settleOps(ops)
+drain(nil, nil)
+return {1, ''}
+`)
+	// statusScript is an operator's setStatus: ARGV[6] away or available
+	// (it takes chats again if a socket of it is up).
+	statusScript = redis.NewScript(routeLib + routeHereLib + `
+local op, what = ARGV[5], ARGV[6]
+if what == 'away' then
   redis.call('SADD', AWAY, op)
   redis.call('HDEL', AVAIL, op)
 else
   redis.call('SREM', AWAY, op)
-  if ARGV[8] == '1' then avail() end
+  local _, up = sockets(op)
+  if up > 0 then avail(op) end
 end
 pub({t='status', o=op, away=redis.call('SISMEMBER', AWAY, op) == 1, cap=tonumber(redis.call('HGET', CAP, op) or '0')})
 drain(nil, nil)
@@ -266,10 +349,16 @@ type routeJob struct {
 	op     string
 	arg    string // transfer: the target; status: what
 	cap    int
-	flag   bool // status available: online; watch: on
+	flag   bool // watch: on
+	// n, up: here, the operator's sockets on this node and how many are up.
+	n, up int
+	// where: node, the gone node incarnation ("node/incarnation").
+	where string
 	// origin, event: the request to answer (nil origin: none).
 	origin *messages.Origin
 	event  string
+	// join: origin is an operator's join, accepted whatever the answer.
+	join bool
 }
 
 type routeKind uint8
@@ -282,6 +371,8 @@ const (
 	routeTransfer
 	routeStatus
 	routeWatch
+	routeHere
+	routeNode
 )
 
 // routeDone is a decision's answer: code is "" when accepted.
@@ -312,7 +403,11 @@ func (a *redisAssignments) do(ctx context.Context, j *routeJob) *routeDone {
 	case routeTransfer:
 		n, owner, err = a.run(ctx, transferScript, j.client, j.op, j.arg)
 	case routeStatus:
-		n, owner, err = a.run(ctx, statusScript, j.op, j.arg, j.cap, boolArg(j.flag))
+		n, owner, err = a.run(ctx, statusScript, j.op, j.arg)
+	case routeHere:
+		n, owner, err = a.run(ctx, hereScript, j.op, a.where, j.n, j.up, j.cap)
+	case routeNode:
+		n, owner, err = a.run(ctx, nodeScript, j.where, j.arg)
 	case routeWatch:
 		n, owner, err = a.run(ctx, watchScript, j.client, j.op, boolArg(j.flag))
 	}
@@ -328,10 +423,12 @@ func (a *redisAssignments) do(ctx context.Context, j *routeJob) *routeDone {
 // the order the router asked for them.
 type routeWorker struct {
 	url, prefix, node string
-	capacity          int
-	auto              bool
-	jobs              chan *routeJob
-	started           bool
+	// inc is this process's cluster incarnation (the bridge's).
+	inc      string
+	capacity int
+	auto     bool
+	jobs     chan *routeJob
+	started  bool
 }
 
 // routeJobQueue bounds the decisions waiting for Redis; past it requests
@@ -344,9 +441,13 @@ func (w *routeWorker) start(send func(any)) error {
 		return fmt.Errorf("routing: REDIS_URL: %w", err)
 	}
 	opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout = time.Second, time.Second, time.Second
+	// No retry: a script whose answer timed out may have run, and run
+	// again it could answer otherwise (a release would be not_yours).
+	opt.MaxRetries = -1
 	opt.DisableIdentity = true
 	opt.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
 	a := newRedisAssignments(redis.NewClient(opt), w.prefix, w.node, w.capacity, w.auto)
+	a.where = w.node + "/" + w.inc
 	w.jobs = make(chan *routeJob, routeJobQueue)
 	w.started = true
 	go func() {

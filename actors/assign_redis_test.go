@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -52,7 +53,9 @@ func threeNodes(t *testing.T, addr string, capacity int, auto bool) []*redisAssi
 	for i := range 3 {
 		rdb := redis.NewClient(&redis.Options{Addr: addr})
 		t.Cleanup(func() { rdb.Close() })
-		nodes = append(nodes, newRedisAssignments(rdb, "sbtest", fmt.Sprint("n", i), capacity, auto))
+		a := newRedisAssignments(rdb, "sbtest", fmt.Sprint("n", i), capacity, auto)
+		a.where = fmt.Sprint("n", i, "/inc")
+		nodes = append(nodes, a)
 	}
 	return nodes
 }
@@ -71,7 +74,7 @@ func mustDo(t *testing.T, a *redisAssignments, j *routeJob) *routeDone {
 func TestRedisClaimRaceAcrossNodes(t *testing.T) {
 	nodes := threeNodes(t, startRedis(t), 50, false)
 	for op := range 10 {
-		mustDo(t, nodes[op%3], &routeJob{kind: routeStatus, op: fmt.Sprint("op", op), arg: "online"})
+		mustDo(t, nodes[op%3], &routeJob{kind: routeHere, op: fmt.Sprint("op", op), n: 1, up: 1})
 	}
 	if d := mustDo(t, nodes[0], &routeJob{kind: routeClaim, client: "nope", op: "op0"}); d.code != messages.CodeUnknownChat {
 		t.Fatalf("claim of no chat: %q", d.code)
@@ -138,7 +141,7 @@ func TestRedisAutoBalanceAcrossNodes(t *testing.T) {
 		t.Fatal(err)
 	}
 	for op := range 4 {
-		mustDo(t, nodes[op%3], &routeJob{kind: routeStatus, op: fmt.Sprint("op", op), arg: "online"})
+		mustDo(t, nodes[op%3], &routeJob{kind: routeHere, op: fmt.Sprint("op", op), n: 1, up: 1})
 	}
 	var wg sync.WaitGroup
 	for i := range 125 {
@@ -176,10 +179,9 @@ func TestRedisAutoBalanceAcrossNodes(t *testing.T) {
 	for count["close"] == 0 || count["assign"] != 1 {
 		select {
 		case m := <-ps.Channel():
-			_, body, _ := strings.Cut(m.Payload, "\n")
-			var e routeEvent
-			if err := json.Unmarshal([]byte(body), &e); err != nil || !strings.HasPrefix(m.Payload, "R|") {
-				t.Fatalf("event %q: %v", m.Payload, err)
+			e, err := decisionOf(m.Payload)
+			if err != nil {
+				t.Fatal(err)
 			}
 			count[e.T]++
 			if e.T == "open" && e.O != "" {
@@ -191,5 +193,155 @@ func TestRedisAutoBalanceAcrossNodes(t *testing.T) {
 	}
 	if count["open"] != 125 || count["openOwned"] != 120 {
 		t.Fatalf("events %v", count)
+	}
+}
+
+// A node dies with operators on it. Marked down by the live nodes, its
+// operators take no new chats and keep theirs; gone (the recovery window
+// over), the chats of an operator with no socket elsewhere go back to the
+// queue once, in their original order ahead of those that waited, and on
+// to an operator that comes; an operator with a socket on a live node
+// keeps its chats.
+func TestRedisNodeGoneReleasesOnce(t *testing.T) {
+	addr := startRedis(t)
+	nodes := threeNodes(t, addr, 2, true)
+	ctx := context.Background()
+	rdb := nodes[0].rdb
+	mustDo(t, nodes[0], &routeJob{kind: routeHere, op: "solo", n: 1, up: 1})
+	mustDo(t, nodes[0], &routeJob{kind: routeHere, op: "both", n: 1, up: 1})
+	mustDo(t, nodes[2], &routeJob{kind: routeHere, op: "both", n: 1, up: 1})
+	for i := 1; i <= 6; i++ {
+		mustDo(t, nodes[i%3], &routeJob{kind: routeOpen, client: fmt.Sprint("c", i)})
+	}
+	owners, _ := rdb.HGetAll(ctx, "sbtest:rt:owner").Result()
+	var solo []string
+	for i := 1; i <= 4; i++ {
+		if c := fmt.Sprint("c", i); owners[c] == "solo" {
+			solo = append(solo, c)
+		}
+	}
+	if len(owners) != 4 || len(solo) != 2 {
+		t.Fatalf("owners %v", owners)
+	}
+	sub := redis.NewClient(&redis.Options{Addr: addr})
+	t.Cleanup(func() { sub.Close() })
+	ps := sub.Subscribe(ctx, "sbtest:events")
+	if _, err := ps.Receive(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	// Down: nothing moves, and solo is no longer available.
+	for _, n := range nodes[1:] {
+		mustDo(t, n, &routeJob{kind: routeNode, where: "n0/inc", arg: "down"})
+	}
+	if now, _ := rdb.HGetAll(ctx, "sbtest:rt:owner").Result(); fmt.Sprint(now) != fmt.Sprint(owners) {
+		t.Fatalf("down moved chats: %v, was %v", now, owners)
+	}
+	if ok, _ := rdb.HExists(ctx, "sbtest:rt:avail", "solo").Result(); ok {
+		t.Fatal("a dead node's operator is still available")
+	}
+	if ok, _ := rdb.HExists(ctx, "sbtest:rt:avail", "both").Result(); !ok {
+		t.Fatal("an operator up on a live node is not available")
+	}
+
+	// Gone, asked by both live nodes at once: solo's chats go back once.
+	var wg sync.WaitGroup
+	for _, n := range nodes[1:] {
+		wg.Go(func() { mustDo(t, n, &routeJob{kind: routeNode, where: "n0/inc", arg: "gone"}) })
+	}
+	wg.Wait()
+	waiting, _ := rdb.ZRange(ctx, "sbtest:rt:queue", 0, -1).Result()
+	if want := append(slices.Clone(solo), "c5", "c6"); fmt.Sprint(waiting) != fmt.Sprint(want) {
+		t.Fatalf("queue %v, want %v", waiting, want)
+	}
+	for i := 1; i <= 4; i++ {
+		if c := fmt.Sprint("c", i); !slices.Contains(solo, c) {
+			if o, _ := rdb.HGet(ctx, "sbtest:rt:owner", c).Result(); o != "both" {
+				t.Fatalf("%s went from both to %q", c, o)
+			}
+		}
+	}
+	// A newcomer gets them in that order.
+	mustDo(t, nodes[1], &routeJob{kind: routeHere, op: "new", n: 1, up: 1, cap: 10})
+	var events []string
+	deadline := time.After(5 * time.Second)
+	for len(events) < 6 {
+		select {
+		case m := <-ps.Channel():
+			e, err := decisionOf(m.Payload)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if e.T == "queue" || e.T == "assign" {
+				events = append(events, e.T+" "+e.C+" "+e.O)
+			}
+		case <-deadline:
+			t.Fatalf("events %v", events)
+		}
+	}
+	want := []string{"queue " + solo[0] + " ", "queue " + solo[1] + " ",
+		"assign " + solo[0] + " new", "assign " + solo[1] + " new", "assign c5 new", "assign c6 new"}
+	if fmt.Sprint(events) != fmt.Sprint(want) {
+		t.Fatalf("events\n %q\nwant\n %q", events, want)
+	}
+	select {
+	case m := <-ps.Channel():
+		if strings.Contains(m.Payload, `"t":"queue"`) {
+			t.Fatalf("a second release: %s", m.Payload)
+		}
+	case <-time.After(200 * time.Millisecond):
+	}
+}
+
+// decisionOf reads a decision as the events channel carries it: an entry
+// of the operators' feed, holding an envelope of kind R.
+func decisionOf(payload string) (*routeEvent, error) {
+	_, env, ok := splitFeed(payload)
+	if !ok || !strings.HasPrefix(env, "R|") {
+		return nil, fmt.Errorf("not a decision in the feed: %q", payload)
+	}
+	_, body, _ := strings.Cut(env, "\n")
+	var e routeEvent
+	if err := json.Unmarshal([]byte(body), &e); err != nil {
+		return nil, fmt.Errorf("decision %q: %w", payload, err)
+	}
+	return &e, nil
+}
+
+// An operator's sockets are counted per node: one that joins a second node
+// before leaving the first keeps its chats; with none up it takes no new
+// chats; with none left anywhere its chats go back to the queue.
+func TestRedisOperatorSocketsPerNode(t *testing.T) {
+	nodes := threeNodes(t, startRedis(t), 5, true)
+	ctx := context.Background()
+	rdb := nodes[0].rdb
+	owner := func(c string) string { o, _ := rdb.HGet(ctx, "sbtest:rt:owner", c).Result(); return o }
+	avail := func() bool { ok, _ := rdb.HExists(ctx, "sbtest:rt:avail", "x").Result(); return ok }
+	mustDo(t, nodes[0], &routeJob{kind: routeHere, op: "x", n: 1, up: 1})
+	mustDo(t, nodes[0], &routeJob{kind: routeOpen, client: "c1"})
+	if owner("c1") != "x" || !avail() {
+		t.Fatalf("c1 owned by %q", owner("c1"))
+	}
+	// Moves: joins n1, then leaves n0.
+	mustDo(t, nodes[1], &routeJob{kind: routeHere, op: "x", n: 1, up: 1})
+	mustDo(t, nodes[0], &routeJob{kind: routeHere, op: "x"})
+	if owner("c1") != "x" || !avail() {
+		t.Fatalf("after a move: c1 owned by %q, available %v", owner("c1"), avail())
+	}
+	// Its transport drops (the socket is kept for the window).
+	mustDo(t, nodes[1], &routeJob{kind: routeHere, op: "x", n: 1})
+	mustDo(t, nodes[2], &routeJob{kind: routeOpen, client: "c2"})
+	if owner("c1") != "x" || avail() || owner("c2") != "" {
+		t.Fatalf("down: c1 %q, c2 %q, available %v", owner("c1"), owner("c2"), avail())
+	}
+	// Back, then gone.
+	mustDo(t, nodes[1], &routeJob{kind: routeHere, op: "x", n: 1, up: 1})
+	if owner("c2") != "x" {
+		t.Fatalf("back: c2 owned by %q", owner("c2"))
+	}
+	mustDo(t, nodes[1], &routeJob{kind: routeHere, op: "x"})
+	waiting, _ := rdb.ZRange(ctx, "sbtest:rt:queue", 0, -1).Result()
+	if fmt.Sprint(waiting) != "[c1 c2]" || avail() {
+		t.Fatalf("gone: queue %v, available %v", waiting, avail())
 	}
 }

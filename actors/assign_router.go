@@ -202,13 +202,16 @@ func (r *router) chatClosed(ctx actor.Context, client string) {
 // of the chats already open: in claim mode newChat for every player (as in
 // broadcast) then who owns what and what waits; in auto mode its own and
 // watched chats, and what waits.
-func (r *router) operatorJoinedRouting(ctx actor.Context, p *participant, maxChats int) int {
+//
+// In a cluster it answers the join o itself (deferred reports that), once
+// Redis counts the socket.
+func (r *router) operatorJoinedRouting(ctx actor.Context, p *participant, maxChats int, o *messages.Origin) (n int, deferred bool) {
 	g := r.asg.operatorJoined(p, maxChats)
 	if r.clustered() {
-		r.clusterOperatorJoined(ctx, g, maxChats)
+		r.clusterOperatorJoined(ctx, g, maxChats, o)
+		deferred = o != nil && o.Ack != nil
 	}
 	send := func(f *messages.Frame) { ctx.Send(p.session, &messages.Deliver{Frame: f}) }
-	n := 0
 	if r.asg.mode == RoutingClaim {
 		for _, cl := range r.allClients() {
 			send(r.newChatFrame(cl))
@@ -235,7 +238,7 @@ func (r *router) operatorJoinedRouting(ctx actor.Context, p *participant, maxCha
 	for i, c := range r.asg.waiting {
 		send(r.frame(messages.EventChatQueued, &messages.ChatQueued{ClientID: c.client, Position: i + 1}, time.Time{}))
 	}
-	return n
+	return n, deferred
 }
 
 // openChats is every open chat in arrival order.

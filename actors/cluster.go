@@ -119,7 +119,7 @@ type clusterDeliver struct {
 	// seq: a frame with an offset for a player, sequenced in its stored
 	// conversation (cluster_store.go) on its way.
 	seq bool
-	// toAgents: the sockets on node toNode of these operators (routing:
+	// toAgents: the sockets on other nodes of these operators (routing:
 	// a chat's owner and watchers), but the socket except.
 	toAgents []string
 }
@@ -174,6 +174,8 @@ type NodeGone struct {
 	// Since is when the node was last known alive: with recovery on its
 	// players are away until Since plus the recovery window.
 	Since time.Time
+	// Inc is the incarnation that is gone (a restarted node's earlier one).
+	Inc string
 }
 
 // RemoteDeliver is a frame from another node for local sockets: every

@@ -122,6 +122,7 @@ func (r *router) orphan(ctx actor.Context, p *participant, since time.Time) {
 	if left <= 0 {
 		r.cl.remote.remove(p.id)
 		r.toLocalOperators(ctx, r.disconnectedFrame(p.id), "")
+		r.goneNodeChatEnded(ctx, p.id)
 		r.toBridge(ctx, &forgetSession{id: p.id, node: p.node})
 		return
 	}
@@ -145,6 +146,7 @@ func (r *router) orphanExpired(ctx actor.Context, m *orphanExpired) {
 		return
 	}
 	r.toLocalOperators(ctx, r.disconnectedFrame(p.id), "")
+	r.goneNodeChatEnded(ctx, p.id)
 	// Every node may do it; only a record its dead node still owns goes.
 	r.toBridge(ctx, &forgetSession{id: p.id, node: p.node})
 	r.log.Info("away player of a gone node did not come back; chat ended", "socket", p.id, "peer", p.node)

@@ -553,23 +553,19 @@ func (b *redisBridge) deliver(ctx actor.Context, m *clusterDeliver) {
 	if !m.frame.At.IsZero() {
 		e.at = m.frame.At.UnixMilli()
 	}
-	channel := b.events
-	if m.toClient == "" && len(m.toAgents) == 0 {
-		// To every operator: through the feed, which a node whose
+	if m.toClient == "" {
+		// To every operator, or to some operators wherever their sockets
+		// are (routing): through the feed, which a node whose
 		// subscription dropped reads again.
-		b.enqueue(ioJob{pub: &pubJob{script: feedScript, keys: []string{b.key("feed")}, args: []any{e.encode(), feedMaxLen, channel}}})
+		if len(m.toAgents) > 0 {
+			keys, _ := json.Marshal(m.toAgents)
+			e.kind, e.body = kindAgents, append(append(keys, '\n'), m.frame.Packet...)
+		}
+		b.enqueue(ioJob{pub: &pubJob{script: feedScript, keys: []string{b.key("feed")}, args: []any{e.encode(), feedMaxLen, b.events}}})
 		return
 	}
-	switch {
-	case m.toClient != "":
-		e.kind, e.arg = kindClient, m.toClient
-		channel = b.key("node", m.toNode)
-	case len(m.toAgents) > 0:
-		keys, _ := json.Marshal(m.toAgents)
-		e.kind, e.body = kindAgents, append(append(keys, '\n'), m.frame.Packet...)
-		channel = b.key("node", m.toNode)
-	}
-	b.enqueue(ioJob{pub: &pubJob{channel: channel, payload: e.encode()}})
+	e.kind, e.arg = kindClient, m.toClient
+	b.enqueue(ioJob{pub: &pubJob{channel: b.key("node", m.toNode), payload: e.encode()}})
 }
 
 // sequence hands a player's frame to append.lua, which numbers it, stores
@@ -679,6 +675,9 @@ func (b *redisBridge) received(ctx actor.Context, raw string) {
 		ctx.Send(b.router, &RoutingEvent{Body: e.body})
 		return
 	case kindAgents:
+		if e.node == b.o.NodeID {
+			return // its sockets here had it from the router
+		}
 		keys, packet, _ := bytes.Cut(e.body, []byte{'\n'})
 		d := &RemoteDeliver{Frame: &messages.Frame{Event: e.event, Packet: packet}, Except: e.arg}
 		if e.at != 0 {
@@ -817,7 +816,8 @@ func (b *redisBridge) snapshot(ctx actor.Context, res *snapshotResult) {
 		}
 	}
 	for id, raw := range res.fields {
-		if !strings.HasPrefix(id, "_") {
+		// Only these two are not members: a socket id may begin with "_".
+		if id != "_inc" && id != "_seq" {
 			b.setMember(ctx, res.node, rn, id, raw)
 		}
 	}
@@ -978,11 +978,12 @@ func (b *redisBridge) unchangedSince(nodes map[string]string, now time.Time) {
 }
 
 func (b *redisBridge) gone(ctx actor.Context, id, reason string, since time.Time) {
-	if _, ok := b.st.nodes[id]; !ok {
+	rn, ok := b.st.nodes[id]
+	if !ok {
 		return
 	}
 	delete(b.st.nodes, id)
-	ctx.Send(b.router, &NodeGone{Node: id, Reason: reason, Since: since})
+	ctx.Send(b.router, &NodeGone{Node: id, Reason: reason, Since: since, Inc: rn.inc})
 }
 
 func (b *redisBridge) down(ctx actor.Context, err error) {

@@ -1,6 +1,7 @@
 package actors
 
 import (
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -167,5 +168,33 @@ func TestRouterWithClusterReadModel(t *testing.T) {
 	nothing(t, opFrames)
 	if len(cv.remote.byID) != 0 {
 		t.Fatalf("read model keeps %d", len(cv.remote.byID))
+	}
+}
+
+// A node's presence hash read whole lists every member, whatever its
+// socket id begins with ("_" is in the ids' alphabet, as in the hash's own
+// _inc and _seq fields).
+func TestSnapshotKeepsMembersWhoseIDBeginsWithUnderscore(t *testing.T) {
+	sys := actor.NewActorSystem()
+	router, ch := probe(t, sys)
+	b := &redisBridge{st: newBridgeState(), router: router, log: slog.New(slog.DiscardHandler)}
+	b.st.nodes["n1"] = &remoteNode{inc: "i1", members: map[string]*member{}, syncing: true}
+	fields := map[string]string{"_inc": "i1", "_seq": "2",
+		"_dEkq3Hn0aE1b2c3d4e5": `{"id":"_dEkq3Hn0aE1b2c3d4e5","role":"client","connectedAt":1,"seq":1}`,
+		"Ab-cd3Hn0aE1b2c3d4e5": `{"id":"Ab-cd3Hn0aE1b2c3d4e5","role":"client","connectedAt":2,"seq":2}`,
+	}
+	pid := sys.Root.Spawn(actor.PropsFromFunc(func(ctx actor.Context) {
+		if res, ok := ctx.Message().(*snapshotResult); ok {
+			b.snapshot(ctx, res)
+		}
+	}))
+	sys.Root.Send(pid, &snapshotResult{node: "n1", fields: fields})
+	got := map[string]bool{}
+	for range 2 {
+		got[next[*RemoteJoined](t, ch).Member.ID] = true
+	}
+	nothing(t, ch)
+	if !got["_dEkq3Hn0aE1b2c3d4e5"] || !got["Ab-cd3Hn0aE1b2c3d4e5"] {
+		t.Fatalf("joined %v", got)
 	}
 }

@@ -119,6 +119,8 @@ func (r *router) Receive(ctx actor.Context) {
 		r.routingEvent(ctx, m)
 	case *routeDone:
 		r.routeDone(ctx, m)
+	case *routeNodeGone:
+		r.decide(ctx, &routeJob{kind: routeNode, where: m.where, arg: "gone"})
 	case *RemoteJoined:
 		r.remoteJoined(ctx, m)
 	case *RemoteLeft:
@@ -127,7 +129,11 @@ func (r *router) Receive(ctx actor.Context) {
 		r.nodeGone(ctx, m)
 	case *ClusterState:
 		if r.cl != nil {
+			back := m.Up && !r.cl.state.Up
 			r.cl.state = *m
+			if back && r.clustered() {
+				r.routingRedisBack(ctx)
+			}
 		}
 	case *clusterAttached:
 		if r.cl != nil {
@@ -250,6 +256,7 @@ func (r *router) join(ctx actor.Context, m *messages.Join) {
 		mem.Quiet = m.Resumed && old != nil && old.role == p.role
 		r.toBridge(ctx, &clusterJoined{m: mem})
 	}
+	deferred := false // the join's answer waits for Redis (routing in a cluster)
 	switch p.role {
 	case messages.RoleClient:
 		if m.Resumed && old != nil && old.role == messages.RoleClient {
@@ -268,7 +275,7 @@ func (r *router) join(ctx actor.Context, m *messages.Join) {
 	case messages.RoleOperator:
 		clients := 0
 		if r.asg.enabled() {
-			clients = r.operatorJoinedRouting(ctx, p, maxChats(m.Verified))
+			clients, deferred = r.operatorJoinedRouting(ctx, p, maxChats(m.Verified), &m.Origin)
 		} else {
 			for _, c := range r.allClients() {
 				ctx.Send(p.session, &messages.Deliver{Frame: r.newChatFrame(c)})
@@ -283,7 +290,9 @@ func (r *router) join(ctx actor.Context, m *messages.Join) {
 		ctx.Send(m.Session, &messages.Accepted{Ack: m.Ack, ID: r.ids.next(), Timestamp: messages.ISOTime(r.now()), ClientID: p.id})
 		return
 	}
-	r.accept(ctx, &m.Origin, "")
+	if !deferred {
+		r.accept(ctx, &m.Origin, "")
+	}
 }
 
 func (r *router) newChatFrame(c *participant) *messages.Frame {
@@ -672,6 +681,9 @@ func (r *router) nodeGone(ctx actor.Context, m *NodeGone) {
 				r.asg.socketLeft(id)
 			}
 		}
+		if r.clustered() {
+			r.clusterNodeGone(ctx, m)
+		}
 	}
 	if r.cl.window > 0 {
 		r.nodeGoneAway(ctx, m)
@@ -683,6 +695,7 @@ func (r *router) nodeGone(ctx actor.Context, m *NodeGone) {
 		if p.role == messages.RoleClient {
 			clients++
 			r.toLocalOperators(ctx, r.disconnectedFrame(p.id), "")
+			r.goneNodeChatEnded(ctx, p.id)
 		}
 	}
 	level := slog.LevelWarn

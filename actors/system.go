@@ -104,6 +104,11 @@ func Start(o Options) (*System, error) {
 			}
 		}
 		st := newBridgeState()
+		if asg.rw != nil {
+			// Its operators' sockets in Redis are named by this incarnation,
+			// which the other nodes learn of its death by.
+			asg.rw.inc = st.inc
+		}
 		co, bridgeLog := o.Cluster, o.Logger.With("component", "cluster")
 		seq, maxLen := store != nil, max(o.Policy.Recovery.MaxFrames, 1)
 		maxBytes := o.Policy.Recovery.MaxBytes

@@ -16,6 +16,8 @@ const (
 	// CodeUnavailable answers a message whose write to the cluster's
 	// store failed (Redis unreachable or too slow): it may or may not
 	// reach its player, and the sender knows it was not acknowledged.
+	// Under routing in a cluster it also answers a request that Redis
+	// could not decide.
 	CodeUnavailable = "unavailable"
 	// Not sent to anyone: the reason a reader too slow for its writes was
 	// cut off, as /metrics counts it.
