@@ -122,6 +122,9 @@ type clusterDeliver struct {
 	// toAgents: the sockets on node toNode of these operators (routing:
 	// a chat's owner and watchers), but the socket except.
 	toAgents []string
+	// acked: a player's message to every operator, whose acknowledgement
+	// waits for this feed write (ackAfterStore), as seq frames' do.
+	acked bool
 }
 
 // catchUp asks the bridge for a player's stored frames after its last

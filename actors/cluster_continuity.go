@@ -193,8 +193,19 @@ func (r *router) toClient(ctx actor.Context, c *participant, f *messages.Frame) 
 	r.toBridge(ctx, &clusterDeliver{frame: f, toClient: c.id, toNode: c.node})
 }
 
+// toOperatorsStored is toOperators for a player's message with stored
+// sessions on: its acknowledgement follows the write to the operators'
+// feed, so a message acknowledged is one that every node's operators get
+// even if this node dies the next moment. Local operators get it at once.
+func (r *router) toOperatorsStored(ctx actor.Context, f *messages.Frame) {
+	r.toLocalOperators(ctx, f, "")
+	ctx.Send(r.cl.bridge, &clusterDeliver{frame: f, acked: true})
+	r.cl.storedFor = ctx.Message()
+}
+
 // ackAfterStore hands the acknowledgement of the message being handled to
-// the bridge when that message sent a player a stored frame: the bridge
+// the bridge when that message sent a player a stored frame (or was a
+// player's message written to the operators' feed): the bridge
 // answers it once the store's write succeeded (or says it failed), so an
 // acknowledged message is stored even if this node dies the next moment.
 // Nothing waits: the session acknowledges when the bridge's answer comes.

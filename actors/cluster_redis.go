@@ -247,12 +247,13 @@ type redisBridge struct {
 
 	// Stored sessions (cluster_store.go); seq is false with recovery off.
 	seq bool
-	// lastSeq is what became of the last player's frame sent to the
-	// store, for the acknowledgement that may follow it.
+	// lastSeq is what became of the last write an acknowledgement may
+	// follow (a player's frame sent to the store, or a player's message to
+	// the operators' feed).
 	lastSeq seqOutcome
 	// feedReading: a read of the feed is in flight.
 	feedReading bool
-	writes      uint64 // players' frames sent to the store, numbering their jobs
+	writes      uint64 // writes acknowledgements follow (lastSeq), numbering their jobs
 	keys        storeKeys
 	ttl         time.Duration
 	maxLen      int
@@ -523,7 +524,10 @@ func (b *redisBridge) deliver(ctx actor.Context, m *clusterDeliver) {
 			b.lastSeq = seqDirect
 			return
 		}
-		b.lastSeq = seqDropped
+		if m.seq || m.acked {
+			// Other nodes' operators never get it: the sender hears so.
+			b.lastSeq = seqDropped
+		}
 		b.met.ClusterDropped()
 		return
 	}
@@ -542,7 +546,16 @@ func (b *redisBridge) deliver(ctx actor.Context, m *clusterDeliver) {
 	if m.toClient == "" && len(m.toAgents) == 0 {
 		// To every operator: through the feed, which a node whose
 		// subscription dropped reads again.
-		b.enqueue(ioJob{pub: &pubJob{script: feedScript, keys: []string{b.key("feed")}, args: []any{e.encode(), feedMaxLen, channel}}})
+		j := &pubJob{script: feedScript, keys: []string{b.key("feed")}, args: []any{e.encode(), feedMaxLen, channel}}
+		if m.acked {
+			// Numbered like a player's frame: its acknowledgement follows it.
+			b.writes++
+			j.wid = b.writes
+			b.lastSeq = seqDropped
+		}
+		if b.enqueue(ioJob{pub: j}) && m.acked {
+			b.lastSeq = seqQueued
+		}
 		return
 	}
 	switch {

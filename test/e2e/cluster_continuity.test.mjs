@@ -228,6 +228,61 @@ describe('continuity across nodes', { skip: hasRedis ? false : 'redis-server is 
     await Promise.all([n1.stop(), n2.stop()]);
   });
 
+  test('a player\'s acknowledgement waits for the feed: while Redis is paused, every ok one reaches the other node\'s operator once, the rest are unavailable', async () => {
+    const [n1, n2] = await nodes(['q1', 'q2']);
+    const { op, p } = await chat(n2, n1, 'pfeed');
+    const local = await connect('pfeed-op1', ['websocket'], { url: n1.url });
+    sockets.push(local);
+    local.emit('join', { role: 'operator', name: 'Dos', operatorId: 2 });
+    await n1.waitJoined(local.sid, 'operator');
+    await expectEvent(local, 'newChat');
+
+    // A steady stream of messages, each with its ack, while Redis stops
+    // answering every client for 2 s (its commands wait, then run).
+    const acks = [];
+    const send = (text) => acks.push(new Promise((resolve) => {
+      const timer = setTimeout(() => resolve({ text, ack: null }), 15000);
+      p.emit('clientMessage', { type: 'text', message: text }, (ack) => {
+        clearTimeout(timer);
+        resolve({ text, ack });
+      });
+    }));
+    let i = 0;
+    for (; i < 10; i++, await delay(25)) send(`m${i}`);
+    assert.equal(await redisCommand(redis.port, 'CLIENT PAUSE 2000 ALL'), '+OK');
+    const pausedAt = Date.now();
+    for (; Date.now() - pausedAt < 4500; i++, await delay(25)) send(`m${i}`);
+    for (const n of [n1, n2]) {
+      await n.waitFor('/health', (h) => h.cluster?.redis === 'ok', { timeoutMs: 15000, what: 'redis back' });
+    }
+    for (; i < 400 && Date.now() - pausedAt < 9000; i++, await delay(25)) send(`m${i}`);
+    const results = await Promise.all(acks);
+    const ok = results.filter((r) => r.ack?.ok === true).map((r) => r.text);
+    const refused = results.filter((r) => r.ack?.ok !== true);
+    for (const r of refused) {
+      assert.equal(r.ack?.ok, false, `${r.text}: an answer within 15 s: ${JSON.stringify(r.ack)}`);
+      assert.equal(r.ack.error?.code, 'unavailable', `${r.text}: ${JSON.stringify(r.ack)}`);
+    }
+
+    const got = () => all(op, 'incomingMessage').map((m) => m.message);
+    for (const deadline = Date.now() + 8000; !ok.every((t) => got().includes(t)) && Date.now() < deadline;) await delay(50);
+    const seen = got();
+    const missing = ok.filter((t) => !seen.includes(t));
+    assert.deepEqual(missing, [], `acknowledged but never delivered to the other node's operator (of ${ok.length} ok)`);
+    const twice = seen.filter((t, k) => seen.indexOf(t) !== k);
+    assert.deepEqual(twice, [], 'nothing delivered twice');
+    const order = seen.map((t) => Number(t.slice(1)));
+    assert.deepEqual(order, [...order].sort((a, b) => a - b), 'in the order sent');
+    // The player's own node's operator got every message at once, as before.
+    assert.equal(all(local, 'incomingMessage').length, results.length);
+    assert.ok(refused.length > 0, 'the pause refused some messages');
+    assert.ok(ok.length > results.length / 2, `most were acknowledged: ${ok.length} of ${results.length}`);
+    const refusedArrived = refused.filter((r) => seen.includes(r.text)).length;
+    console.log(`# player's messages while Redis paused 2 s: ${ok.length} ok (each delivered once on the other node), ${refused.length} unavailable (${refusedArrived} of them arrived anyway, once)`);
+    for (const s of [op, p, local]) s.close();
+    await Promise.all([n1.stop(), n2.stop()]);
+  });
+
   test('operators\' feed across a Redis blip: subscriptions cut mid-conversation, every message once and in order', async () => {
     const [n1, n2] = await nodes(['f1', 'f2']);
     const { op, p } = await chat(n2, n1, 'feed');
