@@ -149,9 +149,9 @@ type forgetSession struct{ id, node string }
 // closed when it has (a stopping node's last frames must be stored).
 type drainBridge struct{ done chan struct{} }
 
-// movedOut tells the router that another node took a local player's
-// session over: it goes quietly.
-type movedOut struct{ id string }
+// movedOut tells the router that another node (node) took a local
+// player's session over: it goes quietly.
+type movedOut struct{ id, node string }
 
 // resubscribed tells the router that the bridge's subscription was down:
 // sessions catch up from their stored conversations.

@@ -110,7 +110,15 @@ func (r *router) movedOut(ctx actor.Context, m *movedOut) {
 	r.met.Left(p.role.String())
 	r.toBridge(ctx, &clusterLeft{id: p.id, moved: true})
 	ctx.Send(p.session, &moveOut{})
-	r.log.Info("player taken over by another node", "socket", p.id)
+	if m.node != "" && m.node != r.cl.node {
+		// Listed on its new node at once: the quiet join that node
+		// announces next updates it, and is no new chat for local
+		// operators (they had it; the new node sent them chatBack).
+		moved := *p
+		moved.session, moved.node, moved.away = nil, m.node, false
+		r.cl.remote.upsert(&moved)
+	}
+	r.log.Info("player taken over by another node", "socket", p.id, "peer", m.node)
 }
 
 // orphan makes a dead node's player away until since plus the window.

@@ -669,7 +669,7 @@ func (b *redisBridge) received(ctx actor.Context, raw string) {
 		return
 	case kindMoved:
 		if e.node != b.o.NodeID {
-			ctx.Send(b.router, &movedOut{id: e.arg})
+			ctx.Send(b.router, &movedOut{id: e.arg, node: e.node})
 		}
 		return
 	case kindRouting:

@@ -12,7 +12,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import net from 'node:net';
 import { setTimeout as delay } from 'node:timers/promises';
-import { HIGH_LIMITS, connect, emitAck, expectEvent, expectNothing, startServer, freePort, startRedis } from './helpers.mjs';
+import { HIGH_LIMITS, connect, emitAck, expectEvent, expectNothing, startServer, freePort, startRedis, signHS256 } from './helpers.mjs';
 
 const hasRedis = spawnSync('redis-server', ['--version']).status === 0;
 const RECONNECT = { reconnection: true, reconnectionDelay: 100, reconnectionDelayMax: 200 };
@@ -377,6 +377,100 @@ describe('continuity across nodes', { skip: hasRedis ? false : 'redis-server is 
     await n2.waitFor('/health', (h) => h.cluster?.nodes === 1, { timeoutMs: NOTICED_MS, what: 'l1 known dead' });
     await n2.stop();
   });
+
+  // A reload by a verified player token's sub: the page on node A goes
+  // (its transport drops: a closed tab, a reload), then a new page with a
+  // fresh token of the same sub connects to node B, after A was killed or
+  // while A still keeps the player away.
+  for (const how of ['killed', 'alive']) {
+    test(`a page reloaded on another node with a token of the same sub resumes (its node ${how})`, async () => {
+      const secret = 'switchboard e2e player secret, 32+ characters';
+      const now = Math.floor(Date.now() / 1000);
+      const tok = (sub) => signHS256({ sub, username: 'ana', exp: now + 600 }, secret);
+      const [n1, n2] = await nodes([`s1${how}`, `s2${how}`], { SWITCHBOARD_CLIENT_SECRET: secret });
+      const op = await connect(`sub-${how}-op`, ['websocket'], { url: n2.url });
+      sockets.push(op);
+      op.emit('join', { role: 'operator', name: 'Uno', operatorId: 1 });
+      await n2.waitJoined(op.sid, 'operator');
+      let opA;
+      if (how === 'alive') {
+        // An operator on the old node too: it must see nothing doubled either.
+        opA = await connect(`sub-${how}-opA`, ['websocket'], { url: n1.url });
+        sockets.push(opA);
+        opA.emit('join', { role: 'operator', name: 'Dos', operatorId: 2 });
+        await n1.waitJoined(opA.sid, 'operator');
+      }
+      const ops = opA ? [op, opA] : [op];
+      const p = await connect(`sub-${how}-page1`, ['websocket'], { url: n1.url, auth: { token: tok('player-42') } });
+      sockets.push(p);
+      const id = p.id;
+      const j1 = await emitAck(p, 'join', { role: 'client', name: 'Ana' });
+      assert.equal(j1.ok, true, JSON.stringify(j1));
+      for (const o of ops) assert.equal((await expectEvent(o, 'newChat')).clientId, id);
+      assert.equal((await emitAck(p, 'clientMessage', { type: 'text', message: 'hello' })).ok, true);
+      for (const o of ops) assert.equal((await expectEvent(o, 'incomingMessage')).message, 'hello');
+      await say(op, p, 'one');
+      await expectEvent(p, 'operatorMessage');
+      if (opA) await expectEvent(opA, 'operatorBroadcast');
+
+      // The page goes without a goodbye; a reply meanwhile is kept for it.
+      p.io.reconnection(false);
+      p.io.engine.close();
+      for (const o of ops) assert.deepEqual(await expectEvent(o, 'chatAway'), { clientId: id });
+      assert.equal((await say(op, p, 'two')).away, true);
+      if (opA) await expectEvent(opA, 'operatorBroadcast');
+      if (how === 'killed') {
+        await delay(700); // a heartbeat or two: the node stores what its page confirmed
+        n1.proc.kill('SIGKILL');
+        await n1.exited;
+      }
+
+      // A new page, a fresh token of the same sub, on the other node.
+      const p2 = await connect(`sub-${how}-page2`, ['websocket'], { url: n2.url, auth: { token: tok('player-42') } });
+      sockets.push(p2);
+      assert.equal(p2.id, id, 'the same clientId');
+      const j2 = await emitAck(p2, 'join', { role: 'client', name: 'Ana' });
+      assert.equal(j2.ok, true, JSON.stringify(j2));
+      assert.equal(j2.clientId, id);
+      for (const o of ops) assert.deepEqual(await expectEvent(o, 'chatBack'), { clientId: id });
+      for (const deadline = Date.now() + 3000; !texts(p2).includes('two') && Date.now() < deadline;) await delay(20);
+      await delay(100);
+      const got = texts(p2);
+      p2.rec.pending = [];
+      // What the first page never confirmed reading may come again; 'two' exactly once.
+      assert.ok(['two', 'one,two'].includes(got.join(',')), `the reloaded page got ${got}`);
+
+      // The conversation goes on under the same clientId, once for everyone.
+      assert.equal((await emitAck(p2, 'clientMessage', { type: 'text', message: 'back' })).ok, true);
+      for (const o of ops) {
+        const m = await expectEvent(o, 'incomingMessage');
+        assert.deepEqual([m.from, m.message], [id, 'back']);
+      }
+      await say(op, p2, 'three');
+      await expectEvent(p2, 'operatorMessage');
+      if (opA) await expectEvent(opA, 'operatorBroadcast');
+      assert.deepEqual(texts(p2), [...got, 'three']);
+      await expectNothing([...ops, p2], 500);
+      for (const o of ops) {
+        assert.equal(all(o, 'newChat').length, 1, `${o.label}: no second newChat`);
+        assert.deepEqual(all(o, 'chatEnded'), [], `${o.label}: no chatEnded`);
+        assert.equal(all(o, 'chatBack').length, 1, `${o.label}: one chatBack`);
+        assert.deepEqual(all(o, 'incomingMessage').map((m) => m.message), ['hello', 'back'], `${o.label}: the player's messages once`);
+      }
+      const live = how === 'alive' ? [n1, n2] : [n2];
+      for (const n of live) {
+        await n.waitFor('/stats', (st) => st.clients.length === 1 && st.clients[0].socketId === id && st.clients[0].node === `s2${how}`,
+          { what: `listed once, on s2${how}` });
+      }
+      // The old node's window does not end the chat later (it let the session go).
+      if (how === 'alive') await expectNothing(ops, 1000);
+      for (const s of [...ops, p2]) s.close();
+      if (how === 'killed') {
+        await n2.waitFor('/health', (h) => h.cluster?.nodes === 1, { timeoutMs: NOTICED_MS, what: 'the killed node known dead' });
+      }
+      await Promise.all(live.map((n) => n.stop()));
+    });
+  }
 
   test('a killed node\'s player away past the window: exactly one chatEnded, then a fresh session', async () => {
     const [n1, n2] = await nodes(['w1', 'w2'], { SWITCHBOARD_RECOVERY_WINDOW: '3s' });
