@@ -499,6 +499,51 @@ describe('continuity across nodes', { skip: hasRedis ? false : 'redis-server is 
     await n2.stop();
   });
 
+  // An operator's own feed is not stored per operator (docs/CONTINUITY.md,
+  // "Where it does not reach"): whose node dies gets a fresh session on
+  // another, never a replay with a gap. Its CRM joins again, as it does on
+  // every connect, and gets the list and what players said meanwhile.
+  test('an operator whose node is killed reconnects to another as a clean fresh session, never a partial replay', async () => {
+    const [n1, n2] = await nodes(['o1', 'o2']);
+    const op = await connect('fresh-op', ['websocket'], { url: n1.url, ...RECONNECT });
+    sockets.push(op);
+    const joinOp = () => op.emit('join', { role: 'operator', name: 'Uno', operatorId: 1 });
+    joinOp();
+    await n1.waitJoined(op.sid, 'operator');
+    const p = await connect('fresh-player', ['websocket'], { url: n2.url });
+    sockets.push(p);
+    p.emit('join', { role: 'client', name: 'Bob', username: 'bob' });
+    assert.equal((await expectEvent(op, 'newChat')).clientId, p.sid);
+    assert.equal((await emitAck(p, 'clientMessage', { type: 'text', message: 'before' })).ok, true);
+    assert.equal((await expectEvent(op, 'incomingMessage')).message, 'before');
+    const oldID = op.id;
+
+    op.io.reconnection(false);
+    n1.proc.kill('SIGKILL');
+    await n1.exited;
+    await n2.waitFor('/health', (h) => h.cluster?.nodes === 1 && h.connections.operators === 0, { timeoutMs: NOTICED_MS, what: 'o1 known dead' });
+    // No operator online anywhere: the player's message waits for one.
+    const q = await emitAck(p, 'clientMessage', { type: 'text', message: 'meanwhile' });
+    assert.deepEqual([q.ok, q.queued], [true, true], JSON.stringify(q));
+
+    op.rec.pending = [];
+    const back = nextConnect(op, 10000);
+    op.io.uri = n2.url;
+    op.io.reconnection(true);
+    op.connect();
+    await back;
+    assert.notEqual(op.recovered, true, 'not recovered: its feed was on the dead node');
+    assert.notEqual(op.id, oldID, 'a new socket id');
+    joinOp();
+    assert.equal((await expectEvent(op, 'newChat')).clientId, p.sid, 'the list again');
+    assert.equal((await expectEvent(op, 'incomingMessage')).message, 'meanwhile', 'then what waited');
+    await expectNothing([op], 500);
+    assert.equal(all(op, 'incomingMessage').filter((m) => m.message === 'before').length, 1, 'nothing replayed');
+    op.close();
+    p.close();
+    await n2.stop();
+  });
+
   test('Redis restarted empty: fresh sessions, never a wrong replay', async () => {
     const [n1, n2] = await nodes(['r1', 'r2']);
     const { op, p } = await chat(n2, n1, 'restart');
