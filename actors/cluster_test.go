@@ -169,3 +169,46 @@ func TestRouterWithClusterReadModel(t *testing.T) {
 		t.Fatalf("read model keeps %d", len(cv.remote.byID))
 	}
 }
+
+// With stored sessions a player's message reaches local operators at once,
+// and its acknowledgement waits for the feed write: the router hands it to
+// the bridge right after the write, never to the player directly. Without
+// them (continuity off) the acknowledgement is immediate, as on one node.
+func TestPlayerAckFollowsTheFeedWrite(t *testing.T) {
+	for _, stored := range []bool{true, false} {
+		sys := actor.NewActorSystem()
+		t.Cleanup(sys.Shutdown)
+		bridge, toBridge := probe(t, sys)
+		opPID, opFrames := probe(t, sys)
+		cPID, cGot := probe(t, sys)
+		cv := &clusterView{node: "n1", remote: newRemotePresence(), state: ClusterState{Node: "n1", Up: true, Nodes: 2}, seq: stored, window: time.Minute}
+		r := sys.Root.Spawn(actor.PropsFromProducer(func() actor.Actor {
+			return &router{pr: newPresence(), cl: cv, log: quietLogger(), now: time.Now, ids: newIDSource(time.Now())}
+		}))
+		sys.Root.Send(r, &clusterAttached{pid: bridge})
+		sys.Root.Send(r, &messages.Join{Origin: messages.Origin{From: "op", Session: opPID, At: time.Now()}, Payload: operator("Ana")})
+		sys.Root.Send(r, &messages.Join{Origin: messages.Origin{From: "c", Session: cPID, At: time.Now()}, Payload: clientJoin("Bob")})
+		next[*clusterJoined](t, toBridge)
+		next[*clusterJoined](t, toBridge)
+		if d := next[*messages.Deliver](t, opFrames); d.Frame.Event != "newChat" {
+			t.Fatalf("newChat: %s", d.Frame.Packet)
+		}
+		ack := func(*messages.AckReply) {}
+		sys.Root.Send(r, &messages.ClientMessage{Origin: messages.Origin{From: "c", Session: cPID, Ack: ack}, Payload: messages.ClientMessagePayload{Content: messages.Content{Type: messages.KindText, Message: messages.S("hi")}}})
+		if d := next[*messages.Deliver](t, opFrames); d.Frame.Event != "incomingMessage" {
+			t.Fatalf("local operator: %s", d.Frame.Packet)
+		}
+		if d := next[*clusterDeliver](t, toBridge); d.acked != stored || d.frame.Event != "incomingMessage" || d.toClient != "" {
+			t.Fatalf("stored %v: feed write %+v", stored, d)
+		}
+		if stored {
+			if a := next[*ackAfterStore](t, toBridge); a.session != cPID || a.event != "clientMessage" || a.acc == nil {
+				t.Fatalf("ack after the write: %+v", a)
+			}
+			nothing(t, cGot)
+		} else {
+			next[*messages.Accepted](t, cGot)
+			nothing(t, toBridge)
+		}
+	}
+}
