@@ -283,6 +283,39 @@ describe('continuity across nodes', { skip: hasRedis ? false : 'redis-server is 
     await Promise.all([n1.stop(), n2.stop()]);
   });
 
+  test('a player\'s node killed while its messages wait for Redis: every ok one still reaches the other node\'s operator once', async () => {
+    const [n1, n2] = await nodes(['z1', 'z2']);
+    const { op, p } = await chat(n2, n1, 'pkill');
+    const acks = [];
+    const send = (text) => acks.push(new Promise((resolve) => {
+      const timer = setTimeout(() => resolve({ text, ack: null }), 8000);
+      p.emit('clientMessage', { type: 'text', message: text }, (ack) => {
+        clearTimeout(timer);
+        resolve({ text, ack });
+      });
+    }));
+    for (let i = 0; i < 5; i++) assert.equal((await emitAck(p, 'clientMessage', { type: 'text', message: `a${i}` })).ok, true);
+    // Redis stalls: the node's writes wait; then it is killed with them.
+    assert.equal(await redisCommand(redis.port, 'CLIENT PAUSE 1500 ALL'), '+OK');
+    for (let i = 0; i < 20; i++, await delay(10)) send(`b${i}`);
+    n1.proc.kill('SIGKILL');
+    await n1.exited;
+    const results = await Promise.all(acks);
+    const ok = ['a0', 'a1', 'a2', 'a3', 'a4', ...results.filter((r) => r.ack?.ok === true).map((r) => r.text)];
+    const got = () => all(op, 'incomingMessage').map((m) => m.message);
+    for (const deadline = Date.now() + 5000; !ok.every((t) => got().includes(t)) && Date.now() < deadline;) await delay(50);
+    const seen = got();
+    assert.deepEqual(ok.filter((t) => !seen.includes(t)), [], `acknowledged but never delivered to the other node's operator: ${ok}`);
+    assert.deepEqual(seen.filter((t, k) => seen.indexOf(t) !== k), [], 'nothing delivered twice');
+    const unanswered = results.filter((r) => r.ack === null).length;
+    assert.ok(unanswered > 0, 'some messages were never acknowledged: the node died first');
+    console.log(`# node killed with writes waiting: ${ok.length - 5} of 20 acknowledged, ${unanswered} never answered, ${seen.filter((t) => t.startsWith('b')).length} delivered`);
+    p.close();
+    op.close();
+    await n2.waitFor('/health', (h) => h.cluster?.nodes === 1, { timeoutMs: NOTICED_MS, what: 'z1 known dead' });
+    await n2.stop();
+  });
+
   test('operators\' feed across a Redis blip: subscriptions cut mid-conversation, every message once and in order', async () => {
     const [n1, n2] = await nodes(['f1', 'f2']);
     const { op, p } = await chat(n2, n1, 'feed');
