@@ -801,8 +801,11 @@ func (b *redisBridge) snapshot(ctx actor.Context, res *snapshotResult) {
 		return // still syncing: the next heartbeat asks again
 	}
 	inc, seqText := res.fields["_inc"], res.fields["_seq"]
-	if inc == "" {
-		return // not written yet (Redis restarted): its hello will come
+	if inc == "" || seqText == "" {
+		// Not written yet (Redis restarted): its heartbeat may have put
+		// back its incarnation alone, before it rewrites the hash whole.
+		// Read as it is, its members would seem gone. Its hello will come.
+		return
 	}
 	if inc != rn.inc {
 		rn = b.node(ctx, res.node, inc) // a read of the new one is queued; applying this one first is harmless
