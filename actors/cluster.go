@@ -122,6 +122,9 @@ type clusterDeliver struct {
 	// toAgents: the sockets on other nodes of these operators (routing:
 	// a chat's owner and watchers), but the socket except.
 	toAgents []string
+	// acked: a player's message to every operator, whose acknowledgement
+	// waits for this feed write (ackAfterStore), as seq frames' do.
+	acked bool
 }
 
 // catchUp asks the bridge for a player's stored frames after its last
@@ -146,9 +149,9 @@ type forgetSession struct{ id, node string }
 // closed when it has (a stopping node's last frames must be stored).
 type drainBridge struct{ done chan struct{} }
 
-// movedOut tells the router that another node took a local player's
-// session over: it goes quietly.
-type movedOut struct{ id string }
+// movedOut tells the router that another node (node) took a local
+// player's session over: it goes quietly.
+type movedOut struct{ id, node string }
 
 // resubscribed tells the router that the bridge's subscription was down:
 // sessions catch up from their stored conversations.

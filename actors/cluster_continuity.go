@@ -110,7 +110,15 @@ func (r *router) movedOut(ctx actor.Context, m *movedOut) {
 	r.met.Left(p.role.String())
 	r.toBridge(ctx, &clusterLeft{id: p.id, moved: true})
 	ctx.Send(p.session, &moveOut{})
-	r.log.Info("player taken over by another node", "socket", p.id)
+	if m.node != "" && m.node != r.cl.node {
+		// Listed on its new node at once: the quiet join that node
+		// announces next updates it, and is no new chat for local
+		// operators (they had it; the new node sent them chatBack).
+		moved := *p
+		moved.session, moved.node, moved.away = nil, m.node, false
+		r.cl.remote.upsert(&moved)
+	}
+	r.log.Info("player taken over by another node", "socket", p.id, "peer", m.node)
 }
 
 // orphan makes a dead node's player away until since plus the window.
@@ -195,8 +203,19 @@ func (r *router) toClient(ctx actor.Context, c *participant, f *messages.Frame) 
 	r.toBridge(ctx, &clusterDeliver{frame: f, toClient: c.id, toNode: c.node})
 }
 
+// toOperatorsStored is toOperators for a player's message with stored
+// sessions on: its acknowledgement follows the write to the operators'
+// feed, so a message acknowledged is one that every node's operators get
+// even if this node dies the next moment. Local operators get it at once.
+func (r *router) toOperatorsStored(ctx actor.Context, f *messages.Frame) {
+	r.toLocalOperators(ctx, f, "")
+	ctx.Send(r.cl.bridge, &clusterDeliver{frame: f, acked: true})
+	r.cl.storedFor = ctx.Message()
+}
+
 // ackAfterStore hands the acknowledgement of the message being handled to
-// the bridge when that message sent a player a stored frame: the bridge
+// the bridge when that message sent a player a stored frame (or was a
+// player's message written to the operators' feed): the bridge
 // answers it once the store's write succeeded (or says it failed), so an
 // acknowledged message is stored even if this node dies the next moment.
 // Nothing waits: the session acknowledges when the bridge's answer comes.

@@ -173,3 +173,24 @@ func TestGoneNodesPlayersAreAwayUntilTheWindowEnds(t *testing.T) {
 		t.Fatalf("health %+v %v", h, err)
 	}
 }
+
+// A local player taken over by another node (a reload or a reconnect
+// there while this node lives) is listed on that node at once, and that
+// node's quiet join is no new chat for this node's operators.
+func TestMovedOutPlayerIsNoNewChat(t *testing.T) {
+	s := clusterSystem(t, time.Minute)
+	op, _ := participantUp(t, s, "op", operator("Ana"))
+	waitHealth(t, s, 0, 1)
+	participantUp(t, s, "moves", clientJoin("Bob"))
+	if got := expectOffset(t, op, messages.EventNewChat)["clientId"]; got != "moves" {
+		t.Fatalf("newChat for %v", got)
+	}
+	root := s.sys.Root
+	root.Send(s.router, &movedOut{id: "moves", node: "n2"})
+	root.Send(s.router, &RemoteJoined{Member: &Member{Node: "n2", ID: "moves", Role: "client", Name: messages.S("Bob"), ConnectedAt: 1, Quiet: true}})
+	op.expectNothing(t)
+	st, err := s.Stats(t.Context())
+	if err != nil || len(st.Clients) != 1 || st.Clients[0].SocketID != "moves" || st.Clients[0].Node != "n2" {
+		t.Fatalf("stats %+v %v", st, err)
+	}
+}

@@ -255,12 +255,13 @@ type redisBridge struct {
 
 	// Stored sessions (cluster_store.go); seq is false with recovery off.
 	seq bool
-	// lastSeq is what became of the last player's frame sent to the
-	// store, for the acknowledgement that may follow it.
+	// lastSeq is what became of the last write an acknowledgement may
+	// follow (a player's frame sent to the store, or a player's message to
+	// the operators' feed).
 	lastSeq seqOutcome
 	// feedReading: a read of the feed is in flight.
 	feedReading bool
-	writes      uint64 // players' frames sent to the store, numbering their jobs
+	writes      uint64 // writes acknowledgements follow (lastSeq), numbering their jobs
 	keys        storeKeys
 	ttl         time.Duration
 	maxLen      int
@@ -538,7 +539,10 @@ func (b *redisBridge) deliver(ctx actor.Context, m *clusterDeliver) {
 			b.lastSeq = seqDirect
 			return
 		}
-		b.lastSeq = seqDropped
+		if m.seq || m.acked {
+			// Other nodes' operators never get it: the sender hears so.
+			b.lastSeq = seqDropped
+		}
 		b.met.ClusterDropped()
 		return
 	}
@@ -561,7 +565,16 @@ func (b *redisBridge) deliver(ctx actor.Context, m *clusterDeliver) {
 			keys, _ := json.Marshal(m.toAgents)
 			e.kind, e.body = kindAgents, append(append(keys, '\n'), m.frame.Packet...)
 		}
-		b.enqueue(ioJob{pub: &pubJob{script: feedScript, keys: []string{b.key("feed")}, args: []any{e.encode(), feedMaxLen, b.events}}})
+		j := &pubJob{script: feedScript, keys: []string{b.key("feed")}, args: []any{e.encode(), feedMaxLen, b.events}}
+		if m.acked {
+			// Numbered like a player's frame: its acknowledgement follows it.
+			b.writes++
+			j.wid = b.writes
+			b.lastSeq = seqDropped
+		}
+		if b.enqueue(ioJob{pub: j}) && m.acked {
+			b.lastSeq = seqQueued
+		}
 		return
 	}
 	e.kind, e.arg = kindClient, m.toClient
@@ -667,7 +680,7 @@ func (b *redisBridge) received(ctx actor.Context, raw string) {
 		return
 	case kindMoved:
 		if e.node != b.o.NodeID {
-			ctx.Send(b.router, &movedOut{id: e.arg})
+			ctx.Send(b.router, &movedOut{id: e.arg, node: e.node})
 		}
 		return
 	case kindRouting:
@@ -802,8 +815,11 @@ func (b *redisBridge) snapshot(ctx actor.Context, res *snapshotResult) {
 		return // still syncing: the next heartbeat asks again
 	}
 	inc, seqText := res.fields["_inc"], res.fields["_seq"]
-	if inc == "" {
-		return // not written yet (Redis restarted): its hello will come
+	if inc == "" || seqText == "" {
+		// Not written yet (Redis restarted): its heartbeat may have put
+		// back its incarnation alone, before it rewrites the hash whole.
+		// Read as it is, its members would seem gone. Its hello will come.
+		return
 	}
 	if inc != rn.inc {
 		rn = b.node(ctx, res.node, inc) // a read of the new one is queued; applying this one first is harmless

@@ -8,6 +8,7 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/switchboard/switchboard/messages"
+	"github.com/switchboard/switchboard/metrics"
 )
 
 func remote(node, id string, role messages.Role, at int64) *participant {
@@ -196,5 +197,86 @@ func TestSnapshotKeepsMembersWhoseIDBeginsWithUnderscore(t *testing.T) {
 	nothing(t, ch)
 	if !got["_dEkq3Hn0aE1b2c3d4e5"] || !got["Ab-cd3Hn0aE1b2c3d4e5"] {
 		t.Fatalf("joined %v", got)
+	}
+}
+
+// With stored sessions a player's message reaches local operators at once,
+// and its acknowledgement waits for the feed write: the router hands it to
+// the bridge right after the write, never to the player directly. Without
+// them (continuity off) the acknowledgement is immediate, as on one node.
+func TestPlayerAckFollowsTheFeedWrite(t *testing.T) {
+	for _, stored := range []bool{true, false} {
+		sys := actor.NewActorSystem()
+		t.Cleanup(sys.Shutdown)
+		bridge, toBridge := probe(t, sys)
+		opPID, opFrames := probe(t, sys)
+		cPID, cGot := probe(t, sys)
+		cv := &clusterView{node: "n1", remote: newRemotePresence(), state: ClusterState{Node: "n1", Up: true, Nodes: 2}, seq: stored, window: time.Minute}
+		r := sys.Root.Spawn(actor.PropsFromProducer(func() actor.Actor {
+			return &router{pr: newPresence(), cl: cv, log: quietLogger(), now: time.Now, ids: newIDSource(time.Now())}
+		}))
+		sys.Root.Send(r, &clusterAttached{pid: bridge})
+		sys.Root.Send(r, &messages.Join{Origin: messages.Origin{From: "op", Session: opPID, At: time.Now()}, Payload: operator("Ana")})
+		sys.Root.Send(r, &messages.Join{Origin: messages.Origin{From: "c", Session: cPID, At: time.Now()}, Payload: clientJoin("Bob")})
+		next[*clusterJoined](t, toBridge)
+		next[*clusterJoined](t, toBridge)
+		if d := next[*messages.Deliver](t, opFrames); d.Frame.Event != "newChat" {
+			t.Fatalf("newChat: %s", d.Frame.Packet)
+		}
+		ack := func(*messages.AckReply) {}
+		sys.Root.Send(r, &messages.ClientMessage{Origin: messages.Origin{From: "c", Session: cPID, Ack: ack}, Payload: messages.ClientMessagePayload{Content: messages.Content{Type: messages.KindText, Message: messages.S("hi")}}})
+		if d := next[*messages.Deliver](t, opFrames); d.Frame.Event != "incomingMessage" {
+			t.Fatalf("local operator: %s", d.Frame.Packet)
+		}
+		if d := next[*clusterDeliver](t, toBridge); d.acked != stored || d.frame.Event != "incomingMessage" || d.toClient != "" {
+			t.Fatalf("stored %v: feed write %+v", stored, d)
+		}
+		if stored {
+			if a := next[*ackAfterStore](t, toBridge); a.session != cPID || a.event != "clientMessage" || a.acc == nil {
+				t.Fatalf("ack after the write: %+v", a)
+			}
+			nothing(t, cGot)
+		} else {
+			next[*messages.Accepted](t, cGot)
+			nothing(t, toBridge)
+		}
+	}
+}
+
+// After Redis lost its data a node's heartbeat recreates its presence hash
+// with its incarnation alone (HSETNX) and rewrites it whole a moment later.
+// A snapshot read in between must not take the missing members for gone
+// (a false chatEnded, then a second newChat): it waits for the rewrite.
+func TestSnapshotOfAPresenceNotRewrittenYet(t *testing.T) {
+	sys := actor.NewActorSystem()
+	t.Cleanup(sys.Shutdown)
+	router, got := probe(t, sys)
+	st := newBridgeState()
+	st.up = true
+	rn := &remoteNode{inc: "i2", applied: 3, members: map[string]*member{}, syncing: true, reading: true}
+	st.nodes["n2"] = rn
+	b := &redisBridge{o: ClusterOptions{RedisURL: "redis://127.0.0.1:1", NodeID: "n1"}, st: st, router: router, log: quietLogger(), met: metrics.New()}
+	b.o.defaults()
+	bridge := sys.Root.Spawn(actor.PropsFromProducer(func() actor.Actor { return b }))
+	raw := `{"id":"c1","role":"client","name":"Bob","connectedAt":1,"seq":1}`
+	sys.Root.Send(bridge, &snapshotResult{node: "n2", fields: map[string]string{"_inc": "i2", "_seq": "3", "c1": raw}})
+	if j := next[*RemoteJoined](t, got); j.Member.ID != "c1" {
+		t.Fatalf("joined %+v", j.Member)
+	}
+	// Redis restarted: n2's hash holds only its incarnation for a moment,
+	// then its rewrite: the member is still there, nothing changed.
+	sys.Root.Send(bridge, &snapshotResult{node: "n2", fields: map[string]string{"_inc": "i2"}})
+	sys.Root.Send(bridge, &snapshotResult{node: "n2", fields: map[string]string{"_inc": "i2", "_seq": "3", "c1": raw}})
+	for {
+		select {
+		case m := <-got:
+			switch m.(type) {
+			case *RemoteLeft, *RemoteJoined:
+				t.Fatalf("the member seemed to leave and come back: %T %+v", m, m)
+			}
+			continue
+		case <-time.After(300 * time.Millisecond):
+		}
+		break
 	}
 }

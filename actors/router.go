@@ -52,7 +52,8 @@ type clusterView struct {
 	// stopping: this node is shutting down; its players recover elsewhere.
 	stopping bool
 	// storedFor is the message being handled when it sent a player a
-	// stored frame: its acknowledgement waits for the store (ackAfterStore).
+	// stored frame, or a player's message to the operators' feed: its
+	// acknowledgement waits for that write (ackAfterStore).
 	storedFor any
 }
 
@@ -322,7 +323,11 @@ func (r *router) clientMessage(ctx actor.Context, m *messages.ClientMessage) {
 		r.enqueue(ctx, m, f, ts)
 		return
 	}
-	r.toOperators(ctx, f, "")
+	if r.cl != nil && r.cl.seq && r.cl.bridge != nil {
+		r.toOperatorsStored(ctx, f)
+	} else {
+		r.toOperators(ctx, f, "")
+	}
 	r.accept(ctx, &m.Origin, ts)
 	if r.log.Enabled(context.Background(), slog.LevelDebug) {
 		r.log.Debug("client message", "socket", m.From, "type", m.Payload.Type.String(), "operators", len(r.pr.operators))

@@ -12,7 +12,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import net from 'node:net';
 import { setTimeout as delay } from 'node:timers/promises';
-import { HIGH_LIMITS, connect, emitAck, expectEvent, expectNothing, startServer, freePort, startRedis } from './helpers.mjs';
+import { HIGH_LIMITS, connect, emitAck, expectEvent, expectNothing, startServer, freePort, startRedis, signHS256 } from './helpers.mjs';
 
 const hasRedis = spawnSync('redis-server', ['--version']).status === 0;
 const RECONNECT = { reconnection: true, reconnectionDelay: 100, reconnectionDelayMax: 200 };
@@ -228,6 +228,94 @@ describe('continuity across nodes', { skip: hasRedis ? false : 'redis-server is 
     await Promise.all([n1.stop(), n2.stop()]);
   });
 
+  test('a player\'s acknowledgement waits for the feed: while Redis is paused, every ok one reaches the other node\'s operator once, the rest are unavailable', async () => {
+    const [n1, n2] = await nodes(['q1', 'q2']);
+    const { op, p } = await chat(n2, n1, 'pfeed');
+    const local = await connect('pfeed-op1', ['websocket'], { url: n1.url });
+    sockets.push(local);
+    local.emit('join', { role: 'operator', name: 'Dos', operatorId: 2 });
+    await n1.waitJoined(local.sid, 'operator');
+    await expectEvent(local, 'newChat');
+
+    // A steady stream of messages, each with its ack, while Redis stops
+    // answering every client for 2 s (its commands wait, then run).
+    const acks = [];
+    const send = (text) => acks.push(new Promise((resolve) => {
+      const timer = setTimeout(() => resolve({ text, ack: null }), 15000);
+      p.emit('clientMessage', { type: 'text', message: text }, (ack) => {
+        clearTimeout(timer);
+        resolve({ text, ack });
+      });
+    }));
+    let i = 0;
+    for (; i < 10; i++, await delay(25)) send(`m${i}`);
+    assert.equal(await redisCommand(redis.port, 'CLIENT PAUSE 2000 ALL'), '+OK');
+    const pausedAt = Date.now();
+    for (; Date.now() - pausedAt < 4500; i++, await delay(25)) send(`m${i}`);
+    for (const n of [n1, n2]) {
+      await n.waitFor('/health', (h) => h.cluster?.redis === 'ok', { timeoutMs: 15000, what: 'redis back' });
+    }
+    for (; i < 400 && Date.now() - pausedAt < 9000; i++, await delay(25)) send(`m${i}`);
+    const results = await Promise.all(acks);
+    const ok = results.filter((r) => r.ack?.ok === true).map((r) => r.text);
+    const refused = results.filter((r) => r.ack?.ok !== true);
+    for (const r of refused) {
+      assert.equal(r.ack?.ok, false, `${r.text}: an answer within 15 s: ${JSON.stringify(r.ack)}`);
+      assert.equal(r.ack.error?.code, 'unavailable', `${r.text}: ${JSON.stringify(r.ack)}`);
+    }
+
+    const got = () => all(op, 'incomingMessage').map((m) => m.message);
+    for (const deadline = Date.now() + 8000; !ok.every((t) => got().includes(t)) && Date.now() < deadline;) await delay(50);
+    const seen = got();
+    const missing = ok.filter((t) => !seen.includes(t));
+    assert.deepEqual(missing, [], `acknowledged but never delivered to the other node's operator (of ${ok.length} ok)`);
+    const twice = seen.filter((t, k) => seen.indexOf(t) !== k);
+    assert.deepEqual(twice, [], 'nothing delivered twice');
+    const order = seen.map((t) => Number(t.slice(1)));
+    assert.deepEqual(order, [...order].sort((a, b) => a - b), 'in the order sent');
+    // The player's own node's operator got every message at once, as before.
+    assert.equal(all(local, 'incomingMessage').length, results.length);
+    assert.ok(refused.length > 0, 'the pause refused some messages');
+    assert.ok(ok.length > results.length / 2, `most were acknowledged: ${ok.length} of ${results.length}`);
+    const refusedArrived = refused.filter((r) => seen.includes(r.text)).length;
+    console.log(`# player's messages while Redis paused 2 s: ${ok.length} ok (each delivered once on the other node), ${refused.length} unavailable (${refusedArrived} of them arrived anyway, once)`);
+    for (const s of [op, p, local]) s.close();
+    await Promise.all([n1.stop(), n2.stop()]);
+  });
+
+  test('a player\'s node killed while its messages wait for Redis: every ok one still reaches the other node\'s operator once', async () => {
+    const [n1, n2] = await nodes(['z1', 'z2']);
+    const { op, p } = await chat(n2, n1, 'pkill');
+    const acks = [];
+    const send = (text) => acks.push(new Promise((resolve) => {
+      const timer = setTimeout(() => resolve({ text, ack: null }), 8000);
+      p.emit('clientMessage', { type: 'text', message: text }, (ack) => {
+        clearTimeout(timer);
+        resolve({ text, ack });
+      });
+    }));
+    for (let i = 0; i < 5; i++) assert.equal((await emitAck(p, 'clientMessage', { type: 'text', message: `a${i}` })).ok, true);
+    // Redis stalls: the node's writes wait; then it is killed with them.
+    assert.equal(await redisCommand(redis.port, 'CLIENT PAUSE 1500 ALL'), '+OK');
+    for (let i = 0; i < 20; i++, await delay(10)) send(`b${i}`);
+    n1.proc.kill('SIGKILL');
+    await n1.exited;
+    const results = await Promise.all(acks);
+    const ok = ['a0', 'a1', 'a2', 'a3', 'a4', ...results.filter((r) => r.ack?.ok === true).map((r) => r.text)];
+    const got = () => all(op, 'incomingMessage').map((m) => m.message);
+    for (const deadline = Date.now() + 5000; !ok.every((t) => got().includes(t)) && Date.now() < deadline;) await delay(50);
+    const seen = got();
+    assert.deepEqual(ok.filter((t) => !seen.includes(t)), [], `acknowledged but never delivered to the other node's operator: ${ok}`);
+    assert.deepEqual(seen.filter((t, k) => seen.indexOf(t) !== k), [], 'nothing delivered twice');
+    const unanswered = results.filter((r) => r.ack === null).length;
+    assert.ok(unanswered > 0, 'some messages were never acknowledged: the node died first');
+    console.log(`# node killed with writes waiting: ${ok.length - 5} of 20 acknowledged, ${unanswered} never answered, ${seen.filter((t) => t.startsWith('b')).length} delivered`);
+    p.close();
+    op.close();
+    await n2.waitFor('/health', (h) => h.cluster?.nodes === 1, { timeoutMs: NOTICED_MS, what: 'z1 known dead' });
+    await n2.stop();
+  });
+
   test('operators\' feed across a Redis blip: subscriptions cut mid-conversation, every message once and in order', async () => {
     const [n1, n2] = await nodes(['f1', 'f2']);
     const { op, p } = await chat(n2, n1, 'feed');
@@ -323,6 +411,100 @@ describe('continuity across nodes', { skip: hasRedis ? false : 'redis-server is 
     await n2.stop();
   });
 
+  // A reload by a verified player token's sub: the page on node A goes
+  // (its transport drops: a closed tab, a reload), then a new page with a
+  // fresh token of the same sub connects to node B, after A was killed or
+  // while A still keeps the player away.
+  for (const how of ['killed', 'alive']) {
+    test(`a page reloaded on another node with a token of the same sub resumes (its node ${how})`, async () => {
+      const secret = 'switchboard e2e player secret, 32+ characters';
+      const now = Math.floor(Date.now() / 1000);
+      const tok = (sub) => signHS256({ sub, username: 'ana', exp: now + 600 }, secret);
+      const [n1, n2] = await nodes([`s1${how}`, `s2${how}`], { SWITCHBOARD_CLIENT_SECRET: secret });
+      const op = await connect(`sub-${how}-op`, ['websocket'], { url: n2.url });
+      sockets.push(op);
+      op.emit('join', { role: 'operator', name: 'Uno', operatorId: 1 });
+      await n2.waitJoined(op.sid, 'operator');
+      let opA;
+      if (how === 'alive') {
+        // An operator on the old node too: it must see nothing doubled either.
+        opA = await connect(`sub-${how}-opA`, ['websocket'], { url: n1.url });
+        sockets.push(opA);
+        opA.emit('join', { role: 'operator', name: 'Dos', operatorId: 2 });
+        await n1.waitJoined(opA.sid, 'operator');
+      }
+      const ops = opA ? [op, opA] : [op];
+      const p = await connect(`sub-${how}-page1`, ['websocket'], { url: n1.url, auth: { token: tok('player-42') } });
+      sockets.push(p);
+      const id = p.id;
+      const j1 = await emitAck(p, 'join', { role: 'client', name: 'Ana' });
+      assert.equal(j1.ok, true, JSON.stringify(j1));
+      for (const o of ops) assert.equal((await expectEvent(o, 'newChat')).clientId, id);
+      assert.equal((await emitAck(p, 'clientMessage', { type: 'text', message: 'hello' })).ok, true);
+      for (const o of ops) assert.equal((await expectEvent(o, 'incomingMessage')).message, 'hello');
+      await say(op, p, 'one');
+      await expectEvent(p, 'operatorMessage');
+      if (opA) await expectEvent(opA, 'operatorBroadcast');
+
+      // The page goes without a goodbye; a reply meanwhile is kept for it.
+      p.io.reconnection(false);
+      p.io.engine.close();
+      for (const o of ops) assert.deepEqual(await expectEvent(o, 'chatAway'), { clientId: id });
+      assert.equal((await say(op, p, 'two')).away, true);
+      if (opA) await expectEvent(opA, 'operatorBroadcast');
+      if (how === 'killed') {
+        await delay(700); // a heartbeat or two: the node stores what its page confirmed
+        n1.proc.kill('SIGKILL');
+        await n1.exited;
+      }
+
+      // A new page, a fresh token of the same sub, on the other node.
+      const p2 = await connect(`sub-${how}-page2`, ['websocket'], { url: n2.url, auth: { token: tok('player-42') } });
+      sockets.push(p2);
+      assert.equal(p2.id, id, 'the same clientId');
+      const j2 = await emitAck(p2, 'join', { role: 'client', name: 'Ana' });
+      assert.equal(j2.ok, true, JSON.stringify(j2));
+      assert.equal(j2.clientId, id);
+      for (const o of ops) assert.deepEqual(await expectEvent(o, 'chatBack'), { clientId: id });
+      for (const deadline = Date.now() + 3000; !texts(p2).includes('two') && Date.now() < deadline;) await delay(20);
+      await delay(100);
+      const got = texts(p2);
+      p2.rec.pending = [];
+      // What the first page never confirmed reading may come again; 'two' exactly once.
+      assert.ok(['two', 'one,two'].includes(got.join(',')), `the reloaded page got ${got}`);
+
+      // The conversation goes on under the same clientId, once for everyone.
+      assert.equal((await emitAck(p2, 'clientMessage', { type: 'text', message: 'back' })).ok, true);
+      for (const o of ops) {
+        const m = await expectEvent(o, 'incomingMessage');
+        assert.deepEqual([m.from, m.message], [id, 'back']);
+      }
+      await say(op, p2, 'three');
+      await expectEvent(p2, 'operatorMessage');
+      if (opA) await expectEvent(opA, 'operatorBroadcast');
+      assert.deepEqual(texts(p2), [...got, 'three']);
+      await expectNothing([...ops, p2], 500);
+      for (const o of ops) {
+        assert.equal(all(o, 'newChat').length, 1, `${o.label}: no second newChat`);
+        assert.deepEqual(all(o, 'chatEnded'), [], `${o.label}: no chatEnded`);
+        assert.equal(all(o, 'chatBack').length, 1, `${o.label}: one chatBack`);
+        assert.deepEqual(all(o, 'incomingMessage').map((m) => m.message), ['hello', 'back'], `${o.label}: the player's messages once`);
+      }
+      const live = how === 'alive' ? [n1, n2] : [n2];
+      for (const n of live) {
+        await n.waitFor('/stats', (st) => st.clients.length === 1 && st.clients[0].socketId === id && st.clients[0].node === `s2${how}`,
+          { what: `listed once, on s2${how}` });
+      }
+      // The old node's window does not end the chat later (it let the session go).
+      if (how === 'alive') await expectNothing(ops, 1000);
+      for (const s of [...ops, p2]) s.close();
+      if (how === 'killed') {
+        await n2.waitFor('/health', (h) => h.cluster?.nodes === 1, { timeoutMs: NOTICED_MS, what: 'the killed node known dead' });
+      }
+      await Promise.all(live.map((n) => n.stop()));
+    });
+  }
+
   test('a killed node\'s player away past the window: exactly one chatEnded, then a fresh session', async () => {
     const [n1, n2] = await nodes(['w1', 'w2'], { SWITCHBOARD_RECOVERY_WINDOW: '3s' });
     const { op, p } = await chat(n2, n1, 'window');
@@ -348,6 +530,97 @@ describe('continuity across nodes', { skip: hasRedis ? false : 'redis-server is 
     op.close();
     p.close();
     await n2.stop();
+  });
+
+  // An operator's own feed is not stored per operator (docs/CONTINUITY.md,
+  // "Where it does not reach"): whose node dies gets a fresh session on
+  // another, never a replay with a gap. Its CRM joins again, as it does on
+  // every connect, and gets the list and what players said meanwhile.
+  test('an operator whose node is killed reconnects to another as a clean fresh session, never a partial replay', async () => {
+    const [n1, n2] = await nodes(['o1', 'o2']);
+    const op = await connect('fresh-op', ['websocket'], { url: n1.url, ...RECONNECT });
+    sockets.push(op);
+    const joinOp = () => op.emit('join', { role: 'operator', name: 'Uno', operatorId: 1 });
+    joinOp();
+    await n1.waitJoined(op.sid, 'operator');
+    const p = await connect('fresh-player', ['websocket'], { url: n2.url });
+    sockets.push(p);
+    p.emit('join', { role: 'client', name: 'Bob', username: 'bob' });
+    assert.equal((await expectEvent(op, 'newChat')).clientId, p.sid);
+    assert.equal((await emitAck(p, 'clientMessage', { type: 'text', message: 'before' })).ok, true);
+    assert.equal((await expectEvent(op, 'incomingMessage')).message, 'before');
+    const oldID = op.id;
+
+    op.io.reconnection(false);
+    n1.proc.kill('SIGKILL');
+    await n1.exited;
+    await n2.waitFor('/health', (h) => h.cluster?.nodes === 1 && h.connections.operators === 0, { timeoutMs: NOTICED_MS, what: 'o1 known dead' });
+    // No operator online anywhere: the player's message waits for one.
+    const q = await emitAck(p, 'clientMessage', { type: 'text', message: 'meanwhile' });
+    assert.deepEqual([q.ok, q.queued], [true, true], JSON.stringify(q));
+
+    op.rec.pending = [];
+    const back = nextConnect(op, 10000);
+    op.io.uri = n2.url;
+    op.io.reconnection(true);
+    op.connect();
+    await back;
+    assert.notEqual(op.recovered, true, 'not recovered: its feed was on the dead node');
+    assert.notEqual(op.id, oldID, 'a new socket id');
+    joinOp();
+    assert.equal((await expectEvent(op, 'newChat')).clientId, p.sid, 'the list again');
+    assert.equal((await expectEvent(op, 'incomingMessage')).message, 'meanwhile', 'then what waited');
+    await expectNothing([op], 500);
+    assert.equal(all(op, 'incomingMessage').filter((m) => m.message === 'before').length, 1, 'nothing replayed');
+    op.close();
+    p.close();
+    await n2.stop();
+  });
+
+  // The acceptance test of operator recovery across nodes, not built yet
+  // (docs/CONTINUITY.md, "Operators across nodes"): node's runner reports
+  // it as todo, without failing the run, until it passes. Then the clean
+  // fresh-session test above changes with it.
+  test('an operator whose node is killed recovers on another node with exactly the events it missed', {
+    todo: 'an operator\'s feed is not stored per operator (docs/CONTINUITY.md)',
+  }, async (t) => {
+    const [n1, n2] = await nodes(['x1', 'x2']);
+    // It fails until built: leave nothing behind for the next tests.
+    t.after(async () => {
+      for (const s of sockets) s.close();
+      n1.proc.kill('SIGKILL');
+      n2.proc.kill('SIGKILL');
+      await n2.exited;
+      await redisCommand(redis.port, 'FLUSHALL');
+    });
+    const op = await connect('xop', ['websocket'], { url: n1.url, ...RECONNECT });
+    sockets.push(op);
+    op.emit('join', { role: 'operator', name: 'Uno', operatorId: 1 });
+    await n1.waitJoined(op.sid, 'operator');
+    const p = await connect('xplayer', ['websocket'], { url: n2.url });
+    sockets.push(p);
+    p.emit('join', { role: 'client', name: 'Bob', username: 'bob' });
+    assert.equal((await expectEvent(op, 'newChat')).clientId, p.sid);
+    const id = op.id;
+    op.io.reconnection(false);
+    n1.proc.kill('SIGKILL');
+    await n1.exited;
+    // While its node is dead: a message, a new chat, an end.
+    assert.equal((await emitAck(p, 'clientMessage', { type: 'text', message: 'while gone' })).ok, true);
+    const p2 = await connect('xplayer2', ['websocket'], { url: n2.url });
+    sockets.push(p2);
+    assert.equal((await emitAck(p2, 'join', { role: 'client', name: 'Cid', username: 'cid' })).ok, true);
+    p2.disconnect();
+    const back = nextConnect(op, 10000);
+    op.io.uri = n2.url;
+    op.io.reconnection(true);
+    op.connect();
+    await back;
+    assert.equal(op.recovered, true, 'recovered on the other node');
+    assert.equal(op.id, id, 'same socket id');
+    await expectNothing([op], 500);
+    const missed = op.rec.all.slice(1).map((r) => [r.event, r.args[0]?.message ?? r.args[0]?.clientId]);
+    assert.deepEqual(missed, [['incomingMessage', 'while gone'], ['newChat', p2.sid], ['chatEnded', p2.sid]], 'exactly the missed events, in order');
   });
 
   test('Redis restarted empty: fresh sessions, never a wrong replay', async () => {
