@@ -46,11 +46,11 @@ const (
 	// the upgrades' HTTP connections) leaves the heap with garbage and free
 	// pages, and with little allocating afterwards no collection comes to
 	// let the runtime return them: an idle server would keep the burst's
-	// RSS for good. Once no collection has run for trimQuiet and less than
-	// trimMin was allocated meanwhile, the guard collects and hands the
-	// free pages back, if the heap holds at least trimMin; at most once per
-	// collection the runtime ran itself and per trimEvery. A server at work
-	// allocates more than that: no trim.
+	// RSS for good. Once the process has been quiet for trimQuiet (no
+	// collection, and less than trimMin allocated since the quiet began),
+	// the guard collects and hands the free pages back, if the heap holds
+	// at least trimMin; at most once per collection the runtime ran itself
+	// and per trimEvery. A server at work allocates more: no trim.
 	trimQuiet = 5 * time.Second
 	trimEvery = time.Minute
 	trimMin   = 16 << 20
@@ -67,12 +67,15 @@ type memGuard struct {
 	done     chan struct{}
 	stopped  sync.Once
 
-	cycles    uint64    // collections seen
-	newsAt    time.Time // when the last one was seen
-	allocsAt  int64     // bytes allocated so far, when it was seen
-	lastCut   time.Time
-	trimmedAt uint64 // the collections seen at the last trim
-	lastTrim  time.Time
+	cycles uint64    // collections seen
+	newsAt time.Time // when the last one was seen
+	// quietSince is when the process last collected or had allocated
+	// trimMin since the one before, allocsAt what it had allocated then.
+	quietSince time.Time
+	allocsAt   int64
+	lastCut    time.Time
+	trimmedAt  uint64 // the collections seen at the last trim
+	lastTrim   time.Time
 }
 
 // startMemGuard watches memory against budget until stop; nil for none.
@@ -120,8 +123,12 @@ func (m *memGuard) used(now time.Time) int64 {
 			heap += int64(s.Value.Uint64())
 		}
 	}
+	allocs := sampleBytes(m.samples[5])
 	if c := m.samples[2].Value; c.Kind() == metrics.KindUint64 && c.Uint64() != m.cycles {
-		m.cycles, m.newsAt, m.allocsAt = c.Uint64(), now, sampleBytes(m.samples[5])
+		m.cycles, m.newsAt = c.Uint64(), now
+		m.quietSince, m.allocsAt = now, allocs
+	} else if allocs-m.allocsAt >= trimMin {
+		m.quietSince, m.allocsAt = now, allocs
 	}
 	return max(heap, m.s.accounted())
 }
@@ -158,8 +165,7 @@ func (m *memGuard) tick(now time.Time) {
 		// The heap with its garbage is past the mark and the last count
 		// of what lives is old: count again (at most every staleGC).
 		m.refresh(now)
-	case m.cycles != m.trimmedAt && now.Sub(m.newsAt) > trimQuiet && now.Sub(m.lastTrim) > trimEvery &&
-		sampleBytes(m.samples[5])-m.allocsAt < trimMin:
+	case m.cycles != m.trimmedAt && now.Sub(m.quietSince) > trimQuiet && now.Sub(m.lastTrim) > trimEvery:
 		m.trim(now)
 	}
 }

@@ -120,10 +120,6 @@ type pollConn struct {
 	probing  bool      // a websocket upgrade is under way (probe may still be nil)
 	linger   *time.Timer
 
-	// served are the HTTP connections of its last GET and POST, ended
-	// once it upgrades if they are idle (httpconns.go).
-	served [2]*httpConn
-
 	parked    *parkedConn // the waiting GET, when parked (getting is true)
 	answering bool        // answerT will answer parked
 	answerT   *time.Timer // answers the parked GET a write window after a write
@@ -138,7 +134,6 @@ func (s *Server) pollHandshake(w http.ResponseWriter, r *http.Request) {
 	sid := newID()
 	p := &pollConn{srv: s, sid: sid, wake: make(chan struct{}, 1), lastGet: time.Now()}
 	p.e = s.newSocket(p, r, s.clientAddr(r), bearer(r))
-	p.served[0] = connOf(r)
 	p.e.start()
 	s.polls.add(p)
 	body := append([]byte{'0'}, s.openPacket(sid, true)...)
@@ -154,22 +149,11 @@ func (s *Server) poll(w http.ResponseWriter, r *http.Request, sid string) {
 	}
 	switch r.Method {
 	case http.MethodGet:
-		p.serving(0, r)
 		p.get(w, r)
 	case http.MethodPost:
-		p.serving(1, r)
 		p.post(w, r)
 	default:
 		engineError(w, engineBadRequest)
-	}
-}
-
-// serving notes the connection of a GET (i 0) or a POST (i 1).
-func (p *pollConn) serving(i int, r *http.Request) {
-	if hc := connOf(r); hc != nil {
-		p.mu.Lock()
-		p.served[i] = hc
-		p.mu.Unlock()
 	}
 }
 

@@ -38,7 +38,6 @@ type Server struct {
 	// its long-polling sessions (nil: the library serves everything).
 	wss           *ws.Server
 	polls         polls
-	conns         httpConns // the HTTP connections served, and which are idle
 	wssMaxPayload int
 	limits        messages.Limits
 	handler       http.Handler
@@ -194,8 +193,6 @@ func (s *Server) Serve(ln net.Listener) error {
 		// No ReadTimeout or WriteTimeout: a long-poll GET lasts up to a
 		// ping interval, and a body's reading is bounded by the engine.
 		MaxHeaderBytes: maxHeaderBytes,
-		ConnContext:    s.conns.context,
-		ConnState:      s.conns.state,
 	}
 	s.polls.serveBack(s.httpSrv, ln.Addr()) // parked long-polls' connections come back through it
 	err := s.httpSrv.Serve(s.limitListener(ln))

@@ -178,13 +178,8 @@ func (p *pollConn) takeOver(c *ws.Conn) bool {
 	if p.getting {
 		p.signal() // a GET still waiting ends with a noop
 	}
-	served := p.served
-	p.served = [2]*httpConn{}
 	p.mu.Unlock()
 	p.srv.polls.remove(p) // later polling requests: 400
-	for _, hc := range served {
-		hc.endIfIdle() // the client will not poll on them again
-	}
 	return true
 }
 

@@ -280,6 +280,9 @@ func (r *frameReader) skipText(p []byte) error {
 			r.ncarry = 0
 		}
 	}
+	if len(p) == 0 {
+		return nil // a character may still be carried
+	}
 	cut := len(p)
 	for k := 1; k <= utf8.UTFMax-1 && k <= len(p); k++ {
 		if utf8.RuneStart(p[len(p)-k]) {
@@ -338,8 +341,9 @@ func (r *frameReader) frameDone(p []byte, s frameSink) (bool, error) {
 	r.boundaries++
 	r.screening = false
 	if r.skip {
-		r.skip, r.skipped = false, 0
-		if r.ncarry > 0 {
+		carried := r.ncarry > 0
+		r.skip, r.skipped, r.ncarry = false, 0, 0
+		if carried && !r.discard { // closing: what was dropped no longer matters
 			return false, errInvalidUTF8 // ends inside a character
 		}
 		return true, nil

@@ -357,3 +357,65 @@ func TestReaderChecksDroppedMessages(t *testing.T) {
 		})
 	}
 }
+
+// Whatever the bytes and however they are cut (down to one byte per
+// read, characters split across reads and fragments), a text message
+// turned down is refused as invalid UTF-8 exactly when utf8.Valid says so.
+func TestReaderDroppedMessagesCheckUTF8AsAWhole(t *testing.T) {
+	key := [4]byte{7, 7, 1, 0}
+	alphabet := [][]byte{[]byte("a"), []byte("é"), []byte("€"), []byte("\U0001F600"),
+		{0xF0}, {0x9F}, {0x80}, {0xC0, 0x80}, {0xED, 0xA0, 0x80}, {0xF4, 0x90, 0x80, 0x80}, {0xE2, 0x82}}
+	seed := uint64(0x9e3779b97f4a7c15)
+	rnd := func(n int) int {
+		seed ^= seed << 13
+		seed ^= seed >> 7
+		seed ^= seed << 17
+		return int(seed % uint64(n))
+	}
+	for i := range 3000 {
+		body := append([]byte{'x'}, bytes.Repeat([]byte("-"), screenLen)...)
+		for range 1 + rnd(12) {
+			body = append(body, alphabet[rnd(len(alphabet))]...)
+		}
+		var in []byte
+		if cut := screenLen + 1 + rnd(len(body)-screenLen); i%2 == 0 && cut < len(body) {
+			in = append(maskedFrame(opText, body[:cut], key), maskedFrame(finBit|opContinuation, body[cut:], key)...)
+		} else {
+			in = maskedFrame(finBit|opText, body, key)
+		}
+		r := &frameReader{maxMessage: 1 << 20, budget: newBudget(-1)}
+		var err error
+		for p := in; len(p) > 0 && err == nil; {
+			n := min(len(p), 1+rnd(4))
+			if rnd(8) == 0 {
+				n = len(p)
+			}
+			err = r.feed(bytes.Clone(p[:n]), &screener{})
+			p = p[n:]
+		}
+		if valid := utf8.Valid(body); valid != (err == nil) || (err != nil && !errors.Is(err, errInvalidUTF8)) {
+			t.Fatalf("message % x: utf8.Valid %v, reader %v", body[screenLen+1:], valid, err)
+		}
+	}
+}
+
+// A connection closing while a turned-down message is half read: its rest
+// is discarded unread, and its end is no UTF-8 error.
+func TestReaderDiscardsAHalfDroppedMessage(t *testing.T) {
+	key := [4]byte{3, 1, 4, 1}
+	body := append(append([]byte{'x'}, bytes.Repeat([]byte("-"), screenLen)...), "\U0001F600"...)
+	f := maskedFrame(finBit|opText, body, key)
+	r := &frameReader{maxMessage: 1 << 20, budget: newBudget(-1)}
+	s := &screener{}
+	split := len(f) - 2 // the character's last two bytes come after the close began
+	if err := r.feed(bytes.Clone(f[:split]), s); err != nil || !r.skip || r.ncarry == 0 {
+		t.Fatalf("first part: err %v, skipping %v, carrying %d", err, r.skip, r.ncarry)
+	}
+	r.discard = true
+	if err := r.feed(append(bytes.Clone(f[split:]), maskedFrame(finBit|opClose, []byte{3, 232}, key)...), s); err != nil {
+		t.Fatalf("closing: %v", err)
+	}
+	if len(s.events) != 1 || s.events[0].op != opClose {
+		t.Fatalf("events %v; want the close frame", s.events)
+	}
+}
