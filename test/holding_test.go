@@ -125,8 +125,8 @@ func TestUnknownEventsAreNotKept(t *testing.T) {
 	}
 	r := rawConnect(t, s)
 	r.connect()
-	for range 3 {
-		unknown := event("x-unknown")
+	for _, name := range []string{"x-unknown", "x-unknown", strings.Repeat("y", 300)} {
+		unknown := event(name)
 		r.sendRaw(wsframe.Header(1, true, len(unknown)))
 		for p := unknown; len(p) > 0; p = p[min(len(p), 16<<10):] {
 			r.sendRaw(p[:min(len(p), 16<<10)])
@@ -135,7 +135,7 @@ func TestUnknownEventsAreNotKept(t *testing.T) {
 	}
 	r.send(`421["join",{"role":"client","name":"Eve"}]`)
 	if p := r.read(); !strings.HasPrefix(p, `431[{"ok":true`) {
-		t.Fatalf("after three unknown events past the budget: join answered %q", p)
+		t.Fatalf("after three unknown events past the budget (one with a 300-byte name): join answered %q", p)
 	}
 	by.op.expect("newChat")
 	by.check()

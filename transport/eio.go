@@ -485,6 +485,11 @@ func (e *eioSocket) Screen(_ *ws.Conn, head []byte) bool {
 		i++
 	}
 	name, ok := peekEvent(rest[i:])
+	if !ok {
+		// A name still running at the end of the head, already longer
+		// than any the contract knows, is not one of them either.
+		name, ok = longName(rest[i:])
+	}
 	if !ok || slices.Contains(messages.InboundEvents, name) {
 		return true
 	}
@@ -570,6 +575,35 @@ func peekEvent(data []byte) (name string, ok bool) {
 		return "", false
 	}
 	return string(data[start:end]), true
+}
+
+// longestInbound is the length of the longest event name the contract knows.
+var longestInbound = func() int {
+	n := 0
+	for _, e := range messages.InboundEvents {
+		n = max(n, len(e))
+	}
+	return n
+}()
+
+// longName reads the start of an event's name that runs past the end of
+// data, plain (no escape), when it is longer than any the contract knows.
+func longName(data []byte) (string, bool) {
+	i := skipSpace(data, 0)
+	if i >= len(data) || data[i] != '[' {
+		return "", false
+	}
+	i = skipSpace(data, i+1)
+	if i >= len(data) || data[i] != '"' {
+		return "", false
+	}
+	name := data[i+1:]
+	for _, c := range name {
+		if c == '"' || c == '\\' || c < 0x20 {
+			return "", false
+		}
+	}
+	return string(name), len(name) > longestInbound
 }
 
 func skipSpace(data []byte, i int) int {
