@@ -285,8 +285,11 @@ func TestUnknownEventsFlood(t *testing.T) {
 		if allowed := 20 + int(10*6) + 1; res.limited == 0 && res.sent > allowed {
 			t.Errorf("%s flooder %d sent %d unknown events in 6 s (the bucket allows %d) and got no chatError rate_limited", what, i, res.sent, allowed)
 		}
-		if res.sent > 20+100+20 && !res.disconnect {
-			t.Errorf("%s flooder %d sent %d unknown events (burst 20, abuse limit 100) and was not disconnected", what, i, res.sent)
+		// Refusals are what the bucket did not allow; past 100 of them
+		// (the abuse limit) the socket is disconnected. A server that drops
+		// unknown events fast lets a flooder send more of them in the 6 s.
+		if res.sent > 20+10*6+100+20 && !res.disconnect {
+			t.Errorf("%s flooder %d sent %d unknown events (burst 20, 10/s, abuse limit 100) and was not disconnected", what, i, res.sent)
 		}
 	}
 	t.Logf("15 MB flooders pushed %.2f GB in 6 s; server CPU %.2f s", float64(pushed)/1e9, s.cpuSince())
