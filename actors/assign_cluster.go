@@ -423,7 +423,12 @@ func (r *router) toRemoteAgents(ctx actor.Context, f *messages.Frame, except str
 		add(w)
 	}
 	if len(keys) > 0 {
-		r.toBridge(ctx, &clusterDeliver{frame: f, except: except, toAgents: keys})
+		d := &clusterDeliver{frame: f, except: except, toAgents: keys}
+		if r.cl.ackRemote {
+			d.acked = true
+			r.cl.storedFor = ctx.Message()
+		}
+		r.toBridge(ctx, d)
 	}
 }
 

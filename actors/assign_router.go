@@ -277,12 +277,25 @@ func (r *router) clientMessageRouting(ctx actor.Context, m *messages.ClientMessa
 	if c == nil {
 		c = r.chatOpened(ctx, p) // its last chat ended: this message opens a new one
 	}
+	// With stored sessions, as in broadcast mode, a player's message to
+	// operators on other nodes is acknowledged once it is in the feed.
+	stored := r.cl != nil && r.cl.seq && r.cl.bridge != nil
 	switch {
 	case c.owner != nil:
+		if stored {
+			r.cl.ackRemote = true
+		}
 		r.toChat(ctx, c, f, "")
+		if stored {
+			r.cl.ackRemote = false
+		}
 		r.accept(ctx, &m.Origin, ts)
 	case r.asg.mode == RoutingClaim && r.operatorsOnline() > 0:
-		r.toOperators(ctx, f, "")
+		if stored {
+			r.toOperatorsStored(ctx, f)
+		} else {
+			r.toOperators(ctx, f, "")
+		}
 		r.accept(ctx, &m.Origin, ts)
 	case !r.queue.enabled():
 		r.refuse(ctx, &m.Origin, "clientMessage", messages.CodeQueueFull, "no operator has taken this chat yet, and waiting messages are not kept")

@@ -55,6 +55,10 @@ type clusterView struct {
 	// stored frame, or a player's message to the operators' feed: its
 	// acknowledgement waits for that write (ackAfterStore).
 	storedFor any
+	// ackRemote: the frame being handed to owners and watchers on other
+	// nodes is a player's message, whose acknowledgement waits for its
+	// write to the feed (routing).
+	ackRemote bool
 }
 
 // endedByOperator is what a client hears when an operator ends its chat.

@@ -316,6 +316,38 @@ describe('continuity across nodes', { skip: hasRedis ? false : 'redis-server is 
     await n2.stop();
   });
 
+  test('auto routing: a player\'s node killed while its messages to its owner on another node wait for Redis: every ok one arrives once', async () => {
+    const [n1, n2] = await nodes(['r1', 'r2'], { SWITCHBOARD_ROUTING: 'auto' });
+    const { op, p } = await chat(n2, n1, 'rkill');
+    for (const deadline = Date.now() + 5000; all(p, 'operatorAssigned').length === 0 && Date.now() < deadline;) await delay(20);
+    assert.equal(all(p, 'operatorAssigned').length, 1, 'the chat was assigned to the operator on the other node');
+    const acks = [];
+    const send = (text) => acks.push(new Promise((resolve) => {
+      const timer = setTimeout(() => resolve({ text, ack: null }), 8000);
+      p.emit('clientMessage', { type: 'text', message: text }, (ack) => {
+        clearTimeout(timer);
+        resolve({ text, ack });
+      });
+    }));
+    for (let i = 0; i < 5; i++) assert.equal((await emitAck(p, 'clientMessage', { type: 'text', message: `a${i}` })).ok, true);
+    assert.equal(await redisCommand(redis.port, 'CLIENT PAUSE 1500 ALL'), '+OK');
+    for (let i = 0; i < 20; i++, await delay(10)) send(`b${i}`);
+    n1.proc.kill('SIGKILL');
+    await n1.exited;
+    const results = await Promise.all(acks);
+    const ok = ['a0', 'a1', 'a2', 'a3', 'a4', ...results.filter((r) => r.ack?.ok === true).map((r) => r.text)];
+    const got = () => all(op, 'incomingMessage').map((m) => m.message);
+    for (const deadline = Date.now() + 5000; !ok.every((t) => got().includes(t)) && Date.now() < deadline;) await delay(50);
+    const seen = got();
+    assert.deepEqual(ok.filter((t) => !seen.includes(t)), [], `acknowledged but never delivered to the owner on the other node: ${ok}`);
+    assert.deepEqual(seen.filter((t, k) => seen.indexOf(t) !== k), [], 'nothing delivered twice');
+    console.log(`# auto routing, node killed with writes waiting: ${ok.length - 5} of 20 acknowledged, ${seen.filter((t) => t.startsWith('b')).length} delivered`);
+    p.close();
+    op.close();
+    await n2.waitFor('/health', (h) => h.cluster?.nodes === 1, { timeoutMs: NOTICED_MS, what: 'r1 known dead' });
+    await n2.stop();
+  });
+
   test('operators\' feed across a Redis blip: subscriptions cut mid-conversation, every message once and in order', async () => {
     const [n1, n2] = await nodes(['f1', 'f2']);
     const { op, p } = await chat(n2, n1, 'feed');
