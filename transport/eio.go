@@ -552,29 +552,14 @@ func (e *eioSocket) ackFunc(ackID int) messages.AckFunc {
 // name is not a plain string (escapes, another type), which the full
 // decode then judges.
 func peekEvent(data []byte) (name string, ok bool) {
-	i := skipSpace(data, 0)
-	if i >= len(data) || data[i] != '[' {
+	n, after, ok := eventName(data)
+	if !ok || after < 0 {
 		return "", false
 	}
-	i = skipSpace(data, i+1)
-	if i >= len(data) || data[i] != '"' {
+	if j := skipSpace(data, after); j >= len(data) || (data[j] != ',' && data[j] != ']') {
 		return "", false
 	}
-	start := i + 1
-	end := start
-	for end < len(data) && data[end] != '"' {
-		if data[end] == '\\' || data[end] < 0x20 {
-			return "", false
-		}
-		end++
-	}
-	if end >= len(data) {
-		return "", false
-	}
-	if j := skipSpace(data, end+1); j >= len(data) || (data[j] != ',' && data[j] != ']') {
-		return "", false
-	}
-	return string(data[start:end]), true
+	return string(n), true
 }
 
 // longestInbound is the length of the longest event name the contract knows.
@@ -589,21 +574,36 @@ var longestInbound = func() int {
 // longName reads the start of an event's name that runs past the end of
 // data, plain (no escape), when it is longer than any the contract knows.
 func longName(data []byte) (string, bool) {
+	n, after, ok := eventName(data)
+	if !ok || after >= 0 || len(n) <= longestInbound {
+		return "", false
+	}
+	return string(n), true
+}
+
+// eventName scans a JSON array's opening for its first element, a plain
+// string (no escape, no control character): its bytes, and the offset in
+// data just past its closing quote, or -1 when it runs past the end of
+// data. ok is false for anything else.
+func eventName(data []byte) (name []byte, after int, ok bool) {
 	i := skipSpace(data, 0)
 	if i >= len(data) || data[i] != '[' {
-		return "", false
+		return nil, 0, false
 	}
 	i = skipSpace(data, i+1)
 	if i >= len(data) || data[i] != '"' {
-		return "", false
+		return nil, 0, false
 	}
-	name := data[i+1:]
-	for _, c := range name {
-		if c == '"' || c == '\\' || c < 0x20 {
-			return "", false
+	start := i + 1
+	for end := start; end < len(data); end++ {
+		switch c := data[end]; {
+		case c == '"':
+			return data[start:end], end + 1, true
+		case c == '\\' || c < 0x20:
+			return nil, 0, false
 		}
 	}
-	return string(name), len(name) > longestInbound
+	return data[start:], -1, true
 }
 
 func skipSpace(data []byte, i int) int {
