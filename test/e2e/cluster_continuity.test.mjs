@@ -10,9 +10,8 @@
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import net from 'node:net';
 import { setTimeout as delay } from 'node:timers/promises';
-import { HIGH_LIMITS, connect, emitAck, expectEvent, expectNothing, startServer, freePort, startRedis, signHS256 } from './helpers.mjs';
+import { HIGH_LIMITS, connect, emitAck, expectEvent, expectNothing, startServer, freePort, startRedis, signHS256, redisCommand } from './helpers.mjs';
 
 const hasRedis = spawnSync('redis-server', ['--version']).status === 0;
 const RECONNECT = { reconnection: true, reconnectionDelay: 100, reconnectionDelayMax: 200 };
@@ -20,17 +19,6 @@ const RECONNECT = { reconnection: true, reconnectionDelay: 100, reconnectionDela
 // heartbeats (2 + 2 x 0.3 s), with a margin for a loaded machine.
 const BEAT = { SWITCHBOARD_CLUSTER_HEARTBEAT: '300ms', SWITCHBOARD_CLUSTER_DEAD_AFTER: '2s' };
 const NOTICED_MS = 5000;
-
-
-/** Sends one inline command to Redis and resolves with its first reply line. */
-function redisCommand(port, line) {
-  return new Promise((resolve, reject) => {
-    const s = net.connect(port, '127.0.0.1');
-    s.once('connect', () => s.write(`${line}\r\n`));
-    s.once('data', (d) => { resolve(d.toString().split('\r\n')[0]); s.end(); });
-    s.once('error', reject);
-  });
-}
 
 /** Resolves on socket's next 'connect'. */
 function nextConnect(socket, timeoutMs) {
@@ -62,6 +50,17 @@ describe('continuity across nodes', { skip: hasRedis ? false : 'redis-server is 
     for (const n of servers) n.proc.kill('SIGKILL');
     redis?.proc.kill('SIGKILL');
   });
+
+  /** p's clientMessage with its ack, or ack null after ms. */
+  function sendText(p, text, ms) {
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => resolve({ text, ack: null }), ms);
+      p.emit('clientMessage', { type: 'text', message: text }, (ack) => {
+        clearTimeout(timer);
+        resolve({ text, ack });
+      });
+    });
+  }
 
   async function nodes(ids, env = {}) {
     const out = await Promise.all(ids.map((id) => startServer({
@@ -240,13 +239,7 @@ describe('continuity across nodes', { skip: hasRedis ? false : 'redis-server is 
     // A steady stream of messages, each with its ack, while Redis stops
     // answering every client for 2 s (its commands wait, then run).
     const acks = [];
-    const send = (text) => acks.push(new Promise((resolve) => {
-      const timer = setTimeout(() => resolve({ text, ack: null }), 15000);
-      p.emit('clientMessage', { type: 'text', message: text }, (ack) => {
-        clearTimeout(timer);
-        resolve({ text, ack });
-      });
-    }));
+    const send = (text) => acks.push(sendText(p, text, 15000));
     let i = 0;
     for (; i < 10; i++, await delay(25)) send(`m${i}`);
     assert.equal(await redisCommand(redis.port, 'CLIENT PAUSE 2000 ALL'), '+OK');
@@ -283,21 +276,17 @@ describe('continuity across nodes', { skip: hasRedis ? false : 'redis-server is 
     await Promise.all([n1.stop(), n2.stop()]);
   });
 
-  test('a player\'s node killed while its messages wait for Redis: every ok one still reaches the other node\'s operator once', async () => {
-    const [n1, n2] = await nodes(['z1', 'z2']);
-    const { op, p } = await chat(n2, n1, 'pkill');
+  /**
+   * The player p's node n1 is killed while its messages wait for a stalled
+   * Redis: every message acknowledged ok still reaches op (on n2, `who`)
+   * once; some were never answered.
+   */
+  async function killWithWritesWaiting(n1, n2, op, p, who) {
     const acks = [];
-    const send = (text) => acks.push(new Promise((resolve) => {
-      const timer = setTimeout(() => resolve({ text, ack: null }), 8000);
-      p.emit('clientMessage', { type: 'text', message: text }, (ack) => {
-        clearTimeout(timer);
-        resolve({ text, ack });
-      });
-    }));
     for (let i = 0; i < 5; i++) assert.equal((await emitAck(p, 'clientMessage', { type: 'text', message: `a${i}` })).ok, true);
     // Redis stalls: the node's writes wait; then it is killed with them.
     assert.equal(await redisCommand(redis.port, 'CLIENT PAUSE 1500 ALL'), '+OK');
-    for (let i = 0; i < 20; i++, await delay(10)) send(`b${i}`);
+    for (let i = 0; i < 20; i++, await delay(10)) acks.push(sendText(p, `b${i}`, 8000));
     n1.proc.kill('SIGKILL');
     await n1.exited;
     const results = await Promise.all(acks);
@@ -305,15 +294,21 @@ describe('continuity across nodes', { skip: hasRedis ? false : 'redis-server is 
     const got = () => all(op, 'incomingMessage').map((m) => m.message);
     for (const deadline = Date.now() + 5000; !ok.every((t) => got().includes(t)) && Date.now() < deadline;) await delay(50);
     const seen = got();
-    assert.deepEqual(ok.filter((t) => !seen.includes(t)), [], `acknowledged but never delivered to the other node's operator: ${ok}`);
+    assert.deepEqual(ok.filter((t) => !seen.includes(t)), [], `acknowledged but never delivered to ${who}: ${ok}`);
     assert.deepEqual(seen.filter((t, k) => seen.indexOf(t) !== k), [], 'nothing delivered twice');
     const unanswered = results.filter((r) => r.ack === null).length;
     assert.ok(unanswered > 0, 'some messages were never acknowledged: the node died first');
-    console.log(`# node killed with writes waiting: ${ok.length - 5} of 20 acknowledged, ${unanswered} never answered, ${seen.filter((t) => t.startsWith('b')).length} delivered`);
+    console.log(`# node killed with writes waiting (${who}): ${ok.length - 5} of 20 acknowledged, ${unanswered} never answered, ${seen.filter((t) => t.startsWith('b')).length} delivered`);
     p.close();
     op.close();
-    await n2.waitFor('/health', (h) => h.cluster?.nodes === 1, { timeoutMs: NOTICED_MS, what: 'z1 known dead' });
+    await n2.waitFor('/health', (h) => h.cluster?.nodes === 1, { timeoutMs: NOTICED_MS, what: 'the killed node known dead' });
     await n2.stop();
+  }
+
+  test('a player\'s node killed while its messages wait for Redis: every ok one still reaches the other node\'s operator once', async () => {
+    const [n1, n2] = await nodes(['z1', 'z2']);
+    const { op, p } = await chat(n2, n1, 'pkill');
+    await killWithWritesWaiting(n1, n2, op, p, 'the other node\'s operator');
   });
 
   test('auto routing: a player\'s node killed while its messages to its owner on another node wait for Redis: every ok one arrives once', async () => {
@@ -321,31 +316,7 @@ describe('continuity across nodes', { skip: hasRedis ? false : 'redis-server is 
     const { op, p } = await chat(n2, n1, 'rkill');
     for (const deadline = Date.now() + 5000; all(p, 'operatorAssigned').length === 0 && Date.now() < deadline;) await delay(20);
     assert.equal(all(p, 'operatorAssigned').length, 1, 'the chat was assigned to the operator on the other node');
-    const acks = [];
-    const send = (text) => acks.push(new Promise((resolve) => {
-      const timer = setTimeout(() => resolve({ text, ack: null }), 8000);
-      p.emit('clientMessage', { type: 'text', message: text }, (ack) => {
-        clearTimeout(timer);
-        resolve({ text, ack });
-      });
-    }));
-    for (let i = 0; i < 5; i++) assert.equal((await emitAck(p, 'clientMessage', { type: 'text', message: `a${i}` })).ok, true);
-    assert.equal(await redisCommand(redis.port, 'CLIENT PAUSE 1500 ALL'), '+OK');
-    for (let i = 0; i < 20; i++, await delay(10)) send(`b${i}`);
-    n1.proc.kill('SIGKILL');
-    await n1.exited;
-    const results = await Promise.all(acks);
-    const ok = ['a0', 'a1', 'a2', 'a3', 'a4', ...results.filter((r) => r.ack?.ok === true).map((r) => r.text)];
-    const got = () => all(op, 'incomingMessage').map((m) => m.message);
-    for (const deadline = Date.now() + 5000; !ok.every((t) => got().includes(t)) && Date.now() < deadline;) await delay(50);
-    const seen = got();
-    assert.deepEqual(ok.filter((t) => !seen.includes(t)), [], `acknowledged but never delivered to the owner on the other node: ${ok}`);
-    assert.deepEqual(seen.filter((t, k) => seen.indexOf(t) !== k), [], 'nothing delivered twice');
-    console.log(`# auto routing, node killed with writes waiting: ${ok.length - 5} of 20 acknowledged, ${seen.filter((t) => t.startsWith('b')).length} delivered`);
-    p.close();
-    op.close();
-    await n2.waitFor('/health', (h) => h.cluster?.nodes === 1, { timeoutMs: NOTICED_MS, what: 'r1 known dead' });
-    await n2.stop();
+    await killWithWritesWaiting(n1, n2, op, p, 'the owner on the other node');
   });
 
   test('operators\' feed across a Redis blip: subscriptions cut mid-conversation, every message once and in order', async () => {

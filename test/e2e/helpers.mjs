@@ -687,3 +687,56 @@ export async function startRedis(port) {
   proc.kill('SIGKILL');
   throw new Error('redis-server did not answer PING');
 }
+
+/** Sends one inline command to Redis and resolves with its reply's first line. */
+export function redisCommand(port, line) {
+  return new Promise((resolve, reject) => {
+    const s = net.connect(port, '127.0.0.1');
+    s.once('connect', () => s.write(`${line}\r\n`));
+    s.once('data', (d) => { resolve(d.toString().split('\r\n')[0]); s.end(); });
+    s.once('error', reject);
+  });
+}
+
+/**
+ * Three nodes (n1, n2, n3) of one cluster on a Redis of their own, with env; fn gets
+ * {nodes, redis, sockets, operator, player}: operator(label, n, operatorId = label) and player(label, n)
+ * join on node n over websocket and resolve once every live node lists the socket. Afterwards the nodes
+ * are stopped (their clean exit checked), or killed when `kill` (tests that kill some of them); with
+ * DUMP set, a failure prints every node's log.
+ */
+export async function withCluster(env, fn, { kill = false } = {}) {
+  const redis = await startRedis();
+  const nodes = await Promise.all(['n1', 'n2', 'n3'].map((id) => startServer({
+    env: { ...HIGH_LIMITS, ...env, REDIS_URL: redis.url, SWITCHBOARD_NODE_ID: id },
+  })));
+  const sockets = [];
+  try {
+    for (const n of nodes) {
+      await n.waitFor('/health', (h) => h.status === 'ok' && h.cluster?.nodes === 3, { timeoutMs: 10000, what: '3 nodes' });
+    }
+    const alive = () => nodes.filter((n) => n.proc.exitCode === null && n.proc.signalCode === null);
+    const join = async (label, n, payload) => {
+      const s = await connect(label, ['websocket'], { url: nodes[n].url });
+      sockets.push(s);
+      const ack = await emitAck(s, 'join', payload);
+      assert.equal(ack.ok, true, `${label} join: ${JSON.stringify(ack)}`);
+      const key = payload.role === 'operator' ? 'operators' : 'clients';
+      for (const node of alive()) {
+        await node.waitFor('/stats', (st) => st[key].some((p) => p.socketId === s.sid), { what: `${label} listed on ${node.url}` });
+      }
+      return s;
+    };
+    const operator = (label, n, operatorId = label) => join(label, n, { role: 'operator', name: label, operatorId });
+    const player = (label, n) => join(label, n, { role: 'client', name: label });
+    await fn({ nodes, redis, sockets, operator, player });
+  } catch (err) {
+    if (process.env.DUMP) for (const n of nodes) console.error(`==== ${n.url}\n${n.stderr}`);
+    throw err;
+  } finally {
+    for (const s of sockets) s.disconnect();
+    if (kill) for (const n of nodes) n.proc.kill('SIGKILL');
+    else await Promise.all(nodes.map((n) => n.stop()));
+    redis.proc.kill('SIGKILL');
+  }
+}

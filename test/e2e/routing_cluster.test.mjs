@@ -9,46 +9,12 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { setTimeout as delay } from 'node:timers/promises';
 import {
-  HIGH_LIMITS, assertAckOk, assertAckRefused, connect, emitAck, expectEvent, expectNothing, startServer, freePort, startRedis
+  assertAckOk, assertAckRefused, emitAck, expectEvent, expectNothing, withCluster,
 } from './helpers.mjs';
 
 const hasRedis = spawnSync('redis-server', ['--version']).status === 0;
-const WS = ['websocket'];
 const text = (message) => ({ type: 'text', message });
 
-
-/** Three nodes of one cluster in `mode`; fn gets a join helper. */
-async function withCluster(env, fn) {
-  const redis = await startRedis();
-  const nodes = await Promise.all(['n1', 'n2', 'n3'].map((id) => startServer({
-    env: { ...HIGH_LIMITS, ...env, REDIS_URL: redis.url, SWITCHBOARD_NODE_ID: id },
-  })));
-  const sockets = [];
-  try {
-    for (const n of nodes) {
-      await n.waitFor('/health', (h) => h.status === 'ok' && h.cluster?.nodes === 3, { timeoutMs: 10000, what: '3 nodes' });
-    }
-    /** Joins on node n; resolves once every node lists the socket. */
-    const join = async (label, n, payload) => {
-      const s = await connect(label, WS, { url: nodes[n].url });
-      sockets.push(s);
-      const ack = await emitAck(s, 'join', payload);
-      assert.equal(ack.ok, true, `${label} join: ${JSON.stringify(ack)}`);
-      const key = payload.role === 'operator' ? 'operators' : 'clients';
-      for (const node of nodes) {
-        await node.waitFor('/stats', (st) => st[key].some((p) => p.socketId === s.sid), { what: `${label} listed on ${node.url}` });
-      }
-      return s;
-    };
-    const operator = (label, n, operatorId) => join(label, n, { role: 'operator', name: label, operatorId });
-    const player = (label, n) => join(label, n, { role: 'client', name: label });
-    await fn({ nodes, operator, player });
-  } finally {
-    for (const s of sockets) s.disconnect();
-    await Promise.all(nodes.map((n) => n.stop()));
-    redis.proc.kill('SIGKILL');
-  }
-}
 
 function count(s, name, pred = () => true) {
   return s.rec.all.filter((r) => r.event === name && pred(r.args[0])).length;

@@ -7,10 +7,9 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import net from 'node:net';
 import { setTimeout as delay } from 'node:timers/promises';
 import {
-  HIGH_LIMITS, assertAckOk, connect, emitAck, expectEvent, startServer, startRedis,
+  assertAckOk, connect, emitAck, expectEvent, redisCommand, withCluster,
 } from './helpers.mjs';
 
 const hasRedis = spawnSync('redis-server', ['--version']).status === 0;
@@ -30,52 +29,8 @@ const WINDOW_MS = 4000;
 // acknowledged (one script on the node's routing worker).
 const SETTLE_MS = 300;
 
-/** Three nodes of one cluster; fn gets the nodes, redis and join helpers. */
-async function withCluster(env, fn) {
-  const redis = await startRedis();
-  const nodes = await Promise.all(['n1', 'n2', 'n3'].map((id) => startServer({
-    env: { ...HIGH_LIMITS, ...FAST, ...env, REDIS_URL: redis.url, SWITCHBOARD_NODE_ID: id },
-  })));
-  const sockets = [];
-  try {
-    for (const n of nodes) {
-      await n.waitFor('/health', (h) => h.status === 'ok' && h.cluster?.nodes === 3, { timeoutMs: 10000, what: '3 nodes' });
-    }
-    const alive = () => nodes.filter((n) => n.proc.exitCode === null && n.proc.signalCode === null);
-    /** Joins on node n; resolves once every live node lists the socket. */
-    const join = async (label, n, payload) => {
-      const s = await connect(label, WS, { url: nodes[n].url });
-      sockets.push(s);
-      const ack = await emitAck(s, 'join', payload);
-      assert.equal(ack.ok, true, `${label} join: ${JSON.stringify(ack)}`);
-      const key = payload.role === 'operator' ? 'operators' : 'clients';
-      for (const node of alive()) {
-        await node.waitFor('/stats', (st) => st[key].some((p) => p.socketId === s.sid), { what: `${label} listed on ${node.url}` });
-      }
-      return s;
-    };
-    const operator = (label, n, operatorId = label) => join(label, n, { role: 'operator', name: label, operatorId });
-    const player = (label, n) => join(label, n, { role: 'client', name: label });
-    await fn({ nodes, redis, sockets, operator, player });
-  } catch (err) {
-    if (process.env.DUMP) for (const n of nodes) console.error(`==== ${n.url}\n${n.stderr}`);
-    throw err;
-  } finally {
-    for (const s of sockets) s.disconnect();
-    for (const n of nodes) n.proc.kill('SIGKILL');
-    redis.proc.kill('SIGKILL');
-  }
-}
-
-/** Sends one inline command to redis and resolves with its reply's first line. */
-function redisCommand(port, line) {
-  return new Promise((resolve, reject) => {
-    const s = net.connect(port, '127.0.0.1');
-    s.once('connect', () => s.write(`${line}\r\n`));
-    s.once('data', (d) => { resolve(d.toString().split('\r\n')[0]); s.end(); });
-    s.once('error', reject);
-  });
-}
+/** withCluster with fast failure detection; nodes may be killed, so they are killed at the end. */
+const failoverCluster = (env, fn) => withCluster({ ...FAST, ...env }, fn, { kill: true });
 
 function events(s, name, pred = () => true) {
   return s.rec.all.filter((r) => r.event === name && pred(r.args[0])).map((r) => r.args[0]);
@@ -112,7 +67,7 @@ async function killNode(nodes, n) {
 
 describe('routing across nodes when a node dies', { skip: hasRedis ? false : 'redis-server is not installed' }, () => {
   test('auto: a killed node\'s operator keeps its chats for the window, then they go back to the queue in order, once, and on to an operator of a live node', async () => {
-    await withCluster({ SWITCHBOARD_ROUTING: 'auto', SWITCHBOARD_MAX_CHATS_PER_OPERATOR: '3' }, async ({ nodes, operator, player }) => {
+    await failoverCluster({ SWITCHBOARD_ROUTING: 'auto', SWITCHBOARD_MAX_CHATS_PER_OPERATOR: '3' }, async ({ nodes, operator, player }) => {
       // Two observers on the surviving nodes, away so that they take nothing yet.
       const keeper = await operator('keeper', 0);
       const obs = await operator('obs', 1);
@@ -175,7 +130,7 @@ describe('routing across nodes when a node dies', { skip: hasRedis ? false : 're
   });
 
   test('claim: a killed node\'s chats are offered again to every operator, once, past the window', async () => {
-    await withCluster({ SWITCHBOARD_ROUTING: 'claim' }, async ({ nodes, operator, player }) => {
+    await failoverCluster({ SWITCHBOARD_ROUTING: 'claim' }, async ({ nodes, operator, player }) => {
       const a = await operator('a', 0);
       const b = await operator('b', 1);
       const doomed = await operator('doomed', 2);
@@ -202,7 +157,7 @@ describe('routing across nodes when a node dies', { skip: hasRedis ? false : 're
   });
 
   test('auto: a killed node\'s player that does not come back within the window frees its owner\'s room for the next waiting chat', async () => {
-    await withCluster({ SWITCHBOARD_ROUTING: 'auto', SWITCHBOARD_MAX_CHATS_PER_OPERATOR: '1' }, async ({ nodes, operator, player }) => {
+    await failoverCluster({ SWITCHBOARD_ROUTING: 'auto', SWITCHBOARD_MAX_CHATS_PER_OPERATOR: '1' }, async ({ nodes, operator, player }) => {
       const op = await operator('op', 0);
       await delay(SETTLE_MS);
       const doomed = await player('doomed', 2);
@@ -227,7 +182,7 @@ describe('routing across nodes when a node dies', { skip: hasRedis ? false : 're
   });
 
   test('auto: an operator that moves to a live node within the window keeps its chats', async () => {
-    await withCluster({ SWITCHBOARD_ROUTING: 'auto' }, async ({ nodes, operator, player }) => {
+    await failoverCluster({ SWITCHBOARD_ROUTING: 'auto' }, async ({ nodes, operator, player }) => {
       const obs = await operator('obs', 0);
       assertAckOk(await emitAck(obs, 'setStatus', { status: 'away' }));
       const ana = await operator('ana', 2);
@@ -261,7 +216,7 @@ describe('routing across nodes when a node dies', { skip: hasRedis ? false : 're
 
 describe('routing across nodes when an operator moves', { skip: hasRedis ? false : 'redis-server is not installed' }, () => {
   test('auto: an operator\'s CRM joins another node and leaves its old one at the same moment; it keeps its chats and takes new ones', async () => {
-    await withCluster({ SWITCHBOARD_ROUTING: 'auto' }, async ({ nodes, sockets, operator, player }) => {
+    await failoverCluster({ SWITCHBOARD_ROUTING: 'auto' }, async ({ nodes, sockets, operator, player }) => {
       const obs = await operator('obs', 2);
       assertAckOk(await emitAck(obs, 'setStatus', { status: 'away' }));
       const ps = [];
@@ -302,7 +257,7 @@ describe('routing across nodes when an operator moves', { skip: hasRedis ? false
 
 describe('routing across nodes when a subscription drops', { skip: hasRedis ? false : 'redis-server is not installed' }, () => {
   test('auto: every node\'s subscription cut again and again; every decision and every delivery to an owner on another node arrives once', async () => {
-    await withCluster({ SWITCHBOARD_ROUTING: 'auto', SWITCHBOARD_MAX_CHATS_PER_OPERATOR: '50' }, async ({ nodes, redis, sockets, operator }) => {
+    await failoverCluster({ SWITCHBOARD_ROUTING: 'auto', SWITCHBOARD_MAX_CHATS_PER_OPERATOR: '50' }, async ({ nodes, redis, sockets, operator }) => {
       // The operators are on two nodes, the players on the third.
       const ops = [await operator('o1', 1), await operator('o2', 2)];
       await delay(SETTLE_MS);
@@ -365,7 +320,7 @@ describe('routing across nodes when a subscription drops', { skip: hasRedis ? fa
 
 describe('routing across nodes while Redis is away', { skip: hasRedis ? false : 'redis-server is not installed' }, () => {
   test('claim: a request Redis cannot answer is refused unavailable; asked again it is taken once, and a bystander\'s chat goes on', async () => {
-    await withCluster({ SWITCHBOARD_ROUTING: 'claim' }, async ({ redis, operator, player }) => {
+    await failoverCluster({ SWITCHBOARD_ROUTING: 'claim' }, async ({ redis, operator, player }) => {
       const a = await operator('a', 0);
       const b = await operator('b', 1);
       const p1 = await player('p1', 0);
