@@ -303,6 +303,10 @@ func (e *eioSocket) pong() {
 	}
 }
 
+// Ping lets a websocket ping be answered within the socket's rate of
+// packets it drops; past it each is a strike, as any dropped packet.
+func (e *eioSocket) Ping(*ws.Conn) bool { return e.dropped() }
+
 // Message handles one Engine.IO packet.
 func (e *eioSocket) Message(_ *ws.Conn, text bool, data []byte) {
 	if !text {
@@ -318,10 +322,13 @@ func (e *eioSocket) Message(_ *ws.Conn, text bool, data []byte) {
 		e.packet(data[1:])
 	case '3':
 		e.pong()
-	case '2': // a client's ping: answered, though Engine.IO 4 clients only probe
-		if e.dropped() {
-			e.reply("3", data[1:])
-		}
+	case '2':
+		// Engine.IO 4 heartbeats run from the server; a client's ping
+		// (other than the upgrade's probe, answered before this socket
+		// sees it) is an error to Node's engine.io, which closes the
+		// transport. Echoing it would let a peer make the server write
+		// whatever it sends, and hold it if never read.
+		e.end(ws.CloseProtocol, reasonTransportError, "invalid heartbeat direction")
 	case '1':
 		e.shut(reasonTransport, "")
 	case '5', '6': // upgrade, noop: nothing to do on a websocket

@@ -118,6 +118,7 @@ func New(cfg *config.Config, sys *actors.System, log *slog.Logger, verifier *aut
 	if cfg.Pprof {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	}
 	// The pages (web/), and the JSON index for every other / request.
 	var verify func(string) (*messages.Identity, error)

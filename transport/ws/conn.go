@@ -34,6 +34,15 @@ type Screener interface {
 	Screen(c *Conn, head []byte) bool
 }
 
+// A Pinger is a Handler that judges each websocket ping before it is
+// answered: Ping returns false to leave it unanswered (the handler counts
+// it, and may close the connection). Browsers never send pings; without a
+// bound a peer could make the server answer millions a second. It runs on
+// the poller, like Message.
+type Pinger interface {
+	Ping(c *Conn) bool
+}
+
 // Options tune a Server.
 type Options struct {
 	// MaxMessage is the largest message accepted, in bytes; a larger one
@@ -98,6 +107,12 @@ var (
 	errBusy          = errors.New("websocket: server buffer budget exhausted")
 	errTimeout       = errors.New("websocket: message incomplete for too long")
 )
+
+// lingerBytes is how much a peer may still send after the server's close
+// frame before the connection is dropped without waiting for its close: a
+// flooder that reads nothing would otherwise be read (and its input
+// parsed) for the whole linger.
+const lingerBytes = 256 << 10
 
 // Close codes (RFC 6455 7.4.1).
 const (
@@ -220,6 +235,7 @@ type Conn struct {
 	prev, next *Conn
 	since      int64 // mono() when the incomplete part began
 	listed     bool
+	lingered   int // bytes read since the server's close frame; c.rmu
 
 	state atomic.Int32
 
@@ -474,6 +490,11 @@ func (c *Conn) readable(buf []byte) {
 		default:
 			c.consume(buf[:n])
 			c.timeIncomplete()
+			if c.state.Load() == stateClosing {
+				if c.lingered += n; c.lingered > lingerBytes {
+					c.finish(errLinger)
+				}
+			}
 		}
 	})
 }
@@ -554,7 +575,9 @@ func (c *Conn) control(op byte, payload []byte) bool {
 		c.closeReceived(payload)
 		return false
 	case opPing:
-		c.answerPing(payload)
+		if p, ok := c.h.(Pinger); !ok || p.Ping(c) {
+			c.answerPing(payload)
+		}
 	}
 	return c.state.Load() != stateClosed
 }

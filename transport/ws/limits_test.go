@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"runtime"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -420,5 +421,66 @@ func TestFastSenderDoesNotStarveItsPoller(t *testing.T) {
 	}
 	if srv.Len() != 2 {
 		t.Fatalf("%d connections, want 2", srv.Len())
+	}
+}
+
+// allowPings answers the first n pings of its connection and no more.
+type allowPings struct {
+	echoConn
+	n int
+}
+
+func (h *allowPings) Ping(*Conn) bool { h.n--; return h.n >= 0 }
+
+// A Pinger decides which pings are answered: here the first 3 of 10.
+func TestPingerDecidesWhichPingsAreAnswered(t *testing.T) {
+	srv, err := NewServer(Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &echo{done: make(chan struct{}, 16)}
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = srv.Upgrade(w, r, func(c *Conn) Handler { return &allowPings{echoConn: echoConn{e: e, c: c}, n: 3} })
+	}))
+	t.Cleanup(func() { srv.Close(); hs.Close() })
+	r := rawDial(t, "ws"+strings.TrimPrefix(hs.URL, "http"))
+	for i := range 10 {
+		r.frame(opPing, true, fmt.Appendf(nil, "p%d", i))
+	}
+	r.frame(opText, true, []byte("done"))
+	var got []string
+	for {
+		op, p := r.read()
+		if op == opText {
+			break
+		}
+		got = append(got, string(p))
+	}
+	if want := []string{"p0", "p1", "p2"}; !slices.Equal(got, want) {
+		t.Fatalf("pongs %q, want %q", got, want)
+	}
+}
+
+// After the server's close frame a peer that keeps sending instead of
+// closing is dropped once it has sent lingerBytes more, without waiting
+// out the linger (2 s) while its input is read and thrown away.
+func TestSendingOnAfterTheCloseEndsTheLinger(t *testing.T) {
+	_, e, url := start(t, Options{})
+	r := rawDial(t, url)
+	r.frame(opText, true, []byte("close-me"))
+	began := time.Now()
+	// 16 KiB text frames masked with the zero key, written without reading.
+	const size = 16 << 10
+	frame := append([]byte{finBit | opText, 0x80 | 126, size >> 8, size & 0xff, 0, 0, 0, 0}, bytes.Repeat([]byte("x"), size)...)
+	go func() {
+		for range 4 * lingerBytes / size {
+			if _, err := r.nc.Write(frame); err != nil {
+				return
+			}
+		}
+	}()
+	err := e.waitClosed(t)
+	if took := time.Since(began); took > lingerTimeout/2 {
+		t.Fatalf("released after %s (%v), want well within the linger's %s", took, err, lingerTimeout)
 	}
 }
