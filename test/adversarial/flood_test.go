@@ -354,7 +354,9 @@ func TestEngineIOPingsEndTheSocket(t *testing.T) {
 	}
 	after, _ := io.ReadAll(res.Body)
 	res.Body.Close()
-	t.Logf("a polling session's Engine.IO ping, then its GET: %d %s", res.StatusCode, after)
+	if res.StatusCode != 200 || string(after) != "1" {
+		t.Errorf("after a polling session's Engine.IO ping its GET answered %d %q, want the close packet \"1\"", res.StatusCode, after)
+	}
 	hold(began)
 	b.finish()
 }
