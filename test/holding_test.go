@@ -125,8 +125,11 @@ func TestUnknownEventsAreNotKept(t *testing.T) {
 	}
 	r := rawConnect(t, s)
 	r.connect()
-	for _, name := range []string{"x-unknown", "x-unknown", strings.Repeat("y", 300)} {
-		unknown := event(name)
+	// Unknown names plain, escaped (decoded as any JSON parser would),
+	// longer than the head the server judges from, escaped and long, and
+	// behind more whitespace than that head.
+	for _, unknown := range [][]byte{event("x-unknown"), event(`x-\u0075nknown`), event(strings.Repeat("y", 300)),
+		event(strings.Repeat(`\u0079`, 40)), append([]byte("42["+strings.Repeat(" ", 200)), event("x")[3:]...)} {
 		r.sendRaw(wsframe.Header(1, true, len(unknown)))
 		for p := unknown; len(p) > 0; p = p[min(len(p), 16<<10):] {
 			r.sendRaw(p[:min(len(p), 16<<10)])
@@ -135,7 +138,7 @@ func TestUnknownEventsAreNotKept(t *testing.T) {
 	}
 	r.send(`421["join",{"role":"client","name":"Eve"}]`)
 	if p := r.read(); !strings.HasPrefix(p, `431[{"ok":true`) {
-		t.Fatalf("after three unknown events past the budget (one with a 300-byte name): join answered %q", p)
+		t.Fatalf("after five unknown events past the budget: join answered %q", p)
 	}
 	by.op.expect("newChat")
 	by.check()

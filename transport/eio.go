@@ -497,6 +497,12 @@ func (e *eioSocket) Screen(_ *ws.Conn, head []byte) bool {
 		// than any the contract knows, is not one of them either.
 		name, ok = longName(rest[i:])
 	}
+	if !ok && padded(rest[i:]) {
+		// No client pads an event's array with a hundred bytes of
+		// whitespace before its name; a sender who does would make the
+		// server keep the whole message to find it. Refused unnamed.
+		name, ok = "", true
+	}
 	if !ok || slices.Contains(messages.InboundEvents, name) {
 		return true
 	}
@@ -556,17 +562,30 @@ func (e *eioSocket) ackFunc(ackID int) messages.AckFunc {
 
 // peekEvent reads an event's name from the start of its JSON array,
 // `["name",` or `["name"]`, without decoding the rest; ok is false when the
-// name is not a plain string (escapes, another type), which the full
-// decode then judges.
+// name is not a string (another type, broken JSON), which the full decode
+// then judges.
 func peekEvent(data []byte) (name string, ok bool) {
-	n, after, ok := eventName(data)
+	n, after, escaped, ok := eventName(data)
 	if !ok || after < 0 {
 		return "", false
 	}
 	if j := skipSpace(data, after); j >= len(data) || (data[j] != ',' && data[j] != ']') {
 		return "", false
 	}
+	if escaped {
+		// A name such as "jo\u0069n" is "join" to every JSON parser.
+		return unquote(data[after-len(n)-2 : after])
+	}
 	return string(n), true
+}
+
+// unquote decodes a JSON string with its quotes.
+func unquote(quoted []byte) (string, bool) {
+	var s string
+	if json.Unmarshal(quoted, &s) != nil {
+		return "", false
+	}
+	return s, true
 }
 
 // longestInbound is the length of the longest event name the contract knows.
@@ -579,38 +598,60 @@ var longestInbound = func() int {
 }()
 
 // longName reads the start of an event's name that runs past the end of
-// data, plain (no escape), when it is longer than any the contract knows.
+// data, when even decoded it is longer than any the contract knows (an
+// escape takes at most 6 bytes, or 12 for a surrogate pair, for 1 or 2
+// characters' worth, so an escaped one counts a sixth of its bytes).
 func longName(data []byte) (string, bool) {
-	n, after, ok := eventName(data)
-	if !ok || after >= 0 || len(n) <= longestInbound {
+	n, after, escaped, ok := eventName(data)
+	if !ok || after >= 0 {
+		return "", false
+	}
+	if escaped {
+		if len(n)/6 <= longestInbound {
+			return "", false
+		}
+		return string(n), true
+	}
+	if len(n) <= longestInbound {
 		return "", false
 	}
 	return string(n), true
 }
 
-// eventName scans a JSON array's opening for its first element, a plain
-// string (no escape, no control character): its bytes, and the offset in
-// data just past its closing quote, or -1 when it runs past the end of
-// data. ok is false for anything else.
-func eventName(data []byte) (name []byte, after int, ok bool) {
+// eventName scans a JSON array's opening for its first element, a string:
+// its bytes as they are (escapes undecoded), whether it holds an escape,
+// and the offset in data just past its closing quote, or -1 when it runs
+// past the end of data. ok is false for anything else (a control
+// character in the string, another type).
+func eventName(data []byte) (name []byte, after int, escaped, ok bool) {
 	i := skipSpace(data, 0)
 	if i >= len(data) || data[i] != '[' {
-		return nil, 0, false
+		return nil, 0, false, false
 	}
 	i = skipSpace(data, i+1)
 	if i >= len(data) || data[i] != '"' {
-		return nil, 0, false
+		return nil, 0, false, false
 	}
 	start := i + 1
 	for end := start; end < len(data); end++ {
 		switch c := data[end]; {
 		case c == '"':
-			return data[start:end], end + 1, true
-		case c == '\\' || c < 0x20:
-			return nil, 0, false
+			return data[start:end], end + 1, escaped, true
+		case c == '\\':
+			escaped = true
+			end++ // the escaped character, which may be a quote
+		case c < 0x20:
+			return nil, 0, false, false
 		}
 	}
-	return data[start:], -1, true
+	return data[start:], -1, escaped, true
+}
+
+// padded tells whether data is a JSON array's opening with nothing but
+// whitespace after it: the event's name has not begun within data.
+func padded(data []byte) bool {
+	i := skipSpace(data, 0)
+	return i < len(data) && data[i] == '[' && skipSpace(data, i+1) == len(data)
 }
 
 func skipSpace(data []byte, i int) int {

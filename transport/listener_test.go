@@ -102,12 +102,14 @@ func TestPeekEvent(t *testing.T) {
 		`["x-unknown",{"blob":"xxx"}]`: "x-unknown",
 		` [ "join" ]`:                  "join",
 		`["a" , 1]`:                    "a",
+		`["jo\u0069n",{}]`:             "join",
+		`["a\"b"]`:                     `a"b`,
 	} {
 		if got, ok := peekEvent([]byte(in)); !ok || got != want {
 			t.Errorf("peekEvent(%s) = %q %v, want %q", in, got, ok, want)
 		}
 	}
-	for _, in := range []string{`["jo\u0069n",{}]`, `[1]`, `{"a":1}`, `["unterminated`, `["a"x]`, ``, `[`} {
+	for _, in := range []string{`["bad\x"]`, `[1]`, `{"a":1}`, `["unterminated`, `["a"x]`, ``, `[`} {
 		if got, ok := peekEvent([]byte(in)); ok {
 			t.Errorf("peekEvent(%s) = %q, want not ok (left to the full decode)", in, got)
 		}
