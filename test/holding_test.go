@@ -353,21 +353,25 @@ func TestNeverConnectedSocketsCountAndTimeOut(t *testing.T) {
 // Packets the server reads and drops (noops, pongs nobody asked for,
 // acknowledgements, other namespaces, events before CONNECT) are counted
 // like refused events: past the socket's rate each is a strike, and the
-// abuse limit of them closes the socket with 1008.
+// abuse limit of them closes the socket with 1008. So are websocket pings
+// past the rate. A client's Engine.IO ping is an error in Engine.IO 4: the
+// first closes the socket (1002), as Node's engine.io does.
 func TestDroppedPacketsAreLimited(t *testing.T) {
 	s := startServer(t, nil)
 	by := newBystander(t, s)
 	for _, tc := range []struct {
 		name, packet string
 		connect      bool
+		want         int
 	}{
-		{"noop", "6", true},
-		{"unsolicited pong", "3", true},
-		{"client ping", "2", true},
-		{"acknowledgement", `43["nobody asked"]`, true},
-		{"other namespace", `42/admin,["join",{}]`, true},
-		{"CONNECT to another namespace", "40/admin,", false},
-		{"event before CONNECT", `42["join",{"role":"client"}]`, false},
+		{"noop", "6", true, gws.ClosePolicyViolation},
+		{"unsolicited pong", "3", true, gws.ClosePolicyViolation},
+		{"websocket ping", "", true, gws.ClosePolicyViolation},
+		{"client ping", "2", true, gws.CloseProtocolError},
+		{"acknowledgement", `43["nobody asked"]`, true, gws.ClosePolicyViolation},
+		{"other namespace", `42/admin,["join",{}]`, true, gws.ClosePolicyViolation},
+		{"CONNECT to another namespace", "40/admin,", false, gws.ClosePolicyViolation},
+		{"event before CONNECT", `42["join",{"role":"client"}]`, false, gws.ClosePolicyViolation},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := rawConnect(t, s)
@@ -375,12 +379,16 @@ func TestDroppedPacketsAreLimited(t *testing.T) {
 				r.connect()
 			}
 			for range 500 {
-				if r.ws.WriteMessage(gws.TextMessage, []byte(tc.packet)) != nil {
+				write := func() error { return r.ws.WriteMessage(gws.TextMessage, []byte(tc.packet)) }
+				if tc.packet == "" {
+					write = func() error { return r.ws.WriteControl(gws.PingMessage, nil, time.Now().Add(time.Second)) }
+				}
+				if write() != nil {
 					break // closed meanwhile
 				}
 			}
-			if code := r.closeCode(); code != gws.ClosePolicyViolation {
-				t.Fatalf("500 × %q: close %d, want 1008", tc.packet, code)
+			if code := r.closeCode(); code != tc.want {
+				t.Fatalf("500 × %q: close %d, want %d", tc.packet, code, tc.want)
 			}
 		})
 	}
