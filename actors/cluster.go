@@ -133,6 +133,10 @@ type clusterDeliver struct {
 	// announce: a player's newChat or chatEnded, told to every operator
 	// by the player's node alone through the feed (this player's id).
 	announce string
+	// gone: a gone node's player's chatAway ("a") or chatEnded ("e"),
+	// which every node asks for and one writes to the feed; goneKey
+	// names it, goneNode is the player's dead node.
+	gone, goneKey, goneNode, goneID string
 }
 
 // catchUp asks the bridge for a player's stored frames after its last

@@ -138,16 +138,14 @@ func (r *router) orphan(ctx actor.Context, p *participant, since time.Time) {
 	left := time.Until(since.Add(r.cl.window))
 	if left <= 0 {
 		r.cl.remote.remove(p.id)
-		r.localOnly()
-		r.toLocalOperators(ctx, r.disconnectedFrame(p.id), "")
+		r.goneFrame(ctx, r.disconnectedFrame(p.id), p, "e")
 		r.goneNodeChatEnded(ctx, p.id)
 		r.toBridge(ctx, &forgetSession{id: p.id, node: p.node})
 		return
 	}
 	if !p.away {
 		p.away = true
-		r.localOnly()
-		r.toLocalOperators(ctx, r.frame(messages.EventChatAway, &messages.ChatPresence{ClientID: p.id}, time.Time{}), "")
+		r.goneFrame(ctx, r.frame(messages.EventChatAway, &messages.ChatPresence{ClientID: p.id}, time.Time{}), p, "a")
 	}
 	r.cl.orphanGen++
 	gen, self, sys := r.cl.orphanGen, ctx.Self(), ctx.ActorSystem()
@@ -169,9 +167,8 @@ func (r *router) orphanExpired(ctx actor.Context, m *orphanExpired) {
 		r.toBridge(ctx, &forgetSession{id: p.id, node: p.node})
 		return
 	}
-	r.localOnly()
 	delete(r.cl.shown, p.id)
-	r.toLocalOperators(ctx, r.disconnectedFrame(p.id), "")
+	r.goneFrame(ctx, r.disconnectedFrame(p.id), p, "e")
 	r.goneNodeChatEnded(ctx, p.id)
 	// Every node may do it; only a record its dead node still owns goes.
 	r.toBridge(ctx, &forgetSession{id: p.id, node: p.node})
@@ -181,6 +178,12 @@ func (r *router) orphanExpired(ctx actor.Context, m *orphanExpired) {
 // nodeGoneAway is nodeGone with recovery on: players are orphans, away
 // until the window ends; operators go.
 func (r *router) nodeGoneAway(ctx actor.Context, m *NodeGone) {
+	if r.cl.opAdopt {
+		if r.cl.goneInc == nil {
+			r.cl.goneInc = map[string]string{}
+		}
+		r.cl.goneInc[m.Node] = m.Inc
+	}
 	clients, operators := 0, 0
 	for _, p := range ordered(r.cl.remote.byNode[m.Node]) {
 		if p.role == messages.RoleOperator {

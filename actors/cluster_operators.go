@@ -169,6 +169,17 @@ func (o *opReplay) pick(entries []feedEntry) ([]*messages.Frame, string) {
 				continue // its own broadcast
 			}
 		case kindAnnounce:
+		case kindGone:
+			// Delivered from the feed alone, its writer's operators too:
+			// its place in the feed says who had it.
+			if compareStreamID(en.id, o.upto) > 0 {
+				continue
+			}
+			f := &messages.Frame{Event: e.event, Packet: e.body}
+			if restamped := restamp(f, opAnchor{prefix: o.from.prefix, seq: o.from.seq, feed: en.id}.String()); restamped != f {
+				out = append(out, restamped)
+			}
+			continue
 		case kindAgents:
 			return nil, "routed deliveries in the feed"
 		default:
@@ -470,4 +481,20 @@ func (r *router) orphanOperator(ctx actor.Context, p *participant, since time.Ti
 	gen, self, sys := r.cl.orphanGen, ctx.Self(), ctx.ActorSystem()
 	r.cl.orphans[p.id] = gen
 	time.AfterFunc(left, func() { sys.Root.Send(self, &orphanExpired{id: p.id, gen: gen}) })
+}
+
+// goneFrame tells every node's operators of a gone node's player's away
+// ("a") or end ("e"). With operators across nodes every node asks Redis
+// and one writes it to the feed, which every node delivers (one source, so
+// that an operator taken over elsewhere finds it there); else each node
+// tells its own operators.
+func (r *router) goneFrame(ctx actor.Context, f *messages.Frame, p *participant, what string) {
+	if r.cl == nil || !r.cl.opAdopt || r.cl.bridge == nil || !r.cl.state.Up {
+		if r.cl != nil && r.cl.opAdopt {
+			r.localOnly()
+		}
+		r.toLocalOperators(ctx, f, "")
+		return
+	}
+	r.toBridge(ctx, &clusterDeliver{frame: f, gone: what, goneKey: p.node + "/" + r.cl.goneInc[p.node], goneNode: p.node, goneID: p.id})
 }

@@ -55,6 +55,7 @@ const (
 	kindRouting  = 'R' // a routing decision (assign_redis.go); body: its JSON
 	kindAgents   = 'A' // body: a JSON list of operators, a newline, the packet; arg: the socket to skip
 	kindAnnounce = 'N' // a player's newChat or chatEnded from its node; body: packet; arg: the player
+	kindGone     = 'G' // a gone node's player's chatAway or chatEnded, written once for every node (its writer too); body: packet
 )
 
 // envelope is one message on a channel: a header line
@@ -592,6 +593,15 @@ func (b *redisBridge) deliver(ctx actor.Context, m *clusterDeliver) {
 		if m.announce != "" {
 			e.kind, e.arg = kindAnnounce, m.announce
 		}
+		if m.gone != "" {
+			// Every node asks; the first one's is written, if the player's
+			// session is still its dead node's.
+			e.kind = kindGone
+			j := &pubJob{script: goneScript, keys: []string{b.key("feed"), b.key("g", m.gone, m.goneKey, m.goneID), b.keys.record(m.goneID)},
+				args: []any{e.encode(), feedMaxLen, b.events, b.ttl.Milliseconds(), m.goneNode}}
+			b.enqueue(ioJob{pub: j})
+			return
+		}
 		j := &pubJob{script: feedScript, keys: []string{b.key("feed")}, args: []any{e.encode(), feedMaxLen, b.events}}
 		if m.acked {
 			// Numbered like a player's frame: its acknowledgement follows it.
@@ -713,6 +723,12 @@ func (b *redisBridge) received(ctx actor.Context, raw string) {
 	case kindRouting:
 		// Every node applies every decision, its own too, in Redis's order.
 		ctx.Send(b.router, &RoutingEvent{Body: e.body})
+		return
+	case kindGone:
+		// Its writer's operators too: no node told them before.
+		b.met.ClusterReceived()
+		f := &messages.Frame{Event: e.event, Packet: e.body}
+		ctx.Send(b.router, &RemoteDeliver{Frame: f, FeedID: b.feedID})
 		return
 	case kindAgents:
 		if e.node == b.o.NodeID {

@@ -162,7 +162,7 @@ redis.call('PEXPIRE', KEYS[1], ARGV[6])
 if f[5] ~= ARGV[2] then redis.call('PUBLISH', ARGV[4] .. f[5], 'M|' .. ARGV[2] .. '||0|0||' .. ARGV[5] .. '\n') end
 return {'', f[3], f[5]}`)
 
-	allScripts = []*redis.Script{registerScript, memberScript, appendScript, adoptScript, forgetScript, feedScript, reloadKeysScript, adoptOpScript}
+	allScripts = []*redis.Script{registerScript, memberScript, appendScript, adoptScript, forgetScript, feedScript, reloadKeysScript, adoptOpScript, goneScript}
 )
 
 // storeKeys names a session's keys and the store's shared ones.

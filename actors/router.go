@@ -68,6 +68,9 @@ type clusterView struct {
 	// told them, which the feed may still bring (then it is not told twice).
 	shown  map[string]bool
 	bySnap map[string]string
+	// goneInc: the incarnation of each gone node, which names its
+	// players' away and end in Redis (one source for every node).
+	goneInc map[string]string
 	// storedFor is the message being handled when it sent a player a
 	// stored frame, or a player's message to the operators' feed: its
 	// acknowledgement waits for that write (ackAfterStore).

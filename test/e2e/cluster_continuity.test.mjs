@@ -683,6 +683,60 @@ describe('continuity across nodes', { skip: hasRedis ? false : 'redis-server is 
     await n2.stop();
   });
 
+  test('a node with an operator and a player killed: both recover on the other node, the operator gets its players\' chatAway and chatBack once', async () => {
+    const [n1, n2] = await nodes(['z1', 'z2']);
+    const op = await connect('zop', ['websocket'], { url: n1.url, ...RECONNECT });
+    sockets.push(op);
+    op.emit('join', { role: 'operator', name: 'Uno', operatorId: 1 });
+    await n1.waitJoined(op.sid, 'operator');
+    const op2 = await connect('zop2', ['websocket'], { url: n2.url });
+    sockets.push(op2);
+    op2.emit('join', { role: 'operator', name: 'Dos', operatorId: 2 });
+    await n2.waitJoined(op2.sid, 'operator');
+    const p = await connect('zplayer', ['websocket'], { url: n1.url, ...RECONNECT });
+    sockets.push(p);
+    p.emit('join', { role: 'client', name: 'Bob', username: 'bob' });
+    for (const o of [op, op2]) assert.equal((await expectEvent(o, 'newChat')).clientId, p.sid);
+    await say(op, p, 'one');
+    await expectEvent(p, 'operatorMessage');
+    await expectEvent(op2, 'operatorBroadcast');
+    const [opID, pID] = [op.id, p.id];
+
+    op.io.reconnection(false);
+    p.io.reconnection(false);
+    n1.proc.kill('SIGKILL');
+    await n1.exited;
+    assert.deepEqual(await expectEvent(op2, 'chatAway', NOTICED_MS), { clientId: pID });
+    assert.equal((await say(op2, p, 'two')).away, true);
+
+    for (const s of [op, p]) {
+      const back = nextConnect(s, 10000);
+      s.io.uri = n2.url;
+      s.io.reconnection(true);
+      s.connect();
+      await back;
+      assert.equal(s.recovered, true, `${s.label} recovered`);
+    }
+    assert.deepEqual([op.id, p.id], [opID, pID], 'same socket ids');
+    assert.deepEqual(await expectEvent(op2, 'chatBack'), { clientId: pID });
+    await delay(500);
+    const missed = op.rec.all.slice(1).map((r) => [r.event, r.args[0]?.clientId]);
+    assert.deepEqual(missed, [['chatAway', pID], ['operatorBroadcast', pID], ['chatBack', pID]], 'what it missed once and in order, then chatBack');
+    assert.deepEqual(texts(p), ['one', 'two']);
+    op.rec.pending = [];
+    op2.rec.pending = [];
+    p.rec.pending = [];
+    await expectNothing([op, op2, p], 500);
+    for (const o of [op, op2]) {
+      assert.deepEqual(all(o, 'chatEnded'), [], `${o.label}: no chatEnded`);
+      assert.equal(all(o, 'newChat').length, 1, `${o.label}: no second newChat`);
+    }
+    op.close();
+    op2.close();
+    p.close();
+    await n2.stop();
+  });
+
   test('Redis restarted empty: fresh sessions, never a wrong replay', async () => {
     const [n1, n2] = await nodes(['r1', 'r2']);
     const { op, p } = await chat(n2, n1, 'restart');
