@@ -477,6 +477,10 @@ func (r *router) orphanOperator(ctx actor.Context, p *participant, since time.Ti
 		return
 	}
 	p.away = true
+	if r.cl.orphanOps == nil {
+		r.cl.orphanOps = map[string]bool{}
+	}
+	r.cl.orphanOps[p.id] = true
 	r.cl.orphanGen++
 	gen, self, sys := r.cl.orphanGen, ctx.Self(), ctx.ActorSystem()
 	r.cl.orphans[p.id] = gen

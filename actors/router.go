@@ -68,6 +68,8 @@ type clusterView struct {
 	// told them, which the feed may still bring (then it is not told twice).
 	shown  map[string]bool
 	bySnap map[string]string
+	// orphanOps: the operators among orphans (operatorsOnline).
+	orphanOps map[string]bool
 	// goneInc: the incarnation of each gone node, which names its
 	// players' away and end in Redis (one source for every node).
 	goneInc map[string]string
@@ -520,12 +522,13 @@ func (r *router) operatorsOnline() int {
 	}
 	if r.cl != nil {
 		n += len(r.cl.remote.operators)
-		if r.cl.opAdopt {
-			// A gone node's operators are away until their window ends.
-			for id := range r.cl.orphans {
-				if r.cl.remote.operators[id] != nil {
-					n--
-				}
+		// A gone node's operators are away until their window ends (a
+		// few ids: the loop forgets those no longer orphans).
+		for id := range r.cl.orphanOps {
+			if _, ok := r.cl.orphans[id]; ok && r.cl.remote.operators[id] != nil {
+				n--
+			} else {
+				delete(r.cl.orphanOps, id)
 			}
 		}
 	}
