@@ -737,6 +737,37 @@ describe('continuity across nodes', { skip: hasRedis ? false : 'redis-server is 
     await n2.stop();
   });
 
+  test('an operator\'s blip on its own node: what other nodes\' players said meanwhile is replayed once', async () => {
+    const [n1, n2] = await nodes(['v1', 'v2']);
+    const op = await connect('vop', ['websocket'], { url: n1.url, ...RECONNECT });
+    sockets.push(op);
+    op.emit('join', { role: 'operator', name: 'Uno', operatorId: 1 });
+    await n1.waitJoined(op.sid, 'operator');
+    const p = await connect('vplayer', ['websocket'], { url: n2.url });
+    sockets.push(p);
+    p.emit('join', { role: 'client', name: 'Bob', username: 'bob' });
+    assert.equal((await expectEvent(op, 'newChat')).clientId, p.sid);
+    assert.equal((await emitAck(p, 'clientMessage', { type: 'text', message: 'before' })).ok, true);
+    assert.equal((await expectEvent(op, 'incomingMessage')).message, 'before');
+    const id = op.id;
+    op.io.reconnection(false);
+    op.io.engine.close();
+    await delay(300); // its node has seen the transport go: the operator is away
+    assert.equal((await emitAck(p, 'clientMessage', { type: 'text', message: 'during' })).ok, true);
+    const back = nextConnect(op, 10000);
+    op.io.reconnection(true);
+    op.connect();
+    await back;
+    assert.equal(op.recovered, true);
+    assert.equal(op.id, id);
+    assert.equal((await expectEvent(op, 'incomingMessage')).message, 'during');
+    await expectNothing([op], 500);
+    assert.deepEqual(all(op, 'incomingMessage').map((m) => m.message), ['before', 'during']);
+    op.close();
+    p.close();
+    await Promise.all([n1.stop(), n2.stop()]);
+  });
+
   test('Redis restarted empty: fresh sessions, never a wrong replay', async () => {
     const [n1, n2] = await nodes(['r1', 'r2']);
     const { op, p } = await chat(n2, n1, 'restart');
