@@ -99,7 +99,12 @@ func (m *Member) participant() *participant {
 // Messages from the router to the bridge.
 
 // clusterJoined says that a local participant joined (or joined again).
-type clusterJoined struct{ m *Member }
+type clusterJoined struct {
+	m *Member
+	// anchor: an operator's join anchor (cluster_operators.go), stored
+	// with its record so that another node can take it over.
+	anchor string
+}
 
 // clusterLeft says that a local participant left; moved: it went on
 // another node, which took its session over (no chat ends).
@@ -125,6 +130,13 @@ type clusterDeliver struct {
 	// acked: a player's message to every operator, whose acknowledgement
 	// waits for this feed write (ackAfterStore), as seq frames' do.
 	acked bool
+	// announce: a player's newChat or chatEnded, told to every operator
+	// by the player's node alone through the feed (this player's id).
+	announce string
+	// gone: a gone node's player's chatAway ("a") or chatEnded ("e"),
+	// which every node asks for and one writes to the feed; goneKey
+	// names it, goneNode is the player's dead node.
+	gone, goneKey, goneNode, goneID string
 }
 
 // catchUp asks the bridge for a player's stored frames after its last
@@ -160,13 +172,20 @@ type resubscribed struct{}
 // Messages from the bridge to the router.
 
 // RemoteJoined adds or updates a participant of another node.
-type RemoteJoined struct{ Member *Member }
+type RemoteJoined struct {
+	Member *Member
+	// Resync: found by reading the node's presence again (events were
+	// missed), not by a live presence event.
+	Resync bool
+}
 
 // RemoteLeft removes a participant of another node that left it.
 type RemoteLeft struct {
 	Node, ID string
 	// Moved: its session went to another node, which announces it.
 	Moved bool
+	// Resync: as RemoteJoined's.
+	Resync bool
 }
 
 // NodeGone drops every participant of a node that died or left the
@@ -189,6 +208,10 @@ type RemoteDeliver struct {
 	ToClient string
 	// ToAgents: this node's sockets of these operators (by agent key).
 	ToAgents []string
+	// FeedID: the feed entry it came in (for operators' anchors).
+	FeedID string
+	// Announce: a player's newChat or chatEnded from its node (its id).
+	Announce string
 }
 
 // ClusterState is the bridge's view of the cluster, for /health.

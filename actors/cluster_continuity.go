@@ -52,6 +52,12 @@ func (r *router) clusterReceive(ctx actor.Context, msg any) bool {
 		r.movedOut(ctx, m)
 	case *orphanExpired:
 		r.orphanExpired(ctx, m)
+	case *adoptedOperator:
+		r.adoptedOperator(ctx, m)
+	case *feedPosition:
+		if r.cl.feedAt == "" || compareStreamID(m.id, r.cl.feedAt) > 0 {
+			r.cl.feedAt = m.id
+		}
 	case *catchUp:
 		r.toBridge(ctx, m)
 	case *confirmedMark:
@@ -103,6 +109,9 @@ func (r *router) adopted(ctx actor.Context, m *adopted) {
 func (r *router) movedOut(ctx actor.Context, m *movedOut) {
 	p := r.pr.clients[m.id]
 	if p == nil {
+		p = r.pr.operators[m.id] // an operator taken over (cluster_operators.go)
+	}
+	if p == nil {
 		return
 	}
 	r.pr.removeSession(p.session)
@@ -129,14 +138,14 @@ func (r *router) orphan(ctx actor.Context, p *participant, since time.Time) {
 	left := time.Until(since.Add(r.cl.window))
 	if left <= 0 {
 		r.cl.remote.remove(p.id)
-		r.toLocalOperators(ctx, r.disconnectedFrame(p.id), "")
+		r.goneFrame(ctx, r.disconnectedFrame(p.id), p, "e")
 		r.goneNodeChatEnded(ctx, p.id)
 		r.toBridge(ctx, &forgetSession{id: p.id, node: p.node})
 		return
 	}
 	if !p.away {
 		p.away = true
-		r.toLocalOperators(ctx, r.frame(messages.EventChatAway, &messages.ChatPresence{ClientID: p.id}, time.Time{}), "")
+		r.goneFrame(ctx, r.frame(messages.EventChatAway, &messages.ChatPresence{ClientID: p.id}, time.Time{}), p, "a")
 	}
 	r.cl.orphanGen++
 	gen, self, sys := r.cl.orphanGen, ctx.Self(), ctx.ActorSystem()
@@ -153,7 +162,13 @@ func (r *router) orphanExpired(ctx actor.Context, m *orphanExpired) {
 	if p == nil {
 		return
 	}
-	r.toLocalOperators(ctx, r.disconnectedFrame(p.id), "")
+	if p.role == messages.RoleOperator {
+		// Its record goes unless another node took it over.
+		r.toBridge(ctx, &forgetSession{id: p.id, node: p.node})
+		return
+	}
+	delete(r.cl.shown, p.id)
+	r.goneFrame(ctx, r.disconnectedFrame(p.id), p, "e")
 	r.goneNodeChatEnded(ctx, p.id)
 	// Every node may do it; only a record its dead node still owns goes.
 	r.toBridge(ctx, &forgetSession{id: p.id, node: p.node})
@@ -163,11 +178,22 @@ func (r *router) orphanExpired(ctx actor.Context, m *orphanExpired) {
 // nodeGoneAway is nodeGone with recovery on: players are orphans, away
 // until the window ends; operators go.
 func (r *router) nodeGoneAway(ctx actor.Context, m *NodeGone) {
+	if r.cl.opAdopt {
+		if r.cl.goneInc == nil {
+			r.cl.goneInc = map[string]string{}
+		}
+		r.cl.goneInc[m.Node] = m.Inc
+	}
 	clients, operators := 0, 0
 	for _, p := range ordered(r.cl.remote.byNode[m.Node]) {
 		if p.role == messages.RoleOperator {
-			r.cl.remote.remove(p.id)
 			operators++
+			if r.cl.opAdopt {
+				// Away, not gone: it may be taken over here or elsewhere.
+				r.orphanOperator(ctx, p, m.Since)
+				continue
+			}
+			r.cl.remote.remove(p.id)
 			continue
 		}
 		clients++

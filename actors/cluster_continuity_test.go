@@ -2,6 +2,7 @@ package actors
 
 import (
 	"encoding/json"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -148,6 +149,9 @@ func TestGoneNodesPlayersAreAwayUntilTheWindowEnds(t *testing.T) {
 	root := s.sys.Root
 	for i, id := range []string{"stays", "moves"} {
 		root.Send(s.router, &RemoteJoined{Member: &Member{Node: "n2", ID: id, Role: "client", Username: messages.S(id), ConnectedAt: 1, Seq: uint64(i + 1)}})
+		// Its newChat comes through the feed, from its node alone.
+		nc, _ := messages.EncodeFrameOffset(messages.EventNewChat, &messages.NewChat{ClientID: id}, "x-"+strconv.Itoa(i+1)+"~1-0")
+		root.Send(s.router, &RemoteDeliver{Frame: nc, Announce: id, FeedID: "1-" + strconv.Itoa(i)})
 		if got := expectOffset(t, op, messages.EventNewChat)["clientId"]; got != id {
 			t.Fatalf("newChat for %v", got)
 		}

@@ -26,6 +26,19 @@ local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'm', ARGV[1]
 redis.call('PUBLISH', ARGV[3], 'F|' .. id .. '\n' .. ARGV[1])
 return id`)
 
+// goneScript is feedScript for what every node asks and one writes (a
+// gone node's player's chatAway or chatEnded): KEYS the stream, the
+// once-key, the player's record; ARGV envelope, maxlen, channel, the
+// once-key's ttl ms, the dead node. Nothing when the player's session
+// went to another node meanwhile.
+var goneScript = redis.NewScript(`
+local n = redis.call('HGET', KEYS[3], 'node')
+if n and n ~= ARGV[5] then return 0 end
+if not redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[4]) then return 0 end
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'm', ARGV[1])
+redis.call('PUBLISH', ARGV[3], 'F|' .. id .. '\n' .. ARGV[1])
+return 1`)
+
 // feedPrefix marks a feed message on the channel: "F|<id>\n<envelope>".
 const feedPrefix = "F|"
 

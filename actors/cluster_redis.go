@@ -54,6 +54,8 @@ const (
 	kindMoved    = 'M' // another node took the session of socket arg over
 	kindRouting  = 'R' // a routing decision (assign_redis.go); body: its JSON
 	kindAgents   = 'A' // body: a JSON list of operators, a newline, the packet; arg: the socket to skip
+	kindAnnounce = 'N' // a player's newChat or chatEnded from its node; body: packet; arg: the player
+	kindGone     = 'G' // a gone node's player's chatAway or chatEnded, written once for every node (its writer too); body: packet
 )
 
 // envelope is one message on a channel: a header line
@@ -154,6 +156,9 @@ type remoteNode struct {
 	beat             string    // its last heartbeat value
 	changed          time.Time // when that value last changed, on our clock
 	behind           uint64    // its published seq, when ahead of applied at the last beat
+	// seen: a snapshot of this incarnation was applied: a later one is a
+	// re-read after missed events (RemoteJoined.Resync).
+	seen bool
 }
 
 type member struct {
@@ -204,8 +209,9 @@ type ioJob struct {
 	catch *catchUp
 	drain chan struct{}
 	// feed asks for the operators' feed after an id (nil: no read).
-	feed *string
-	figs *figuresJob
+	feed   *string
+	figs   *figuresJob
+	opRead *opReadJob
 }
 
 type pubJob struct {
@@ -261,11 +267,13 @@ type redisBridge struct {
 	lastSeq seqOutcome
 	// feedReading: a read of the feed is in flight.
 	feedReading bool
-	writes      uint64 // writes acknowledgements follow (lastSeq), numbering their jobs
-	keys        storeKeys
-	ttl         time.Duration
-	maxLen      int
-	maxBytes    int // of a player's stored frames
+	// feedID: the feed entry being applied ("" for other messages).
+	feedID   string
+	writes   uint64 // writes acknowledgements follow (lastSeq), numbering their jobs
+	keys     storeKeys
+	ttl      time.Duration
+	maxLen   int
+	maxBytes int // of a player's stored frames
 }
 
 type seqOutcome uint8
@@ -320,8 +328,10 @@ func (b *redisBridge) Receive(ctx actor.Context) {
 	case *published:
 		if id, env, ok := splitFeed(m.env); ok {
 			for _, e := range b.st.feed.live(feedEntry{id: id, env: env}) {
+				b.feedID = e.id
 				b.received(ctx, e.env)
 			}
+			b.feedID = ""
 			return
 		}
 		b.received(ctx, m.env)
@@ -331,7 +341,13 @@ func (b *redisBridge) Receive(ctx actor.Context) {
 			b.log.Warn("cluster: could not read the operators' feed; retrying", "err", m.err)
 		}
 		for _, e := range b.st.feed.caught(m.entries, m.last, m.err == nil) {
+			b.feedID = e.id
 			b.received(ctx, e.env)
+		}
+		b.feedID = ""
+		if m.err == nil && b.seq {
+			// Where the feed stands: operators' anchors start here.
+			ctx.Send(b.router, &feedPosition{id: cmpOr(b.st.feed.last, "0-0")})
 		}
 	case *subscribed:
 		// (Re)subscribed: events may have been missed while the
@@ -356,6 +372,10 @@ func (b *redisBridge) Receive(ctx actor.Context) {
 		ctx.Send(b.router, m)
 	case *ackAfterStore:
 		b.ackAfterStore(ctx, m)
+	case *opReadJob:
+		if !b.st.up || !b.enqueue(ioJob{opRead: m}) {
+			m.reply <- &opRead{why: "the cluster's store is unreachable"}
+		}
 	case *storeReloadKeys:
 		if sp := b.st.records[m.id]; sp != nil && b.seq {
 			sp.reloadKeys = append(sp.reloadKeys, m.keys...)
@@ -494,12 +514,17 @@ func (b *redisBridge) localJoined(m *clusterJoined) {
 	b.st.local[m.m.ID] = raw
 	b.st.seq++
 	b.publishPresence(&envelope{kind: kindJoin, arg: m.m.ID, body: raw}, &pubJob{set: m.m.ID, value: raw})
-	if b.seq && m.m.Role == messages.RoleClient.String() {
-		// The join a recovering node needs to take the player over.
+	if b.seq && (m.m.Role == messages.RoleClient.String() || m.anchor != "") {
+		// The join a recovering node needs to take the player (or the
+		// operator, with its join's anchor) over.
 		if b.st.records[m.m.ID] == nil {
 			b.st.records[m.m.ID] = &storedPlayer{}
 		}
-		b.enqueue(ioJob{pub: &pubJob{script: memberScript, keys: []string{b.keys.record(m.m.ID)}, args: []any{raw}}})
+		args := []any{raw}
+		if m.anchor != "" {
+			args = append(args, m.anchor)
+		}
+		b.enqueue(ioJob{pub: &pubJob{script: memberScript, keys: []string{b.keys.record(m.m.ID)}, args: args}})
 	}
 }
 
@@ -564,6 +589,18 @@ func (b *redisBridge) deliver(ctx actor.Context, m *clusterDeliver) {
 		if len(m.toAgents) > 0 {
 			keys, _ := json.Marshal(m.toAgents)
 			e.kind, e.body = kindAgents, append(append(keys, '\n'), m.frame.Packet...)
+		}
+		if m.announce != "" {
+			e.kind, e.arg = kindAnnounce, m.announce
+		}
+		if m.gone != "" {
+			// Every node asks; the first one's is written, if the player's
+			// session is still its dead node's.
+			e.kind = kindGone
+			j := &pubJob{script: goneScript, keys: []string{b.key("feed"), b.key("g", m.gone, m.goneKey, m.goneID), b.keys.record(m.goneID)},
+				args: []any{e.encode(), feedMaxLen, b.events, b.ttl.Milliseconds(), m.goneNode}}
+			b.enqueue(ioJob{pub: j})
+			return
 		}
 		j := &pubJob{script: feedScript, keys: []string{b.key("feed")}, args: []any{e.encode(), feedMaxLen, b.events}}
 		if m.acked {
@@ -687,6 +724,12 @@ func (b *redisBridge) received(ctx actor.Context, raw string) {
 		// Every node applies every decision, its own too, in Redis's order.
 		ctx.Send(b.router, &RoutingEvent{Body: e.body})
 		return
+	case kindGone:
+		// Its writer's operators too: no node told them before.
+		b.met.ClusterReceived()
+		f := &messages.Frame{Event: e.event, Packet: e.body}
+		ctx.Send(b.router, &RemoteDeliver{Frame: f, FeedID: b.feedID})
+		return
 	case kindAgents:
 		if e.node == b.o.NodeID {
 			return // its sockets here had it from the router
@@ -707,12 +750,18 @@ func (b *redisBridge) received(ctx actor.Context, raw string) {
 	}
 	b.met.ClusterReceived()
 	switch e.kind {
-	case kindOperator:
+	case kindOperator, kindAnnounce:
 		f := &messages.Frame{Event: e.event, Packet: e.body}
 		if e.at != 0 {
 			f.At = time.UnixMilli(e.at)
 		}
-		ctx.Send(b.router, &RemoteDeliver{Frame: f, Except: e.arg})
+		d := &RemoteDeliver{Frame: f, FeedID: b.feedID}
+		if e.kind == kindAnnounce {
+			d.Announce = e.arg
+		} else {
+			d.Except = e.arg
+		}
+		ctx.Send(b.router, d)
 	case kindBye:
 		if rn := b.st.nodes[e.node]; rn != nil && rn.inc == e.inc {
 			b.gone(ctx, e.node, "left the cluster", time.Now())
@@ -763,7 +812,7 @@ func (b *redisBridge) apply(ctx actor.Context, node string, rn *remoteNode, e *e
 	rn.applied = e.seq
 	switch e.kind {
 	case kindJoin:
-		b.setMember(ctx, node, rn, e.arg, string(e.body))
+		b.setMember(ctx, node, rn, e.arg, string(e.body), false)
 	case kindLeave:
 		if rn.members[e.arg] != nil {
 			delete(rn.members, e.arg)
@@ -773,7 +822,7 @@ func (b *redisBridge) apply(ctx actor.Context, node string, rn *remoteNode, e *e
 }
 
 // setMember records a member and tells the router, unless nothing changed.
-func (b *redisBridge) setMember(ctx actor.Context, node string, rn *remoteNode, id, raw string) {
+func (b *redisBridge) setMember(ctx actor.Context, node string, rn *remoteNode, id, raw string, resync bool) {
 	if old := rn.members[id]; old != nil && old.raw == raw {
 		return
 	}
@@ -784,7 +833,7 @@ func (b *redisBridge) setMember(ctx actor.Context, node string, rn *remoteNode, 
 	}
 	m.Node = node
 	rn.members[id] = &member{raw: raw, m: m}
-	ctx.Send(b.router, &RemoteJoined{Member: m})
+	ctx.Send(b.router, &RemoteJoined{Member: m, Resync: resync})
 }
 
 func (b *redisBridge) requestSnapshot(id string, rn *remoteNode) {
@@ -825,16 +874,18 @@ func (b *redisBridge) snapshot(ctx actor.Context, res *snapshotResult) {
 		rn = b.node(ctx, res.node, inc) // a read of the new one is queued; applying this one first is harmless
 	}
 	seq, _ := strconv.ParseUint(seqText, 10, 64)
+	resync := rn.seen
+	rn.seen = true
 	for id := range rn.members {
 		if _, ok := res.fields[id]; !ok {
 			delete(rn.members, id)
-			ctx.Send(b.router, &RemoteLeft{Node: res.node, ID: id})
+			ctx.Send(b.router, &RemoteLeft{Node: res.node, ID: id, Resync: resync})
 		}
 	}
 	for id, raw := range res.fields {
 		// Only these two are not members: a socket id may begin with "_".
 		if id != "_inc" && id != "_seq" {
-			b.setMember(ctx, res.node, rn, id, raw)
+			b.setMember(ctx, res.node, rn, id, raw, resync)
 		}
 	}
 	rn.applied, rn.syncing, rn.behind = seq, false, 0
@@ -1149,6 +1200,8 @@ func (b *redisBridge) work(ctx context.Context, rdb *redis.Client, jobs <-chan i
 			send(b.readFeedAfter(ctx, rdb, *j.feed))
 		case j.figs != nil:
 			send(b.runFigures(ctx, rdb, j.figs))
+		case j.opRead != nil:
+			j.opRead.reply <- b.readOpReplay(ctx, rdb, j.opRead)
 		}
 	}
 	for {

@@ -62,9 +62,13 @@ redis.call('HSET', KEYS[1], 'pid', ARGV[1], 'node', ARGV[2], 'epoch', e, 'n', 0,
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 return e`)
 
-	// member records a player's join; a record that is gone stays gone.
+	// member records a player's join (an operator's with its join
+	// anchor); a record that is gone stays gone.
 	memberScript = redis.NewScript(`
-if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'member', ARGV[1]) end
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('HSET', KEYS[1], 'member', ARGV[1])
+  if ARGV[2] then redis.call('HSET', KEYS[1], 'oa', ARGV[2]) end
+end
 return 1`)
 
 	// append: ARGV head (the packet without its offset and closing
@@ -144,7 +148,21 @@ return 1`)
 if redis.call('HGET', KEYS[1], 'node') == ARGV[1] then redis.call('DEL', KEYS[1], KEYS[2]) end
 return 1`)
 
-	allScripts = []*redis.Script{registerScript, memberScript, appendScript, adoptScript, forgetScript, feedScript, reloadKeysScript}
+	// adoptOp: an operator's takeover. ARGV pid, new node, ident, node
+	// channel prefix, sid, ttl ms, its join anchor as read before (it must
+	// not have changed). Returns {why} or {"", member, old node}.
+	adoptOpScript = redis.NewScript(`
+local f = redis.call('HMGET', KEYS[1], 'pid', 'epoch', 'member', 'ident', 'node', 'oa')
+if f[1] ~= ARGV[1] then return {'no such session in the store'} end
+if f[2] ~= redis.call('GET', KEYS[2]) then return {'the store restarted'} end
+if not f[3] or f[6] ~= ARGV[7] then return {'the operator joined again meanwhile'} end
+if f[4] ~= ARGV[3] then return {'token does not prove the same identity'} end
+redis.call('HSET', KEYS[1], 'node', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[6])
+if f[5] ~= ARGV[2] then redis.call('PUBLISH', ARGV[4] .. f[5], 'M|' .. ARGV[2] .. '||0|0||' .. ARGV[5] .. '\n') end
+return {'', f[3], f[5]}`)
+
+	allScripts = []*redis.Script{registerScript, memberScript, appendScript, adoptScript, forgetScript, feedScript, reloadKeysScript, adoptOpScript, goneScript}
 )
 
 // storeKeys names a session's keys and the store's shared ones.
@@ -220,6 +238,10 @@ type adoption struct {
 	member  *Member
 	oldNode string
 	frames  []*messages.Frame
+	// op: an operator's takeover, whose missed events come from the
+	// feed after opFrom (cluster_operators.go).
+	op     bool
+	opFrom opAnchor
 }
 
 // adopt makes this node the owner of the session pid names, when r proves
@@ -322,4 +344,47 @@ func (cs *clusterStore) reloadTarget(key string) (pid, offset string, why string
 		offset = epoch + string(offsetSep) + c
 	}
 	return pid, offset, ""
+}
+
+// adoptOperator takes over an operator's stored session: ok false when
+// the record is not an operator's (a player's takeover goes on as
+// before). Its offset must be past its join's newChat list and carry a
+// feed anchor; the feed read comes later (cluster_operators.go).
+func (cs *clusterStore) adoptOperator(r ResumeRequest) (a *adoption, why string, ok bool) {
+	sid, _, found := strings.Cut(r.PrivateID, string(offsetSep))
+	if !found || sid == "" {
+		return nil, "not a cluster private id", false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), cs.timeout)
+	defer cancel()
+	oa, err := cs.rdb.HGet(ctx, cs.keys.record(sid), "oa").Result()
+	if err != nil {
+		if errors.Is(err, redis.Nil) {
+			return nil, "", false
+		}
+		return nil, "store unreachable: " + err.Error(), true
+	}
+	ja, valid := parseJoinAnchor(oa)
+	if !valid {
+		return nil, "stored join anchor unreadable", true
+	}
+	from, why := ja.replayFrom(r.Offset, r.HasOffset)
+	if why != "" {
+		return nil, why, true
+	}
+	res, err := adoptOpScript.Run(ctx, cs.rdb, []string{cs.keys.record(sid), cs.keys.epoch()}, r.PrivateID, cs.node, identKey(r.Identity),
+		cs.keys.nodeChannel(), sid, cs.ttl.Milliseconds(), oa).Slice()
+	if err != nil {
+		return nil, "store unreachable: " + err.Error(), true
+	}
+	if w, _ := res[0].(string); w != "" || len(res) < 3 {
+		return nil, cmpOr(w, "short answer from the store"), true
+	}
+	raw, _ := res[1].(string)
+	a = &adoption{member: &Member{}, op: true, opFrom: from}
+	if err := json.Unmarshal([]byte(raw), a.member); err != nil {
+		return nil, "stored member unreadable", true
+	}
+	a.oldNode, _ = res[2].(string)
+	return a, "", true
 }

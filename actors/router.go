@@ -51,6 +51,28 @@ type clusterView struct {
 	orphanGen int
 	// stopping: this node is shutting down; its players recover elsewhere.
 	stopping bool
+	// Operators across nodes (cluster_operators.go), with stored sessions
+	// and broadcast routing: opAdopt is on; feedAt is the last feed entry
+	// applied ("" before the first read); localOnlyAt is when this node
+	// last told its operators something the feed does not hold; skew is
+	// how far apart two nodes notice the same thing; opSkip holds the
+	// operators taken over here that still await entries their old node
+	// had applied (by socket id: that entry's id).
+	opAdopt     bool
+	feedAt      string
+	localOnlyAt time.Time
+	skew        time.Duration
+	opSkip      map[string]string
+	// shown: remote players whose newChat this node's operators were
+	// last told (not yet their chatEnded); bySnap: what a presence re-read
+	// told them, which the feed may still bring (then it is not told twice).
+	shown  map[string]bool
+	bySnap map[string]string
+	// orphanOps: the operators among orphans (operatorsOnline).
+	orphanOps map[string]bool
+	// goneInc: the incarnation of each gone node, which names its
+	// players' away and end in Redis (one source for every node).
+	goneInc map[string]string
 	// storedFor is the message being handled when it sent a player a
 	// stored frame, or a player's message to the operators' feed: its
 	// acknowledgement waits for that write (ackAfterStore).
@@ -69,7 +91,11 @@ var endedByOperator = &messages.ChatEnded{Message: messages.EndedByOperatorText}
 func (r *router) frame(event string, payload any, at time.Time) *messages.Frame {
 	offset := ""
 	if r.offsets != nil && !messages.Volatile(event) {
-		offset = r.offsets.next()
+		if r.cl != nil && r.cl.opAdopt {
+			offset = r.offsets.nextAnchored(r.cl.feedAt)
+		} else {
+			offset = r.offsets.next()
+		}
 	}
 	f, err := messages.EncodeFrameOffset(event, payload, offset)
 	if err != nil {
@@ -259,7 +285,14 @@ func (r *router) join(ctx actor.Context, m *messages.Join) {
 	if r.cl != nil {
 		mem := memberOf(p)
 		mem.Quiet = m.Resumed && old != nil && old.role == p.role
-		r.toBridge(ctx, &clusterJoined{m: mem})
+		cj := &clusterJoined{m: mem}
+		if p.role == messages.RoleOperator && r.cl.opAdopt {
+			// Stored with its record, so that another node can take it
+			// over: where its newChat list (made next) starts and ends.
+			before := opAnchor{prefix: r.offsets.prefix, seq: r.offsets.seq, feed: r.cl.feedAt}
+			cj.anchor = joinAnchor{before: before, listEnd: before.seq + uint64(len(r.allClients()))}.encode()
+		}
+		r.toBridge(ctx, cj)
 	}
 	deferred := false // the join's answer waits for Redis (routing in a cluster)
 	switch p.role {
@@ -271,9 +304,14 @@ func (r *router) join(ctx actor.Context, m *messages.Join) {
 		}
 		// Operators of other nodes hear of the join from the bridge's
 		// presence event: each node encodes its own newChat.
-		if r.asg.enabled() {
+		switch {
+		case r.asg.enabled():
 			r.clientJoinedRouting(ctx, p)
-		} else {
+		case r.cl != nil && r.cl.opAdopt:
+			// Told to every node's operators by this node alone, through
+			// the feed, where an operator taken over elsewhere finds it.
+			r.announce(ctx, r.newChatFrame(p), p.id)
+		default:
 			r.toLocalOperators(ctx, r.newChatFrame(p), "")
 		}
 		r.log.Info("client joined", "socket", p.id, "name", p.displayName().V, "verified", m.Verified != nil, "operators", len(r.pr.operators))
@@ -414,8 +452,12 @@ func (r *router) leave(ctx actor.Context, session *actor.PID) {
 		r.toBridge(ctx, &clusterLeft{id: p.id})
 	}
 	if p.role == messages.RoleClient {
-		// As for newChat, other nodes encode chatEnded from the presence event.
-		r.toLocalOperators(ctx, r.disconnectedFrame(p.id), "")
+		if r.cl != nil && r.cl.opAdopt {
+			r.announce(ctx, r.disconnectedFrame(p.id), p.id)
+		} else {
+			// As for newChat, other nodes encode chatEnded from the presence event.
+			r.toLocalOperators(ctx, r.disconnectedFrame(p.id), "")
+		}
 		if n := r.queue.drop(p.id); n > 0 {
 			r.met.Queue("abandoned", n, -n)
 			r.log.Warn("player left with messages no operator saw", "socket", p.id, "messages", n)
@@ -480,6 +522,15 @@ func (r *router) operatorsOnline() int {
 	}
 	if r.cl != nil {
 		n += len(r.cl.remote.operators)
+		// A gone node's operators are away until their window ends (a
+		// few ids: the loop forgets those no longer orphans).
+		for id := range r.cl.orphanOps {
+			if _, ok := r.cl.orphans[id]; ok && r.cl.remote.operators[id] != nil {
+				n--
+			} else {
+				delete(r.cl.orphanOps, id)
+			}
+		}
 	}
 	return n
 }
@@ -623,7 +674,22 @@ func (r *router) remoteDeliver(ctx actor.Context, m *RemoteDeliver) {
 		return
 	}
 	if m.ToClient == "" {
-		r.toLocalOperators(ctx, m.Frame, m.Except)
+		if r.cl == nil || !r.cl.opAdopt {
+			r.toLocalOperators(ctx, m.Frame, m.Except)
+			return
+		}
+		if m.Announce != "" && !r.announced(m) {
+			if m.FeedID != "" {
+				r.cl.feedAt = m.FeedID
+			}
+			return
+		}
+		f := r.opStamp(m)
+		if len(r.cl.opSkip) > 0 {
+			r.toLocalOperatorsSkipping(ctx, f, m.Except, m.FeedID)
+			return
+		}
+		r.toLocalOperators(ctx, f, m.Except)
 		return
 	}
 	if c := r.pr.clients[m.ToClient]; c != nil {
@@ -649,10 +715,15 @@ func (r *router) remoteJoined(ctx actor.Context, m *RemoteJoined) {
 	if p.role == messages.RoleClient {
 		_, orphan := r.cl.orphans[p.id]
 		delete(r.cl.orphans, p.id)
-		if !routed && (!m.Member.Quiet || (old == nil && !orphan)) {
+		switch {
+		case routed:
+		case r.cl.opAdopt:
+			r.remoteJoinedAnnounce(ctx, m, p, old, orphan)
+		case !m.Member.Quiet || (old == nil && !orphan):
 			r.toLocalOperators(ctx, r.newChatFrame(p), "")
 		}
 	} else {
+		delete(r.cl.orphans, p.id) // taken over on its new node
 		r.flushQueue(ctx)
 	}
 	if r.log.Enabled(context.Background(), slog.LevelDebug) {
@@ -676,6 +747,10 @@ func (r *router) remoteLeft(ctx actor.Context, m *RemoteLeft) {
 		r.asg.socketLeft(p.id)
 	}
 	if p != nil && p.role == messages.RoleClient {
+		if r.cl.opAdopt {
+			r.remoteLeftAnnounce(ctx, m, p.id)
+			return
+		}
 		r.toLocalOperators(ctx, r.disconnectedFrame(p.id), "")
 	}
 }

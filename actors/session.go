@@ -489,6 +489,9 @@ type adoptStart struct {
 }
 
 func (s *session) adoptStart(ctx actor.Context, m *adoptStart) *resumed {
+	if m.a.op {
+		return s.adoptOperatorStart(ctx, m.a)
+	}
 	s.joined, s.quietRejoin = true, true
 	s.seqEpoch, s.lastSeq = m.a.epoch, m.a.n
 	for _, f := range m.a.frames {

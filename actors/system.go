@@ -96,7 +96,10 @@ func Start(o Options) (*System, error) {
 		redis.SetLogger(redisLog{o.Logger.With("component", "redis")})
 		window := o.Policy.Recovery.Window
 		cv = &clusterView{node: o.Cluster.NodeID, remote: newRemotePresence(), state: ClusterState{Node: o.Cluster.NodeID, Nodes: 1},
-			window: window, seq: window > 0, orphans: map[string]int{}}
+			window: window, seq: window > 0, orphans: map[string]int{},
+			// Operators are taken over through the feed in broadcast mode;
+			// routing's deliveries to some operators are not single-sourced.
+			opAdopt: window > 0 && !asg.enabled(), skew: o.Cluster.DeadAfter + 2*o.Cluster.Heartbeat}
 		if window > 0 {
 			var err error
 			if store, err = newClusterStore(o.Cluster, window, max(o.Policy.Recovery.MaxFrames, 1)); err != nil {
@@ -257,9 +260,20 @@ func (s *System) adopt(c Conn, r ResumeRequest) (*Session, string) {
 	if r.AuthErr != nil {
 		return nil, "token refused"
 	}
-	a, why := s.store.adopt(r)
+	var a *adoption
+	var why string
+	if _, _, redisOff := redisOffset(r.Offset); !r.HasOffset || !redisOff {
+		// Not a player's stored offset: maybe an operator's (or a player
+		// that saw nothing yet, which goes on below).
+		var op bool
+		if a, why, op = s.store.adoptOperator(r); op && a == nil {
+			return nil, why
+		}
+	}
 	if a == nil {
-		return nil, why
+		if a, why = s.store.adopt(r); a == nil {
+			return nil, why
+		}
 	}
 	res, err := s.sys.Root.RequestFuture(s.hub, &adoptSession{conn: c, identity: r.Identity, privateID: r.PrivateID, a: a}, s.ask).Result()
 	if err != nil {

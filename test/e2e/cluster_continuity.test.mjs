@@ -19,6 +19,8 @@ const RECONNECT = { reconnection: true, reconnectionDelay: 100, reconnectionDela
 // heartbeats (2 + 2 x 0.3 s), with a margin for a loaded machine.
 const BEAT = { SWITCHBOARD_CLUSTER_HEARTBEAT: '300ms', SWITCHBOARD_CLUSTER_DEAD_AFTER: '2s' };
 const NOTICED_MS = 5000;
+// The operators' feed stream (the default key prefix).
+const FEED = 'switchboard:feed';
 
 /** Resolves on socket's next 'connect'. */
 function nextConnect(socket, timeoutMs) {
@@ -535,11 +537,12 @@ describe('continuity across nodes', { skip: hasRedis ? false : 'redis-server is 
     await n2.stop();
   });
 
-  // An operator's own feed is not stored per operator (docs/CONTINUITY.md,
-  // "Where it does not reach"): whose node dies gets a fresh session on
-  // another, never a replay with a gap. Its CRM joins again, as it does on
-  // every connect, and gets the list and what players said meanwhile.
-  test('an operator whose node is killed reconnects to another as a clean fresh session, never a partial replay', async () => {
+  // An operator is served from the cluster's one operators' feed after its
+  // offset (docs/CONTINUITY.md, "Operators across nodes"): when part of
+  // what came after it is no longer there, it gets a fresh session on
+  // another node, never a replay with a gap. Its CRM joins again, as it
+  // does on every connect, and gets the list again.
+  test('an operator whose missed events were trimmed from the feed reconnects to another node as a clean fresh session, never a partial replay', async () => {
     const [n1, n2] = await nodes(['o1', 'o2']);
     const op = await connect('fresh-op', ['websocket'], { url: n1.url, ...RECONNECT });
     sockets.push(op);
@@ -557,10 +560,11 @@ describe('continuity across nodes', { skip: hasRedis ? false : 'redis-server is 
     op.io.reconnection(false);
     n1.proc.kill('SIGKILL');
     await n1.exited;
-    await n2.waitFor('/health', (h) => h.cluster?.nodes === 1 && h.connections.operators === 0, { timeoutMs: NOTICED_MS, what: 'o1 known dead' });
-    // No operator online anywhere: the player's message waits for one.
-    const q = await emitAck(p, 'clientMessage', { type: 'text', message: 'meanwhile' });
-    assert.deepEqual([q.ok, q.queued], [true, true], JSON.stringify(q));
+    // Before o1 is known dead its operator is online: this goes to the feed...
+    assert.equal((await emitAck(p, 'clientMessage', { type: 'text', message: 'meanwhile' })).ok, true);
+    // ...which then loses it (as a trim past its bound would).
+    await redisCommand(redis.port, `XTRIM ${FEED} MAXLEN 0`);
+    assert.equal(await redisCommand(redis.port, `XLEN ${FEED}`), ':0');
 
     op.rec.pending = [];
     const back = nextConnect(op, 10000);
@@ -568,34 +572,22 @@ describe('continuity across nodes', { skip: hasRedis ? false : 'redis-server is 
     op.io.reconnection(true);
     op.connect();
     await back;
-    assert.notEqual(op.recovered, true, 'not recovered: its feed was on the dead node');
+    assert.notEqual(op.recovered, true, 'not recovered: what it missed is gone');
     assert.notEqual(op.id, oldID, 'a new socket id');
     joinOp();
     assert.equal((await expectEvent(op, 'newChat')).clientId, p.sid, 'the list again');
-    assert.equal((await expectEvent(op, 'incomingMessage')).message, 'meanwhile', 'then what waited');
     await expectNothing([op], 500);
     assert.equal(all(op, 'incomingMessage').filter((m) => m.message === 'before').length, 1, 'nothing replayed');
     op.close();
     p.close();
+    await n2.waitFor('/health', (h) => h.cluster?.nodes === 1, { timeoutMs: NOTICED_MS, what: 'o1 known dead' });
     await n2.stop();
   });
 
-  // The acceptance test of operator recovery across nodes, not built yet
-  // (docs/CONTINUITY.md, "Operators across nodes"): node's runner reports
-  // it as todo, without failing the run, until it passes. Then the clean
-  // fresh-session test above changes with it.
-  test('an operator whose node is killed recovers on another node with exactly the events it missed', {
-    todo: 'an operator\'s feed is not stored per operator (docs/CONTINUITY.md)',
-  }, async (t) => {
+  // Operators across nodes (docs/CONTINUITY.md): served from the
+  // operators' feed after their offset, by whichever node they reach.
+  test('an operator whose node is killed recovers on another node with exactly the events it missed', async () => {
     const [n1, n2] = await nodes(['x1', 'x2']);
-    // It fails until built: leave nothing behind for the next tests.
-    t.after(async () => {
-      for (const s of sockets) s.close();
-      n1.proc.kill('SIGKILL');
-      n2.proc.kill('SIGKILL');
-      await n2.exited;
-      await redisCommand(redis.port, 'FLUSHALL');
-    });
     const op = await connect('xop', ['websocket'], { url: n1.url, ...RECONNECT });
     sockets.push(op);
     op.emit('join', { role: 'operator', name: 'Uno', operatorId: 1 });
@@ -614,6 +606,7 @@ describe('continuity across nodes', { skip: hasRedis ? false : 'redis-server is 
     sockets.push(p2);
     assert.equal((await emitAck(p2, 'join', { role: 'client', name: 'Cid', username: 'cid' })).ok, true);
     p2.disconnect();
+    await delay(200);
     const back = nextConnect(op, 10000);
     op.io.uri = n2.url;
     op.io.reconnection(true);
@@ -621,9 +614,158 @@ describe('continuity across nodes', { skip: hasRedis ? false : 'redis-server is 
     await back;
     assert.equal(op.recovered, true, 'recovered on the other node');
     assert.equal(op.id, id, 'same socket id');
-    await expectNothing([op], 500);
+    await delay(500);
     const missed = op.rec.all.slice(1).map((r) => [r.event, r.args[0]?.message ?? r.args[0]?.clientId]);
     assert.deepEqual(missed, [['incomingMessage', 'while gone'], ['newChat', p2.sid], ['chatEnded', p2.sid]], 'exactly the missed events, in order');
+    op.rec.pending = [];
+
+    // It goes on there: the player's next message once, and its reply reaches the player.
+    assert.equal((await emitAck(p, 'clientMessage', { type: 'text', message: 'after' })).ok, true);
+    assert.equal((await expectEvent(op, 'incomingMessage')).message, 'after');
+    assert.equal((await emitAck(op, 'operatorMessage', opMsg(p.sid, 'reply'))).ok, true);
+    assert.equal((await expectEvent(p, 'operatorMessage')).message, 'reply');
+    await expectNothing([op, p], 500);
+    const st = await n2.getJSON('/stats');
+    assert.ok(st.operators.some((o) => o.socketId === id), 'listed on the node that took it over');
+    // Its dead node being noticed later changes nothing for it.
+    await n2.waitFor('/health', (h) => h.cluster?.nodes === 1, { timeoutMs: NOTICED_MS, what: 'x1 known dead' });
+    await expectNothing([op, p], 500);
+    assert.equal((await n2.getJSON('/health')).connections.operators, 1);
+    op.close();
+    p.close();
+    await n2.stop();
+  });
+
+  test('SIGTERM of an operator\'s node: its CRM comes back by itself on another node, recovered, every missed event once', async () => {
+    const [n1, n2] = await nodes(['y1', 'y2']);
+    const op = await connect('yop', ['websocket'], { url: n1.url, ...RECONNECT });
+    sockets.push(op);
+    op.emit('join', { role: 'operator', name: 'Uno', operatorId: 1 });
+    await n1.waitJoined(op.sid, 'operator');
+    const p = await connect('yplayer', ['websocket'], { url: n2.url });
+    sockets.push(p);
+    p.emit('join', { role: 'client', name: 'Bob', username: 'bob' });
+    assert.equal((await expectEvent(op, 'newChat')).clientId, p.sid);
+    assert.equal((await emitAck(p, 'clientMessage', { type: 'text', message: 'before' })).ok, true);
+    assert.equal((await expectEvent(op, 'incomingMessage')).message, 'before');
+    const id = op.id;
+
+    const t0 = Date.now();
+    await n1.stop();
+    // Its node said goodbye: nobody is online, so this waits for an operator.
+    const q = await emitAck(p, 'clientMessage', { type: 'text', message: 'while gone' });
+    assert.deepEqual([q.ok, q.queued], [true, true], JSON.stringify(q));
+    const p2 = await connect('yplayer2', ['websocket'], { url: n2.url });
+    sockets.push(p2);
+    assert.equal((await emitAck(p2, 'join', { role: 'client', name: 'Cid', username: 'cid' })).ok, true);
+    p2.disconnect();
+    await delay(200);
+
+    // The CRM's own reconnection attempts now reach the other node.
+    const back = nextConnect(op, 10000);
+    op.io.uri = n2.url;
+    await back;
+    const recoveredMs = Date.now() - t0;
+    assert.equal(op.recovered, true, 'recovered on the other node');
+    assert.equal(op.id, id, 'same socket id');
+    await delay(500);
+    const missed = op.rec.all.slice(2).map((r) => [r.event, r.args[0]?.message ?? r.args[0]?.clientId]);
+    // What it missed, in order, then what waited for an operator.
+    assert.deepEqual(missed, [['newChat', p2.sid], ['chatEnded', p2.sid], ['incomingMessage', 'while gone']]);
+    op.rec.pending = [];
+    assert.equal((await emitAck(op, 'operatorMessage', opMsg(p.sid, 'reply'))).ok, true);
+    assert.equal((await expectEvent(p, 'operatorMessage')).message, 'reply');
+    await expectNothing([op, p], 500);
+    assert.equal(all(op, 'newChat').length, 2, 'no newChat list again');
+    console.log(`# SIGTERM of an operator's node: the operator recovered ${recoveredMs} ms after the signal`);
+    op.close();
+    p.close();
+    await n2.stop();
+  });
+
+  test('a node with an operator and a player killed: both recover on the other node, the operator gets its players\' chatAway and chatBack once', async () => {
+    const [n1, n2] = await nodes(['z1', 'z2']);
+    const op = await connect('zop', ['websocket'], { url: n1.url, ...RECONNECT });
+    sockets.push(op);
+    op.emit('join', { role: 'operator', name: 'Uno', operatorId: 1 });
+    await n1.waitJoined(op.sid, 'operator');
+    const op2 = await connect('zop2', ['websocket'], { url: n2.url });
+    sockets.push(op2);
+    op2.emit('join', { role: 'operator', name: 'Dos', operatorId: 2 });
+    await n2.waitJoined(op2.sid, 'operator');
+    const p = await connect('zplayer', ['websocket'], { url: n1.url, ...RECONNECT });
+    sockets.push(p);
+    p.emit('join', { role: 'client', name: 'Bob', username: 'bob' });
+    for (const o of [op, op2]) assert.equal((await expectEvent(o, 'newChat')).clientId, p.sid);
+    await say(op, p, 'one');
+    await expectEvent(p, 'operatorMessage');
+    await expectEvent(op2, 'operatorBroadcast');
+    const [opID, pID] = [op.id, p.id];
+
+    op.io.reconnection(false);
+    p.io.reconnection(false);
+    n1.proc.kill('SIGKILL');
+    await n1.exited;
+    assert.deepEqual(await expectEvent(op2, 'chatAway', NOTICED_MS), { clientId: pID });
+    assert.equal((await say(op2, p, 'two')).away, true);
+
+    for (const s of [op, p]) {
+      const back = nextConnect(s, 10000);
+      s.io.uri = n2.url;
+      s.io.reconnection(true);
+      s.connect();
+      await back;
+      assert.equal(s.recovered, true, `${s.label} recovered`);
+    }
+    assert.deepEqual([op.id, p.id], [opID, pID], 'same socket ids');
+    assert.deepEqual(await expectEvent(op2, 'chatBack'), { clientId: pID });
+    await delay(500);
+    const missed = op.rec.all.slice(1).map((r) => [r.event, r.args[0]?.clientId]);
+    assert.deepEqual(missed, [['chatAway', pID], ['operatorBroadcast', pID], ['chatBack', pID]], 'what it missed once and in order, then chatBack');
+    assert.deepEqual(texts(p), ['one', 'two']);
+    op.rec.pending = [];
+    op2.rec.pending = [];
+    p.rec.pending = [];
+    await expectNothing([op, op2, p], 500);
+    for (const o of [op, op2]) {
+      assert.deepEqual(all(o, 'chatEnded'), [], `${o.label}: no chatEnded`);
+      assert.equal(all(o, 'newChat').length, 1, `${o.label}: no second newChat`);
+    }
+    op.close();
+    op2.close();
+    p.close();
+    await n2.stop();
+  });
+
+  test('an operator\'s blip on its own node: what other nodes\' players said meanwhile is replayed once', async () => {
+    const [n1, n2] = await nodes(['v1', 'v2']);
+    const op = await connect('vop', ['websocket'], { url: n1.url, ...RECONNECT });
+    sockets.push(op);
+    op.emit('join', { role: 'operator', name: 'Uno', operatorId: 1 });
+    await n1.waitJoined(op.sid, 'operator');
+    const p = await connect('vplayer', ['websocket'], { url: n2.url });
+    sockets.push(p);
+    p.emit('join', { role: 'client', name: 'Bob', username: 'bob' });
+    assert.equal((await expectEvent(op, 'newChat')).clientId, p.sid);
+    assert.equal((await emitAck(p, 'clientMessage', { type: 'text', message: 'before' })).ok, true);
+    assert.equal((await expectEvent(op, 'incomingMessage')).message, 'before');
+    const id = op.id;
+    op.io.reconnection(false);
+    op.io.engine.close();
+    await delay(300); // its node has seen the transport go: the operator is away
+    assert.equal((await emitAck(p, 'clientMessage', { type: 'text', message: 'during' })).ok, true);
+    const back = nextConnect(op, 10000);
+    op.io.reconnection(true);
+    op.connect();
+    await back;
+    assert.equal(op.recovered, true);
+    assert.equal(op.id, id);
+    assert.equal((await expectEvent(op, 'incomingMessage')).message, 'during');
+    await expectNothing([op], 500);
+    assert.deepEqual(all(op, 'incomingMessage').map((m) => m.message), ['before', 'during']);
+    op.close();
+    p.close();
+    await Promise.all([n1.stop(), n2.stop()]);
   });
 
   test('Redis restarted empty: fresh sessions, never a wrong replay', async () => {
