@@ -5,6 +5,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/switchboard/switchboard/internal/jsonscan"
 )
 
 // The ledgers are the accounting: each player's records what it sent and
@@ -120,8 +122,23 @@ type operatorLedger struct {
 }
 
 // registry maps socket ids to the player behind them, so that an operator
-// can check an incomingMessage's `from` and time a player's join.
-type registry struct{ m sync.Map }
+// can check an incomingMessage's `from` and time a player's join. Every
+// operator's reader looks up every message's `from`, straight from the
+// payload's bytes: plain maps under read locks, sharded so the readers do
+// not share one lock's cache line.
+type registry struct{ shards [regShards]regShard }
+
+type regShard struct {
+	mu sync.RWMutex
+	m  map[string]regEntry
+}
+
+const regShards = 16
+
+type regEntry struct {
+	id  string
+	who *identity
+}
 
 // identity is one player connection as the operators see it.
 type identity struct {
@@ -131,14 +148,48 @@ type identity struct {
 	left     atomic.Bool  // the player is leaving: do not reply
 }
 
-func (r *registry) add(id string, who *identity) { r.m.Store(id, who) }
+// shard picks a socket id's shard from its last byte (ids are random);
+// last is 0 for the empty id.
+func (r *registry) shard(last byte) *regShard { return &r.shards[int(last)%regShards] }
+
+func lastByte[T string | []byte](id T) byte {
+	if len(id) == 0 {
+		return 0
+	}
+	return id[len(id)-1]
+}
+
+func (r *registry) add(id string, who *identity) {
+	sh := r.shard(lastByte(id))
+	sh.mu.Lock()
+	if sh.m == nil {
+		sh.m = map[string]regEntry{}
+	}
+	sh.m[id] = regEntry{id: id, who: who}
+	sh.mu.Unlock()
+}
 
 func (r *registry) get(id string) *identity {
-	v, ok := r.m.Load(id)
-	if !ok {
-		return nil
+	sh := r.shard(lastByte(id))
+	sh.mu.RLock()
+	e := sh.m[id]
+	sh.mu.RUnlock()
+	return e.who
+}
+
+// lookup finds the socket whose id is the JSON string raw, and returns its
+// id as registered (no copy of the payload's bytes is made).
+func (r *registry) lookup(raw []byte) (string, *identity) {
+	p, ok := jsonscan.Plain(raw)
+	if !ok { // escaped, or absent: not an id this tool registered in plain
+		id, _ := jsonscan.Unquote(raw)
+		return id, r.get(id)
 	}
-	return v.(*identity)
+	sh := r.shard(lastByte(p))
+	sh.mu.RLock()
+	e := sh.m[string(p)]
+	sh.mu.RUnlock()
+	return e.id, e.who
 }
 
 // Accounts is the fate of every message in one direction. Delivered plus

@@ -236,31 +236,28 @@ func (o *operator) onEvent(self *actor.PID, attempt int) func(string, json.RawMe
 		switch name {
 		case "incomingMessage":
 			e.m.IncomingP2O.Add(1)
-			var in received
-			_ = json.Unmarshal(raw, &in)
+			in := readChat(raw)
 			mk, ok := in.marker()
 			if !ok || mk.reply {
 				e.m.Error("incomingMessage without a load-test marker")
 				return
 			}
 			e.m.P2O.Record(e.clk.since(mk.sent))
-			if who := e.reg.get(in.From); who == nil || who.slot != mk.slot || mk.slot >= len(e.players) {
+			from, who := e.reg.lookup(in.from)
+			if who == nil || who.slot != mk.slot || mk.slot >= len(e.players) {
 				// `from` names another socket than the one that sent it.
 				e.m.MisroutedP2O.Add(1)
 				return
 			}
-			e.root.Send(self, &incoming{slot: mk.slot, seq: mk.seq, from: in.From})
+			e.root.Send(self, &incoming{slot: mk.slot, seq: mk.seq, from: from})
 		case "newChat":
-			var nc struct {
-				ClientID string `json:"clientId"`
-			}
-			_ = json.Unmarshal(raw, &nc)
-			if who := e.reg.get(nc.ClientID); who != nil {
+			clientID := stringField(raw, "clientId")
+			if who := e.reg.get(clientID); who != nil {
 				e.confirmJoin(who)
 				// Claim mode: every operator hears of a new chat; the one
 				// its slot falls to claims it, so claims do not collide.
 				if e.sc.Routing == "claim" && who.slot%len(e.ops) == idx {
-					e.root.Send(self, &claimDue{attempt: attempt, client: nc.ClientID})
+					e.root.Send(self, &claimDue{attempt: attempt, client: clientID})
 				}
 			}
 		case "chatError":
