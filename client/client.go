@@ -129,6 +129,7 @@ type Client struct {
 	recovered bool
 	ackSeq    int
 	acks      map[int]func(json.RawMessage)
+	names     map[string]string // event names seen, each kept once (eventName)
 
 	reconnecting atomic.Bool // one reconnection loop at a time
 	closeOnce    sync.Once
@@ -546,14 +547,20 @@ func (c *Client) parseEvent(b []byte) (Event, error) {
 		n++
 	}
 	var ev Event
-	if name, ok := jsonscan.Unquote(first); ok {
-		ev.Name = name
-	} else if err := json.Unmarshal(first, &ev.Name); err != nil { // null, or not a string
-		return Event{}, fmt.Errorf("bad event name %q: %w", first, err)
+	plain, isPlain := jsonscan.Plain(first)
+	if !isPlain {
+		if name, ok := jsonscan.Unquote(first); ok {
+			ev.Name = name
+		} else if err := json.Unmarshal(first, &ev.Name); err != nil { // null, or not a string
+			return Event{}, fmt.Errorf("bad event name %q: %w", first, err)
+		}
 	}
 	rest := n - 1
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if isPlain {
+		ev.Name = c.eventName(plain)
+	}
 	if c.pid != "" && rest > 0 && last[0] == '"' {
 		if off, ok := jsonscan.Unquote(last); ok {
 			ev.Offset, c.offset = off, off
@@ -564,6 +571,27 @@ func (c *Client) parseEvent(b []byte) (Event, error) {
 		ev.Payload = second
 	}
 	return ev, nil
+}
+
+// maxNames bounds the event names a client keeps (a server could send
+// any); past it, names are copied from each packet.
+const maxNames = 64
+
+// eventName returns name as a string, the same one for each event of that
+// name: a server sends a few names, tens of thousands of times a second
+// to a load test. c.mu is held.
+func (c *Client) eventName(name []byte) string {
+	if s, ok := c.names[string(name)]; ok {
+		return s
+	}
+	s := string(name)
+	if len(c.names) < maxNames {
+		if c.names == nil {
+			c.names = map[string]string{}
+		}
+		c.names[s] = s
+	}
+	return s
 }
 
 // connectPacket is the CONNECT: the auth, plus on a reconnection the pid

@@ -12,8 +12,11 @@ import (
 // The ledgers are the accounting: each player's records what it sent and
 // whom it expected to receive it; each operator's what it received and
 // what it replied. Each ledger is written only by its participant's actor
-// (all incarnations of it, one at a time); the runner reads them once every
-// actor has stopped, and joins them into Accounts.
+// (all incarnations of it, one at a time), except an operator's receipts,
+// which its connection's reader writes under a lock (at tens of thousands
+// a second, a message to the actor for each cost more than the count);
+// the runner reads them once every actor has stopped and the receipts are
+// frozen, and joins them into Accounts.
 
 // bitset is a growable set of small non-negative integers.
 type bitset []uint64
@@ -111,14 +114,43 @@ type playerLedger struct {
 
 // operatorLedger is one operator's record, across its connections.
 type operatorLedger struct {
-	conn     conn
+	conn conn
+	// rx guards seen, copies and frozen: they are written by the reader
+	// goroutine of the operator's connection (of each of its connections,
+	// which a reconnection can overlap), where each message is read, and
+	// read by the runner once the ledger is frozen.
+	rx       sync.Mutex
 	seen     []bitset // by player slot: the seqs received
 	copies   int      // message copies beyond the first
+	frozen   bool     // the run is over: what arrives now is not counted
 	replied  []bitset // by player slot: the seqs replied to
 	refused  int      // replies the server refused through their ack
 	failures int
 	fresh    []gap       // reconnections that the server could not recover
 	ready    atomic.Bool // joined: the reader goroutine checks it before waking the actor
+}
+
+// received records a player message (slot, seq) at the operator; false
+// for a copy beyond the first, or once the ledger is frozen.
+func (l *operatorLedger) received(slot, seq int) bool {
+	l.rx.Lock()
+	defer l.rx.Unlock()
+	if l.frozen {
+		return false
+	}
+	if l.seen[slot].add(seq) {
+		l.copies++
+		return false
+	}
+	return true
+}
+
+// freeze ends the operator's receipts: the runner joins the ledgers after
+// it, as it did once the actors that kept them had stopped.
+func (l *operatorLedger) freeze() {
+	l.rx.Lock()
+	l.frozen = true
+	l.rx.Unlock()
 }
 
 // registry maps socket ids to the player behind them, so that an operator

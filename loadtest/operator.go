@@ -17,7 +17,8 @@ type (
 	// settled is the fallback for servers that neither ack a join nor
 	// send anything: the operator counts as joined after Scenario.Settle.
 	settled struct{ attempt int }
-	// incoming is a player's message, checked and timed on the reader.
+	// incoming is a player's message that this operator is to answer,
+	// checked, timed and counted on the reader.
 	incoming struct {
 		slot, seq int
 		from      string
@@ -168,15 +169,16 @@ func (o *operator) markReady() bool {
 	return true
 }
 
+// answers says whether operator op replies to player message (slot, seq)
+// when it may: the player's slot falls to it (under routing it receives
+// its own chats only), with the chance asked.
+func (e *env) answers(op, slot, seq int) bool {
+	mine := slot%len(e.ops) == op || e.owners != nil
+	return mine && unit(e.sc.Seed, uint64(slot), uint64(seq)) < e.sc.ReplyChance
+}
+
 func (o *operator) incoming(ctx actor.Context, m *incoming) {
-	if o.l.seen[m.slot].add(m.seq) {
-		o.l.copies++
-		return
-	}
-	o.e.m.UniqueP2O.Add(1)
-	n := len(o.e.ops)
-	mine := m.slot%n == o.idx || o.e.owners != nil // under routing it receives its own chats only
-	if !o.sending || !mine || unit(o.e.sc.Seed, uint64(m.slot), uint64(m.seq)) >= o.e.sc.ReplyChance {
+	if !o.sending {
 		return
 	}
 	// Think for ReplyThink ±50 %: bounded, so that a leaving player knows
@@ -249,7 +251,15 @@ func (o *operator) onEvent(self *actor.PID, attempt int) func(string, json.RawMe
 				e.m.MisroutedP2O.Add(1)
 				return
 			}
-			e.root.Send(self, &incoming{slot: mk.slot, seq: mk.seq, from: from})
+			// Counted here, where it is read: the actor hears only of the
+			// messages it answers (one in ten with ten operators).
+			if !l.received(mk.slot, mk.seq) {
+				return
+			}
+			e.m.UniqueP2O.Add(1)
+			if e.answers(idx, mk.slot, mk.seq) {
+				e.root.Send(self, &incoming{slot: mk.slot, seq: mk.seq, from: from})
+			}
 		case "newChat":
 			clientID := stringField(raw, "clientId")
 			if who := e.reg.get(clientID); who != nil {
