@@ -337,6 +337,43 @@ func (r *router) toChatOperators(ctx actor.Context, client string, f *messages.F
 	}
 }
 
+// chatFollowed says whether toChatOperators would hand a frame of the
+// chat to anyone but the socket except, so that a frame for nobody is not
+// encoded: in auto mode an owner's reply usually has no other socket and
+// no watcher to go to, and its operatorBroadcast was a JSON encoding per
+// message for nothing. With a cluster, operators elsewhere may follow it.
+func (r *router) chatFollowed(client, except string) bool {
+	if !r.asg.enabled() || r.cl != nil {
+		return true
+	}
+	c := r.asg.chats[client]
+	switch {
+	case c == nil:
+		return false
+	case c.owner == nil:
+		return r.asg.mode == RoutingClaim
+	}
+	if c.owner.reaches(except) {
+		return true
+	}
+	for _, w := range c.watchers {
+		if w.reaches(except) {
+			return true
+		}
+	}
+	return false
+}
+
+// reaches says whether the operator has a socket here other than except.
+func (g *agent) reaches(except string) bool {
+	for _, s := range g.sockets {
+		if s.id != except && s.session != nil {
+			return true
+		}
+	}
+	return false
+}
+
 // toChat hands a frame to a chat's owner and watchers, but `except`: the
 // work is O(their sockets), whatever the number of operators.
 func (r *router) toChat(ctx actor.Context, c *chat, f *messages.Frame, except string) {

@@ -394,13 +394,15 @@ func (r *router) operatorMessage(ctx actor.Context, m *messages.OperatorMessage)
 		OperatorName: m.Payload.OperatorName,
 		Timestamp:    ts,
 	}, m.At))
-	r.toChatOperators(ctx, c.id, r.frame(messages.EventOperatorBroadcast, &messages.OperatorBroadcast{
-		ClientID:     c.id,
-		OperatorID:   m.Payload.OperatorID,
-		OperatorName: m.Payload.OperatorName,
-		Content:      m.Payload.Content,
-		Timestamp:    ts,
-	}, m.At), m.From)
+	if r.chatFollowed(c.id, m.From) {
+		r.toChatOperators(ctx, c.id, r.frame(messages.EventOperatorBroadcast, &messages.OperatorBroadcast{
+			ClientID:     c.id,
+			OperatorID:   m.Payload.OperatorID,
+			OperatorName: m.Payload.OperatorName,
+			Content:      m.Payload.Content,
+			Timestamp:    ts,
+		}, m.At), m.From)
+	}
 	// An away player's session keeps the message for its return.
 	r.acceptKept(ctx, &m.Origin, ts, false, c.away)
 }

@@ -8,19 +8,20 @@
 package client
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/switchboard/switchboard/internal/jsonscan"
 )
 
 // Transport is how a client connects.
@@ -128,6 +129,7 @@ type Client struct {
 	recovered bool
 	ackSeq    int
 	acks      map[int]func(json.RawMessage)
+	names     map[string]string // event names seen, each kept once (eventName)
 
 	reconnecting atomic.Bool // one reconnection loop at a time
 	closeOnce    sync.Once
@@ -253,26 +255,64 @@ func (c *Client) EmitAck(event string, payload any, ack func(json.RawMessage)) e
 	return c.send(p)
 }
 
-// packet encodes an EVENT, registering its ack if it has one.
+// packet encodes an EVENT, registering its ack if it has one:
+// 42<id>["event",payload], as encoding/json writes the two.
 func (c *Client) packet(event string, payload any, ack func(json.RawMessage)) ([]byte, error) {
-	var b bytes.Buffer
-	b.WriteString("42")
+	b := make([]byte, 0, 96)
+	b = append(b, "42"...)
 	if ack != nil {
 		c.mu.Lock()
 		c.ackSeq++
 		id := c.ackSeq
 		c.acks[id] = ack
 		c.mu.Unlock()
-		fmt.Fprint(&b, id)
+		b = strconv.AppendInt(b, int64(id), 10)
 	}
-	args := []any{event}
+	b = append(b, '[')
+	if plainName(event) {
+		b = append(append(append(b, '"'), event...), '"')
+	} else {
+		n, err := json.Marshal(event)
+		if err != nil {
+			return nil, fmt.Errorf("emit %s: %w", event, err)
+		}
+		b = append(b, n...)
+	}
 	if payload != nil {
-		args = append(args, payload)
+		v, err := json.Marshal(payload)
+		if err != nil {
+			return nil, fmt.Errorf("emit %s: %w", event, err)
+		}
+		b = append(append(b, ','), v...)
 	}
-	if err := json.NewEncoder(&b).Encode(args); err != nil {
-		return nil, fmt.Errorf("emit %s: %w", event, err)
+	return append(b, ']'), nil
+}
+
+// plainName reports whether encoding/json writes s unchanged between its
+// quotes: printable ASCII, nothing it escapes.
+func plainName(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			return false
+		}
 	}
-	return bytes.TrimRight(b.Bytes(), "\n"), nil
+	return true
+}
+
+// firstArg is the first element of an ACK's argument list, nil if there
+// is none or the list is malformed.
+func firstArg(b []byte) json.RawMessage {
+	it := jsonscan.NewArray(b)
+	if !it.Next() {
+		return nil
+	}
+	first := it.Value()
+	for it.Next() {
+	}
+	if it.Err() != nil {
+		return nil
+	}
+	return first
 }
 
 // SendRaw sends one Engine.IO packet as it is, for tests of malformed input.
@@ -393,20 +433,16 @@ func (c *Client) handleSocketIO(s *session, p []byte) bool {
 		for i < len(p) && p[i] >= '0' && p[i] <= '9' {
 			i++
 		}
-		var id int
-		fmt.Sscan(string(p[1:i]), &id)
-		var args []json.RawMessage
-		_ = json.Unmarshal(p[i:], &args)
+		id, err := strconv.Atoi(string(p[1:i]))
+		if err != nil {
+			id = 0
+		}
 		c.mu.Lock()
 		fn := c.acks[id]
 		delete(c.acks, id)
 		c.mu.Unlock()
 		if fn != nil {
-			var first json.RawMessage
-			if len(args) > 0 {
-				first = args[0]
-			}
-			fn(first)
+			fn(firstArg(p[i:]))
 		}
 	}
 	return true
@@ -488,29 +524,74 @@ func (c *Client) deliver(ev Event) {
 // does, once the server has given a pid, an event whose last argument is a
 // string carries its offset there; it is recorded before the event is
 // delivered, on the reader goroutine, so the offset sent on a reconnection
-// is always that of the last event delivered.
+// is always that of the last event delivered. The payload is a slice of b
+// (each packet is read into a buffer of its own), and b is refused
+// whenever encoding/json would refuse it.
 func (c *Client) parseEvent(b []byte) (Event, error) {
-	var args []json.RawMessage
-	if err := json.Unmarshal(b, &args); err != nil || len(args) == 0 {
-		return Event{}, fmt.Errorf("bad event %q", b)
+	var first, second, last []byte
+	n := 0
+	for it := jsonscan.NewArray(b); ; {
+		if !it.Next() {
+			if it.Err() != nil || n == 0 {
+				return Event{}, fmt.Errorf("bad event %q", b)
+			}
+			break
+		}
+		switch n {
+		case 0:
+			first = it.Value()
+		case 1:
+			second = it.Value()
+		}
+		last = it.Value()
+		n++
 	}
 	var ev Event
-	if err := json.Unmarshal(args[0], &ev.Name); err != nil {
-		return Event{}, fmt.Errorf("bad event name %q: %w", args[0], err)
-	}
-	rest := args[1:]
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if n := len(rest); c.pid != "" && n > 0 && len(rest[n-1]) > 0 && rest[n-1][0] == '"' {
-		if json.Unmarshal(rest[n-1], &ev.Offset) == nil {
-			c.offset = ev.Offset
-			rest = rest[:n-1]
+	plain, isPlain := jsonscan.Plain(first)
+	if !isPlain {
+		if name, ok := jsonscan.Unquote(first); ok {
+			ev.Name = name
+		} else if err := json.Unmarshal(first, &ev.Name); err != nil { // null, or not a string
+			return Event{}, fmt.Errorf("bad event name %q: %w", first, err)
 		}
 	}
-	if len(rest) > 0 {
-		ev.Payload = rest[0]
+	rest := n - 1
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if isPlain {
+		ev.Name = c.eventName(plain)
+	}
+	if c.pid != "" && rest > 0 && last[0] == '"' {
+		if off, ok := jsonscan.Unquote(last); ok {
+			ev.Offset, c.offset = off, off
+			rest--
+		}
+	}
+	if rest > 0 {
+		ev.Payload = second
 	}
 	return ev, nil
+}
+
+// maxNames bounds the event names a client keeps (a server could send
+// any); past it, names are copied from each packet.
+const maxNames = 64
+
+// eventName returns name as a string, the same one for each event of that
+// name: a server sends a few names, tens of thousands of times a second
+// to a load test. c.mu is held.
+func (c *Client) eventName(name []byte) string {
+	if s, ok := c.names[string(name)]; ok {
+		return s
+	}
+	s := string(name)
+	if len(c.names) < maxNames {
+		if c.names == nil {
+			c.names = map[string]string{}
+		}
+		c.names[s] = s
+	}
+	return s
 }
 
 // connectPacket is the CONNECT: the auth, plus on a reconnection the pid

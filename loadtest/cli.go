@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"runtime/pprof"
 	"strings"
 	"time"
 
@@ -35,9 +36,17 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return ExitUsage
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	stopProfile, err := startCPUProfile(out.cpuprofile)
+	if err != nil {
+		fmt.Fprintf(stderr, "loadtest: %v\n", err)
+		return ExitError
+	}
 	live := newLiveLine(stderr, out.quiet)
 	res, err := Run(ctx, *sc, RunOptions{Log: log, OnProgress: live.update})
 	live.finish()
+	if perr := stopProfile(); perr != nil {
+		fmt.Fprintf(stderr, "loadtest: %v\n", perr)
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "loadtest: %v\n", err)
 		return ExitError
@@ -69,6 +78,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 // outputs are the flags that do not change the scenario itself.
 type outputs struct {
 	report, html string
+	cpuprofile   string
 	quiet        bool
 }
 
@@ -121,6 +131,7 @@ func parseArgs(args []string, stderr io.Writer) (*Scenario, outputs, error) {
 	fs.String("report", "", "write the result as JSON to this file")
 	fs.String("html", "", "write a self-contained HTML report with charts to this file")
 	fs.Bool("quiet", false, "no live line (CI)")
+	fs.String("cpuprofile", "", "write the load tool's own CPU profile (pprof) to this file: what the generator costs on cores it shares with the server")
 	if err := fs.Parse(args); err != nil {
 		return nil, outputs{}, err
 	}
@@ -190,7 +201,30 @@ func parseArgs(args []string, stderr io.Writer) (*Scenario, outputs, error) {
 	if err := sc.Validate(); err != nil {
 		return nil, outputs{}, err
 	}
-	return sc, outputs{report: v.GetString("report"), html: v.GetString("html"), quiet: v.GetBool("quiet")}, nil
+	return sc, outputs{report: v.GetString("report"), html: v.GetString("html"), cpuprofile: v.GetString("cpuprofile"), quiet: v.GetBool("quiet")}, nil
+}
+
+// startCPUProfile profiles this process into path until the returned stop
+// is called; with no path it does nothing.
+func startCPUProfile(path string) (stop func() error, err error) {
+	if path == "" {
+		return func() error { return nil }, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("--cpuprofile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("--cpuprofile: %w", err)
+	}
+	return func() error {
+		pprof.StopCPUProfile()
+		if err := f.Close(); err != nil {
+			return fmt.Errorf("--cpuprofile: %w", err)
+		}
+		return nil
+	}, nil
 }
 
 // liveLine shows progress on stderr: rewritten in place on a terminal, a

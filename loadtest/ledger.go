@@ -5,13 +5,18 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/switchboard/switchboard/internal/jsonscan"
 )
 
 // The ledgers are the accounting: each player's records what it sent and
 // whom it expected to receive it; each operator's what it received and
 // what it replied. Each ledger is written only by its participant's actor
-// (all incarnations of it, one at a time); the runner reads them once every
-// actor has stopped, and joins them into Accounts.
+// (all incarnations of it, one at a time), except an operator's receipts,
+// which its connection's reader writes under a lock (at tens of thousands
+// a second, a message to the actor for each cost more than the count);
+// the runner reads them once every actor has stopped and the receipts are
+// frozen, and joins them into Accounts.
 
 // bitset is a growable set of small non-negative integers.
 type bitset []uint64
@@ -109,9 +114,15 @@ type playerLedger struct {
 
 // operatorLedger is one operator's record, across its connections.
 type operatorLedger struct {
-	conn     conn
+	conn conn
+	// rx guards seen, copies and frozen: they are written by the reader
+	// goroutine of the operator's connection (of each of its connections,
+	// which a reconnection can overlap), where each message is read, and
+	// read by the runner once the ledger is frozen.
+	rx       sync.Mutex
 	seen     []bitset // by player slot: the seqs received
 	copies   int      // message copies beyond the first
+	frozen   bool     // the run is over: what arrives now is not counted
 	replied  []bitset // by player slot: the seqs replied to
 	refused  int      // replies the server refused through their ack
 	failures int
@@ -119,9 +130,47 @@ type operatorLedger struct {
 	ready    atomic.Bool // joined: the reader goroutine checks it before waking the actor
 }
 
+// received records a player message (slot, seq) at the operator; false
+// for a copy beyond the first, or once the ledger is frozen.
+func (l *operatorLedger) received(slot, seq int) bool {
+	l.rx.Lock()
+	defer l.rx.Unlock()
+	if l.frozen {
+		return false
+	}
+	if l.seen[slot].add(seq) {
+		l.copies++
+		return false
+	}
+	return true
+}
+
+// freeze ends the operator's receipts: the runner joins the ledgers after
+// it, as it did once the actors that kept them had stopped.
+func (l *operatorLedger) freeze() {
+	l.rx.Lock()
+	l.frozen = true
+	l.rx.Unlock()
+}
+
 // registry maps socket ids to the player behind them, so that an operator
-// can check an incomingMessage's `from` and time a player's join.
-type registry struct{ m sync.Map }
+// can check an incomingMessage's `from` and time a player's join. Every
+// operator's reader looks up every message's `from`, straight from the
+// payload's bytes: plain maps under read locks, sharded so the readers do
+// not share one lock's cache line.
+type registry struct{ shards [regShards]regShard }
+
+type regShard struct {
+	mu sync.RWMutex
+	m  map[string]regEntry
+}
+
+const regShards = 16
+
+type regEntry struct {
+	id  string
+	who *identity
+}
 
 // identity is one player connection as the operators see it.
 type identity struct {
@@ -131,14 +180,48 @@ type identity struct {
 	left     atomic.Bool  // the player is leaving: do not reply
 }
 
-func (r *registry) add(id string, who *identity) { r.m.Store(id, who) }
+// shard picks a socket id's shard from its last byte (ids are random);
+// last is 0 for the empty id.
+func (r *registry) shard(last byte) *regShard { return &r.shards[int(last)%regShards] }
+
+func lastByte[T string | []byte](id T) byte {
+	if len(id) == 0 {
+		return 0
+	}
+	return id[len(id)-1]
+}
+
+func (r *registry) add(id string, who *identity) {
+	sh := r.shard(lastByte(id))
+	sh.mu.Lock()
+	if sh.m == nil {
+		sh.m = map[string]regEntry{}
+	}
+	sh.m[id] = regEntry{id: id, who: who}
+	sh.mu.Unlock()
+}
 
 func (r *registry) get(id string) *identity {
-	v, ok := r.m.Load(id)
-	if !ok {
-		return nil
+	sh := r.shard(lastByte(id))
+	sh.mu.RLock()
+	e := sh.m[id]
+	sh.mu.RUnlock()
+	return e.who
+}
+
+// lookup finds the socket whose id is the JSON string raw, and returns its
+// id as registered (no copy of the payload's bytes is made).
+func (r *registry) lookup(raw []byte) (string, *identity) {
+	p, ok := jsonscan.Plain(raw)
+	if !ok { // escaped, or absent: not an id this tool registered in plain
+		id, _ := jsonscan.Unquote(raw)
+		return id, r.get(id)
 	}
-	return v.(*identity)
+	sh := r.shard(lastByte(p))
+	sh.mu.RLock()
+	e := sh.m[string(p)]
+	sh.mu.RUnlock()
+	return e.id, e.who
 }
 
 // Accounts is the fate of every message in one direction. Delivered plus

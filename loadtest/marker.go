@@ -45,32 +45,71 @@ func formatMarker(kind string, slot, seq int, sent int64) string {
 
 // parseMarker reads a marker at the start of s; padding after a space is
 // ignored.
-func parseMarker(s string) (marker, bool) {
+func parseMarker(s string) (marker, bool) { return parseMarkerBytes([]byte(s)) }
+
+// parseMarkerBytes is parseMarker on a payload's bytes, read in place:
+// every operator parses every player's marker.
+func parseMarkerBytes(s []byte) (marker, bool) {
 	var m marker
-	switch {
-	case strings.HasPrefix(s, markPlayer+":"):
-	case strings.HasPrefix(s, markReply+":"):
+	if len(s) < 3 || s[2] != ':' {
+		return m, false
+	}
+	switch string(s[:2]) {
+	case markPlayer:
+	case markReply:
 		m.reply = true
 	default:
 		return m, false
 	}
 	s = s[3:]
-	if i := strings.IndexByte(s, ' '); i >= 0 {
+	if i := bytes.IndexByte(s, ' '); i >= 0 {
 		s = s[:i]
 	}
-	a, rest, ok1 := strings.Cut(s, ":")
-	b, c, ok2 := strings.Cut(rest, ":")
+	a, rest, ok1 := bytes.Cut(s, []byte{':'})
+	b, c, ok2 := bytes.Cut(rest, []byte{':'})
 	if !ok1 || !ok2 {
 		return m, false
 	}
-	slot, err1 := strconv.Atoi(a)
-	seq, err2 := strconv.Atoi(b)
-	sent, err3 := strconv.ParseInt(c, 10, 64)
-	if err1 != nil || err2 != nil || err3 != nil || slot < 0 || seq < 0 {
+	slot, ok1 := decimal(a)
+	seq, ok2 := decimal(b)
+	sent, ok3 := decimal(c)
+	if !ok1 || !ok2 || !ok3 || slot < 0 || seq < 0 {
 		return m, false
 	}
-	m.slot, m.seq, m.sent = slot, seq, sent
+	m.slot, m.seq, m.sent = int(slot), int(seq), sent
 	return m, true
+}
+
+// decimal reads a base-10 int64 with an optional sign, as
+// strconv.ParseInt(s, 10, 64) does, without its error value.
+func decimal(s []byte) (int64, bool) {
+	neg := false
+	if len(s) > 0 && (s[0] == '+' || s[0] == '-') {
+		neg, s = s[0] == '-', s[1:]
+	}
+	if len(s) == 0 {
+		return 0, false
+	}
+	var n uint64
+	for _, c := range s {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		if n > (1<<63)/10 {
+			return 0, false
+		}
+		n = n*10 + uint64(c-'0')
+		if n > 1<<63 {
+			return 0, false
+		}
+	}
+	if !neg && n == 1<<63 {
+		return 0, false
+	}
+	if neg {
+		return -int64(n), true
+	}
+	return int64(n), true
 }
 
 // clock gives unix nanos read from the monotonic clock, so a wall-clock

@@ -17,7 +17,8 @@ type (
 	// settled is the fallback for servers that neither ack a join nor
 	// send anything: the operator counts as joined after Scenario.Settle.
 	settled struct{ attempt int }
-	// incoming is a player's message, checked and timed on the reader.
+	// incoming is a player's message that this operator is to answer,
+	// checked, timed and counted on the reader.
 	incoming struct {
 		slot, seq int
 		from      string
@@ -168,15 +169,16 @@ func (o *operator) markReady() bool {
 	return true
 }
 
+// answers says whether operator op replies to player message (slot, seq)
+// when it may: the player's slot falls to it (under routing it receives
+// its own chats only), with the chance asked.
+func (e *env) answers(op, slot, seq int) bool {
+	mine := slot%len(e.ops) == op || e.owners != nil
+	return mine && unit(e.sc.Seed, uint64(slot), uint64(seq)) < e.sc.ReplyChance
+}
+
 func (o *operator) incoming(ctx actor.Context, m *incoming) {
-	if o.l.seen[m.slot].add(m.seq) {
-		o.l.copies++
-		return
-	}
-	o.e.m.UniqueP2O.Add(1)
-	n := len(o.e.ops)
-	mine := m.slot%n == o.idx || o.e.owners != nil // under routing it receives its own chats only
-	if !o.sending || !mine || unit(o.e.sc.Seed, uint64(m.slot), uint64(m.seq)) >= o.e.sc.ReplyChance {
+	if !o.sending {
 		return
 	}
 	// Think for ReplyThink ±50 %: bounded, so that a leaving player knows
@@ -236,31 +238,36 @@ func (o *operator) onEvent(self *actor.PID, attempt int) func(string, json.RawMe
 		switch name {
 		case "incomingMessage":
 			e.m.IncomingP2O.Add(1)
-			var in received
-			_ = json.Unmarshal(raw, &in)
+			in := readChat(raw)
 			mk, ok := in.marker()
 			if !ok || mk.reply {
 				e.m.Error("incomingMessage without a load-test marker")
 				return
 			}
 			e.m.P2O.Record(e.clk.since(mk.sent))
-			if who := e.reg.get(in.From); who == nil || who.slot != mk.slot || mk.slot >= len(e.players) {
+			from, who := e.reg.lookup(in.from)
+			if who == nil || who.slot != mk.slot || mk.slot >= len(e.players) {
 				// `from` names another socket than the one that sent it.
 				e.m.MisroutedP2O.Add(1)
 				return
 			}
-			e.root.Send(self, &incoming{slot: mk.slot, seq: mk.seq, from: in.From})
-		case "newChat":
-			var nc struct {
-				ClientID string `json:"clientId"`
+			// Counted here, where it is read: the actor hears only of the
+			// messages it answers (one in ten with ten operators).
+			if !l.received(mk.slot, mk.seq) {
+				return
 			}
-			_ = json.Unmarshal(raw, &nc)
-			if who := e.reg.get(nc.ClientID); who != nil {
+			e.m.UniqueP2O.Add(1)
+			if e.answers(idx, mk.slot, mk.seq) {
+				e.root.Send(self, &incoming{slot: mk.slot, seq: mk.seq, from: from})
+			}
+		case "newChat":
+			clientID := stringField(raw, "clientId")
+			if who := e.reg.get(clientID); who != nil {
 				e.confirmJoin(who)
 				// Claim mode: every operator hears of a new chat; the one
 				// its slot falls to claims it, so claims do not collide.
 				if e.sc.Routing == "claim" && who.slot%len(e.ops) == idx {
-					e.root.Send(self, &claimDue{attempt: attempt, client: nc.ClientID})
+					e.root.Send(self, &claimDue{attempt: attempt, client: clientID})
 				}
 			}
 		case "chatError":

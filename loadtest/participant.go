@@ -246,24 +246,6 @@ func (e *env) dial(self *actor.PID, operator bool, cn *conn, attempt int, t clie
 	}()
 }
 
-// refusal reads an acknowledgement: "" when the server accepted the
-// event, else its error code ({ok:false, error:{code}}).
-func refusal(raw json.RawMessage) string {
-	var a struct {
-		OK    *bool `json:"ok"`
-		Error struct {
-			Code string `json:"code"`
-		} `json:"error"`
-	}
-	if json.Unmarshal(raw, &a) != nil || a.OK == nil || *a.OK {
-		return ""
-	}
-	if a.Error.Code == "" {
-		return "refused"
-	}
-	return a.Error.Code
-}
-
 // ackHandler turns a join acknowledgement into *joinAcked.
 func (e *env) ackHandler(self *actor.PID, attempt int) func(json.RawMessage) {
 	return func(raw json.RawMessage) {

@@ -289,8 +289,7 @@ func (p *player) onEvent(self *actor.PID, genStart, attempt int) func(string, js
 		e.m.Events.Add(1)
 		switch name {
 		case "operatorMessage":
-			var om received
-			_ = json.Unmarshal(raw, &om)
+			om := readChat(raw)
 			mk, ok := om.marker()
 			if !ok || !mk.reply {
 				e.m.Error("operatorMessage without a load-test marker")
@@ -339,23 +338,6 @@ func unit(seed, a, b uint64) float64 {
 	x *= 0x94d049bb133111eb
 	x ^= x >> 31
 	return float64(x>>11) / (1 << 53)
-}
-
-// received is what a participant reads of a chat message it gets
-// (incomingMessage, operatorMessage): the marker rides in a text's message
-// or an image's file name.
-type received struct {
-	From    string `json:"from"`
-	Type    string `json:"type"`
-	Message string `json:"message"`
-	Name    string `json:"name"`
-}
-
-func (r *received) marker() (marker, bool) {
-	if r.Type == "image" {
-		return parseMarker(r.Name)
-	}
-	return parseMarker(r.Message)
 }
 
 // Wire payloads, with the contract's JSON names.

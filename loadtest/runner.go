@@ -131,6 +131,9 @@ func Run(ctx context.Context, sc Scenario, o RunOptions) (*Result, error) {
 	if err := sys.Root.StopFuture(crowdPID).Wait(); err != nil {
 		log.Warn("participants did not all stop in time", "err", err)
 	}
+	for _, ol := range e.ops {
+		ol.freeze()
+	}
 	e.sched.stop()
 	waitTimeout(&pending, sc.ConnectTimeout+time.Second)
 	sys.Shutdown()

@@ -1,7 +1,6 @@
 package loadtest
 
 import (
-	"container/heap"
 	"sync"
 	"time"
 
@@ -29,22 +28,56 @@ type timed struct {
 	msg any
 }
 
+// timerQueue is a binary min-heap of deadlines, typed: container/heap's
+// interface boxed every entry on the heap, one allocation per timer, and
+// there is one timer per player message and per reply.
 type timerQueue []timed
 
-func (q timerQueue) Len() int { return len(q) }
-func (q timerQueue) Less(i, j int) bool {
+func (q timerQueue) less(i, j int) bool {
 	if q[i].at.Equal(q[j].at) {
 		return q[i].seq < q[j].seq
 	}
 	return q[i].at.Before(q[j].at)
 }
-func (q timerQueue) Swap(i, j int) { q[i], q[j] = q[j], q[i] }
-func (q *timerQueue) Push(x any)   { *q = append(*q, x.(timed)) }
-func (q *timerQueue) Pop() any {
-	old := *q
-	x := old[len(old)-1]
-	*q = old[:len(old)-1]
-	return x
+
+func (q *timerQueue) push(t timed) {
+	*q = append(*q, t)
+	h := *q
+	for i := len(h) - 1; i > 0; {
+		parent := (i - 1) / 2
+		if !h.less(i, parent) {
+			break
+		}
+		h[i], h[parent] = h[parent], h[i]
+		i = parent
+	}
+}
+
+// pop removes and returns the earliest deadline; the queue must not be
+// empty.
+func (q *timerQueue) pop() timed {
+	h := *q
+	top := h[0]
+	last := len(h) - 1
+	h[0] = h[last]
+	h[last] = timed{} // no reference kept to a delivered message
+	h = h[:last]
+	for i := 0; ; {
+		l, r, least := 2*i+1, 2*i+2, i
+		if l < len(h) && h.less(l, least) {
+			least = l
+		}
+		if r < len(h) && h.less(r, least) {
+			least = r
+		}
+		if least == i {
+			break
+		}
+		h[i], h[least] = h[least], h[i]
+		i = least
+	}
+	*q = h
+	return top
 }
 
 func newScheduler(root *actor.RootContext) *scheduler {
@@ -57,7 +90,7 @@ func newScheduler(root *actor.RootContext) *scheduler {
 func (s *scheduler) after(d time.Duration, pid *actor.PID, msg any) {
 	s.mu.Lock()
 	s.seq++
-	heap.Push(&s.q, timed{at: time.Now().Add(d), seq: s.seq, to: pid, msg: msg})
+	s.q.push(timed{at: time.Now().Add(d), seq: s.seq, to: pid, msg: msg})
 	first := s.q[0].seq == s.seq
 	s.mu.Unlock()
 	if first { // a new earliest deadline: the loop must re-arm its timer
@@ -83,7 +116,7 @@ func (s *scheduler) run() {
 		s.mu.Lock()
 		now := time.Now()
 		for len(s.q) > 0 && !s.q[0].at.After(now) {
-			due = append(due, heap.Pop(&s.q).(timed))
+			due = append(due, s.q.pop())
 		}
 		wait := time.Hour
 		if len(s.q) > 0 {

@@ -305,3 +305,20 @@ func TestAccountingJoinsTheLedgers(t *testing.T) {
 		t.Errorf("operator→player %+v", o2p)
 	}
 }
+
+func TestTimerQueueOrder(t *testing.T) {
+	base := time.Now()
+	rng := rand.New(rand.NewPCG(1, 2))
+	var q timerQueue
+	for i := range 1000 {
+		q.push(timed{at: base.Add(time.Duration(rng.IntN(50)) * time.Millisecond), seq: uint64(i)})
+	}
+	prev := q.pop()
+	for len(q) > 0 {
+		cur := q.pop()
+		if cur.at.Before(prev.at) || (cur.at.Equal(prev.at) && cur.seq < prev.seq) {
+			t.Fatalf("popped %v (seq %d) after %v (seq %d)", cur.at.Sub(base), cur.seq, prev.at.Sub(base), prev.seq)
+		}
+		prev = cur
+	}
+}

@@ -155,3 +155,21 @@ func TestPacketWithoutOffset(t *testing.T) {
 		t.Fatal("a frame without an offset was copied")
 	}
 }
+
+// A frame kept in replay logs holds only its bytes: the packet keeps no
+// spare capacity beyond the allocator's size class, and the offset is read
+// from it.
+func TestFrameKeepsExactPacket(t *testing.T) {
+	for _, offset := range []string{"", "17", "abc-123"} {
+		f, err := EncodeFrameOffset(EventIncomingMessage, &IncomingMessage{From: "x", Content: Content{Type: KindText, Message: S(strings.Repeat("y", 300))}, Timestamp: "t"}, offset)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cap(f.Packet) > len(f.Packet)+len(f.Packet)/8+16 {
+			t.Errorf("offset %q: packet of %d bytes keeps a capacity of %d", offset, len(f.Packet), cap(f.Packet))
+		}
+		if f.Offset != offset || (offset != "" && !strings.HasSuffix(string(f.Packet), `,"`+offset+`"]`)) {
+			t.Errorf("offset %q: frame says %q, packet %s", offset, f.Offset, f.Packet)
+		}
+	}
+}
