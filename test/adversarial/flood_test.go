@@ -66,14 +66,7 @@ func TestUnreadPongs(t *testing.T) {
 	var got answers
 	until := time.Now().Add(6 * time.Second)
 	for range flooders {
-		r, err := s.wsDial(70, 4<<10)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer r.Close()
-		if err := r.connect(); err != nil {
-			t.Fatal(err)
-		}
+		r := s.connectedWS(t, 70, 4<<10)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -205,14 +198,7 @@ func TestUnknownEventsFlood(t *testing.T) {
 	var wg sync.WaitGroup
 	until := time.Now().Add(6 * time.Second)
 	for i := range results {
-		r, err := s.wsDial(90, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer r.Close()
-		if err := r.connect(); err != nil {
-			t.Fatal(err)
-		}
+		r := s.connectedWS(t, 90, 0)
 		event := blob
 		if i == flooders {
 			event = []byte(`42["x-small",{"n":1}]`)
@@ -309,14 +295,7 @@ func TestEngineIOPingsEndTheSocket(t *testing.T) {
 	began := time.Now()
 	ping := append([]byte("2"), bytes.Repeat([]byte("x"), 64<<10-1)...)
 	for i := range pingers {
-		r, err := s.wsDial(90, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer r.Close()
-		if err := r.connect(); err != nil {
-			t.Fatal(err)
-		}
+		r := s.connectedWS(t, 90, 0)
 		if err := r.frame(opText, true, ping); err != nil {
 			t.Fatal(err)
 		}

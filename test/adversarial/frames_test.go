@@ -250,14 +250,7 @@ func TestOversizedBinaryEvents(t *testing.T) {
 	var sentMu sync.Mutex
 	var mostSent int64 // attachment bytes a socket had written when its close frame came
 	for i := range 2 {
-		r, err := s.wsDial(60, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer r.Close()
-		if err := r.connect(); err != nil {
-			t.Fatal(err)
-		}
+		r := s.connectedWS(t, 60, 0)
 		var sent atomic.Int64
 		wg.Add(2)
 		go func() {
@@ -308,14 +301,7 @@ func TestUnfinishedBinaryEvents(t *testing.T) {
 	var wg sync.WaitGroup
 	var timedOut answers
 	for i := range stallers {
-		r, err := s.wsDial(61, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer r.Close()
-		if err := r.connect(); err != nil {
-			t.Fatal(err)
-		}
+		r := s.connectedWS(t, 61, 0)
 		_ = r.text(fmt.Sprintf(`452-["clientMessage",{"type":"image","image":{"_placeholder":true,"num":0},"n":%d}]`, i))
 		_ = r.frame(opBinary, true, make([]byte, 1000))
 		wg.Add(1)

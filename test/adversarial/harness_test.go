@@ -365,6 +365,21 @@ const (
 )
 
 // frame writes one whole frame.
+// connectedWS dials a websocket from 127.0.0.n (see wsDial) and sends
+// CONNECT; the connection closes when the test ends.
+func (s *server) connectedWS(t *testing.T, n, rcvbuf int) *rawWS {
+	t.Helper()
+	r, err := s.wsDial(n, rcvbuf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.Close)
+	if err := r.connect(); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
 func (r *rawWS) frame(op byte, fin bool, payload []byte) error {
 	bufs := net.Buffers{wsframe.Header(op, fin, len(payload)), payload}
 	_, err := bufs.WriteTo(r.nc)

@@ -96,14 +96,7 @@ func TestOversizedMessages(t *testing.T) {
 	began := time.Now()
 
 	// A frame announcing one byte more than maxPayload: 1009 at once.
-	r, err := s.wsDial(30, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	if err := r.connect(); err != nil {
-		t.Fatal(err)
-	}
+	r := s.connectedWS(t, 30, 0)
 	if _, err := r.nc.Write(wsframe.Header(opText, true, maxPayload+1)); err != nil {
 		t.Fatal(err)
 	}
@@ -135,14 +128,7 @@ func TestOversizedMessages(t *testing.T) {
 
 	// Contract limits: a text of 5,001 characters and an image one byte
 	// over SWITCHBOARD_MAX_IMAGE_BYTES, from a joined player.
-	p, err := s.wsDial(32, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
-	if err := p.connect(); err != nil {
-		t.Fatal(err)
-	}
+	p := s.connectedWS(t, 32, 0)
 	if err := p.text(`420["join",{"role":"client","name":"Mallory"}]`); err != nil {
 		t.Fatal(err)
 	}
