@@ -166,35 +166,93 @@ routing_bench() {
 [ -n "${BENCH_SKIP_GO:-}${BENCH_ONLY_ROUTING:-}" ] || go test -run '^$' -bench . -benchmem ./actors ./messages | grep -E '^Benchmark'
 
 # idle NAME LABEL COUNT TRANSPORT: RSS per idle connection of a fresh
-# server: its growth once every player has joined (as /health counts them)
+# server: its growth from a second after its start once every player has
+# joined (as /health counts them; NAME-LABEL.arrival: how long that took)
 # and 3 s have passed (NAME-LABEL.rss-arrival: the arrival's peak is still
 # held), and 12 s (NAME-LABEL.rss: settled; Switchboard returns a burst's
-# free memory once 5 s pass without a collection), divided by the players
-# joined. On a busy machine the crowd arrives late; sampling at a fixed
+# free memory once 5 s pass without a collection, and again once the
+# arrival's idle HTTP connections have closed), divided by the players
+# joined; NAME-LABEL.rss-quiet once the arrival's HTTP connections have
+# closed as well (net/http's idle timeout, the load tool's spare ones) and
+# 6 s more. The players stay 45 s, past the last sample of a slow arrival. On a busy machine the crowd arrives late; sampling at a fixed
 # time would count handshakes still under way as idle sessions. If not all
 # arrive within 60 s, the figure is taken when the most had joined, and
 # the players joined are noted.
 idle() {
-  local name=$1 label=$2 count=$3 transport=$4 pid port r0 lt n best=0 at=0 at3=0 i
+  local name=$1 label=$2 count=$3 transport=$4 pid port r0 lt n best=0 at=0 at3=0 quiet='' i t0
   pid=$(eval echo \$PID_$name) port=$(eval echo \$PORT_$name)
+  sleep 1 # the server's own start (its first collection) is not the crowd's
   r0=$(rss "$pid")
-  run "$name" "$label" --players "$count" --operators 0 --rate 0 --ramp 2000 --duration 20s --transport "$transport" &
+  run "$name" "$label" --players "$count" --operators 0 --rate 0 --ramp 2000 --duration 45s --transport "$transport" &
   lt=$!
+  t0=$(date +%s.%N)
   for i in $(seq 120); do
     sleep 0.5
     n=$(curl -s -m 2 "http://127.0.0.1:$port/health" | grep -o '"total": *[0-9]*' | head -1 | tr -dc '0-9' || true)
     if [ "${n:-0}" -gt "$best" ]; then best=$n at=$(rss "$pid") at3=$at; fi
-    if [ "$best" -ge "$count" ]; then sleep 3; at3=$(rss "$pid"); sleep 9; at=$(rss "$pid"); break; fi
+    if [ "$best" -ge "$count" ]; then
+      python3 -c "print(round($(date +%s.%N) - $t0, 1))" >"$out/$name-$label.arrival"
+      sleep 3; at3=$(rss "$pid"); sleep 9; at=$(rss "$pid")
+      # Then once the arrival's HTTP connections have closed (at most
+      # 20 s more), a quiet spell and a tick later: the idle crowd alone.
+      for i in $(seq 40); do
+        [ "$(ss -Htn state established "( sport = :$port )" 2>/dev/null | wc -l)" -le $((best + 2)) ] && break
+        sleep 0.5
+      done
+      sleep 6; quiet=$(rss "$pid")
+      break
+    fi
   done
   if [ "$best" -gt 0 ]; then
     echo "$(( (at - r0) * 1024 / best ))" >"$out/$name-$label.rss"
     echo "$(( (at3 - r0) * 1024 / best ))" >"$out/$name-$label.rss-arrival"
+    echo "$(( (${quiet:-$at} - r0) * 1024 / best ))" >"$out/$name-$label.rss-quiet"
   else
     echo "-" >"$out/$name-$label.rss"
     echo "-" >"$out/$name-$label.rss-arrival"
+    echo "-" >"$out/$name-$label.rss-quiet"
   fi
+  [ -f "$out/$name-$label.arrival" ] || echo "-" >"$out/$name-$label.arrival"
   echo "$best" >"$out/$name-$label.joined"
   wait "$lt"
+}
+
+# idle_transports COUNT: Switchboard's idle memory per session for each
+# transport socket.io-client may use, websocket-only beside them as their
+# control. What an upgraded or polling session leaves depends on how many
+# were polling at once, so on how fast the crowd arrived, which on a
+# shared machine varies from run to run: BENCH_IDLE_RUNS rounds (3), each
+# of the three on a fresh server in the same minute, in a rotating order;
+# idle-TRANSPORT.rss is the median, .rss-runs every run with its arrival
+# time in seconds and the figure once the arrival's connections had closed
+# (.rss-quiet in idle).
+idle_transports() {
+  local count=$1 round tr order label runs
+  for tr in websocket upgrade polling; do : >"$out/switchboard-idle-$tr.rss-runs"; done
+  for round in $(seq "${BENCH_IDLE_RUNS:-3}"); do
+    case $((round % 3)) in
+      1) order="websocket upgrade polling" ;;
+      2) order="upgrade polling websocket" ;;
+      0) order="polling websocket upgrade" ;;
+    esac
+    for tr in $order; do
+      label=idle-$tr.$round
+      start switchboard
+      idle switchboard "$label" "$count" "$tr"
+      stop switchboard
+      echo "$(cat "$out/switchboard-$label.rss") $(cat "$out/switchboard-$label.arrival")s $(cat "$out/switchboard-$label.rss-quiet")" \
+        >>"$out/switchboard-idle-$tr.rss-runs"
+      cp "$out/switchboard-$label.rss-arrival" "$out/switchboard-idle-$tr.rss-arrival"
+    done
+  done
+  for tr in websocket upgrade polling; do
+    runs=$(cut -d' ' -f1 "$out/switchboard-idle-$tr.rss-runs" | grep -v -- - | sort -n)
+    if [ -n "$runs" ]; then
+      echo "$runs" | awk '{v[NR]=$1} END{print (NR%2) ? v[(NR+1)/2] : int((v[NR/2]+v[NR/2+1])/2)}' >"$out/switchboard-idle-$tr.rss"
+    else
+      echo "-" >"$out/switchboard-idle-$tr.rss"
+    fi
+  done
 }
 
 stop() { kill "$(eval echo \$PID_$1)"; wait "$(eval echo \$PID_$1)" 2>/dev/null || true; }
@@ -236,12 +294,7 @@ if [ -z "${BENCH_SKIP_VARIANTS:-}" ]; then
   start switchboard NODE_ENV=production SWITCHBOARD_LOG_LEVEL=info SWITCHBOARD_JWT_SECRET=$secret CORS_ORIGIN=https://crm.example.com
   run switchboard 1k-production "${one_k[@]}" --operator-secret "$secret"
   stop switchboard
-  start switchboard
-  idle switchboard idle-upgrade "$(( idle / 3 ))" upgrade
-  stop switchboard
-  start switchboard
-  idle switchboard idle-polling "$(( idle / 3 ))" polling
-  stop switchboard
+  idle_transports "$(( idle / 3 ))"
 fi
 
 [ -n "${BENCH_SKIP_ROUTING:-}" ] || routing_bench
@@ -283,8 +336,10 @@ if [ -z "${BENCH_SKIP_VARIANTS:-}" ]; then
   done
   printf '%-34s %10s %10s %10s\n' "storm recovered / fresh / p99 ms" "$(field $out/switchboard-storm.json recovery.recovered)" \
     "$(field $out/switchboard-storm.json recovery.fresh)" "$(field $out/switchboard-storm.json recovery.time.p99_ms)"
-  printf '%-34s %10s %s\n' "idle RSS bytes per upgraded socket" "$(cat $out/switchboard-idle-upgrade.rss)" "(at +3 s: $(cat $out/switchboard-idle-upgrade.rss-arrival))"
-  printf '%-34s %10s %s\n' "idle RSS bytes per polling session" "$(cat $out/switchboard-idle-polling.rss)" "(at +3 s: $(cat $out/switchboard-idle-polling.rss-arrival))"
+  for tr in upgrade polling websocket; do
+    printf '%-34s %10s %s\n' "idle RSS bytes, $tr (median)" "$(cat $out/switchboard-idle-$tr.rss)" \
+      "(runs: +12 s, arrival, connections closed: $(paste -sd, $out/switchboard-idle-$tr.rss-runs); at +3 s, last run: $(cat $out/switchboard-idle-$tr.rss-arrival))"
+  done
   printf '%-34s %10s\n' "CPU recovery on / off at 1k" "$(python3 -c "print(round($(cpu_per_msg switchboard 1k)/max(0.1,$(cpu_per_msg switchboard 1k-norecovery)),2))")"
   printf '%-34s %10s\n' "CPU production / node at 1k" "$(python3 -c "print(round($(cpu_per_msg switchboard 1k-production)/max(0.1,$(cpu_per_msg node 1k)),2))")"
   printf '%-34s %10s\n' "CPU upgrade / websocket at 1k" "$(python3 -c "print(round($(cpu_per_msg switchboard 1k-upgrade)/max(0.1,$(cpu_per_msg switchboard 1k)),2))")"

@@ -45,7 +45,7 @@ func admitted(r *http.Request) bool {
 // (memory.go).
 func (s *Server) gateHandshakes(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Query().Get("sid") != "" {
+		if parseEngineQuery(r.URL.RawQuery).sid != "" {
 			next.ServeHTTP(w, r)
 			return
 		}

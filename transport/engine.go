@@ -2,6 +2,8 @@ package transport
 
 import (
 	"net/http"
+	"net/url"
+	"strings"
 
 	"github.com/switchboard/switchboard/transport/ws"
 )
@@ -61,13 +63,13 @@ func engineError(w http.ResponseWriter, code int) {
 // Engine.IO at all) by library, which answers it as engine.io would.
 func (s *Server) serveEngine(library http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		q := r.URL.Query()
-		if q.Get("EIO") != "4" {
+		q := parseEngineQuery(r.URL.RawQuery)
+		if q.eio != "4" {
 			library.ServeHTTP(w, r)
 			return
 		}
-		sid := q.Get("sid")
-		switch q.Get("transport") {
+		sid := q.sid
+		switch q.transport {
 		case "polling":
 			if ws.IsUpgrade(r) {
 				engineError(w, engineBadRequest)
@@ -106,4 +108,58 @@ func (s *Server) shutNative() {
 		}
 	})
 	s.polls.each(func(p *pollConn) { p.e.shut(reasonShutdown, "") })
+}
+
+// engineQuery is what the server reads of a request's query: Engine.IO's
+// version, the transport and the session id, each as url.Values.Get
+// would give it.
+type engineQuery struct{ eio, transport, sid string }
+
+// parseEngineQuery reads an engineQuery from a raw query, allocating
+// nothing for Engine.IO's plain values. url.Values would allocate a map
+// and a slice per parameter on every polling request; while a crowd
+// arrives those short-lived objects share the heap's pages with the
+// sessions' long-lived ones, and what they leave half used stays in RSS
+// once the crowd is idle.
+func parseEngineQuery(raw string) engineQuery {
+	var q engineQuery
+	var seen uint8
+	for raw != "" {
+		var pair string
+		pair, raw, _ = strings.Cut(raw, "&")
+		if strings.Contains(pair, ";") {
+			continue // url.ParseQuery refuses the pair
+		}
+		k, v, _ := strings.Cut(pair, "=")
+		k, ok := unescapeQuery(k)
+		if !ok {
+			continue
+		}
+		var dst *string
+		var bit uint8
+		switch k {
+		case "EIO":
+			dst, bit = &q.eio, 1
+		case "transport":
+			dst, bit = &q.transport, 2
+		case "sid":
+			dst, bit = &q.sid, 4
+		default:
+			continue
+		}
+		if v, ok = unescapeQuery(v); ok && seen&bit == 0 { // the first value, as Get
+			*dst, seen = v, seen|bit
+		}
+	}
+	return q
+}
+
+// unescapeQuery is url.QueryUnescape, without allocating for a value that
+// has nothing to unescape.
+func unescapeQuery(s string) (string, bool) {
+	if !strings.ContainsAny(s, "%+") {
+		return s, true
+	}
+	u, err := url.QueryUnescape(s)
+	return u, err == nil
 }

@@ -54,10 +54,24 @@ const (
 	trimQuiet = 5 * time.Second
 	trimEvery = time.Minute
 	trimMin   = 16 << 20
+
+	// A burst's connections outlive it: net/http ends the polling phase's
+	// idle keep-alives after the idle timeout, and connections that never
+	// sent a request after the header timeout, often after the quiet
+	// spell's trim; each leaves a goroutine's stack and its buffers to the
+	// heap, which with nothing allocating stay in RSS (3 to 6 KB more per
+	// upgraded session after 5,000 arrivals). So once the goroutines have
+	// fallen by trimGoroutines and by a quarter from their most since the
+	// last trim, the next quiet spell trims again without waiting for
+	// trimEvery. Goroutines that come and go while the server works
+	// (fewer than a quarter) never qualify, and a working server is not
+	// quiet.
+	trimGoroutines = 256
 )
 
 var memSamples = []string{"/gc/heap/live:bytes", "/memory/classes/heap/stacks:bytes", "/gc/cycles/total:gc-cycles",
-	"/memory/classes/heap/objects:bytes", "/memory/classes/heap/free:bytes", "/gc/heap/allocs:bytes"}
+	"/memory/classes/heap/objects:bytes", "/memory/classes/heap/free:bytes", "/gc/heap/allocs:bytes",
+	"/sched/goroutines:goroutines"}
 
 type memGuard struct {
 	s        *Server
@@ -76,6 +90,9 @@ type memGuard struct {
 	lastCut    time.Time
 	trimmedAt  uint64 // the collections seen at the last trim
 	lastTrim   time.Time
+	// goroutines is the count at the last look, peakG the most seen since
+	// the last trim.
+	goroutines, peakG int64
 }
 
 // startMemGuard watches memory against budget until stop; nil for none.
@@ -123,19 +140,21 @@ func (m *memGuard) used(now time.Time) int64 {
 			heap += int64(s.Value.Uint64())
 		}
 	}
-	allocs := sampleBytes(m.samples[5])
+	allocs := sampleValue(m.samples[5])
 	if c := m.samples[2].Value; c.Kind() == metrics.KindUint64 && c.Uint64() != m.cycles {
 		m.cycles, m.newsAt = c.Uint64(), now
 		m.quietSince, m.allocsAt = now, allocs
 	} else if allocs-m.allocsAt >= trimMin {
 		m.quietSince, m.allocsAt = now, allocs
 	}
+	m.goroutines = sampleValue(m.samples[6])
+	m.peakG = max(m.peakG, m.goroutines)
 	return max(heap, m.s.accounted())
 }
 
 // objects is the heap's objects, live or not yet found dead: an upper
 // bound of the live heap, read with used.
-func (m *memGuard) objects() int64 { return sampleBytes(m.samples[3]) }
+func (m *memGuard) objects() int64 { return sampleValue(m.samples[3]) }
 
 func (m *memGuard) tick(now time.Time) {
 	used := m.used(now)
@@ -165,16 +184,24 @@ func (m *memGuard) tick(now time.Time) {
 		// The heap with its garbage is past the mark and the last count
 		// of what lives is old: count again (at most every staleGC).
 		m.refresh(now)
-	case m.cycles != m.trimmedAt && now.Sub(m.quietSince) > trimQuiet && now.Sub(m.lastTrim) > trimEvery:
+	case now.Sub(m.quietSince) > trimQuiet &&
+		(m.cycles != m.trimmedAt && now.Sub(m.lastTrim) > trimEvery || m.burstEnded()):
 		m.trim(now)
 	}
+}
+
+// burstEnded tells whether the goroutines have fallen since the last trim
+// by enough to have freed memory worth another (see trimGoroutines).
+func (m *memGuard) burstEnded() bool {
+	fell := m.peakG - m.goroutines
+	return !m.lastTrim.IsZero() && fell >= trimGoroutines && fell >= m.peakG/4
 }
 
 // trim returns the heap's free pages to the system after a burst (see
 // trimQuiet).
 func (m *memGuard) trim(now time.Time) {
-	m.trimmedAt = m.cycles
-	held := sampleBytes(m.samples[3]) + sampleBytes(m.samples[4])
+	m.trimmedAt, m.peakG = m.cycles, m.goroutines
+	held := sampleValue(m.samples[3]) + sampleValue(m.samples[4])
 	if held < trimMin {
 		return
 	}
@@ -182,12 +209,13 @@ func (m *memGuard) trim(now time.Time) {
 	runtime.GC()
 	debug.FreeOSMemory()
 	m.used(now) // sees the collection it ran
-	m.trimmedAt, m.lastTrim = m.cycles, now
+	m.trimmedAt, m.lastTrim, m.peakG = m.cycles, now, m.goroutines
 	m.s.log.Debug("memory returned to the system after a quiet spell", "heap", held,
-		"kept", sampleBytes(m.samples[3])+sampleBytes(m.samples[4]), "took", time.Since(now))
+		"kept", sampleValue(m.samples[3])+sampleValue(m.samples[4]), "took", time.Since(now))
 }
 
-func sampleBytes(s metrics.Sample) int64 {
+// sampleValue is a sample's value (bytes, counts), 0 if unsupported.
+func sampleValue(s metrics.Sample) int64 {
 	if s.Value.Kind() == metrics.KindUint64 {
 		return int64(s.Value.Uint64())
 	}

@@ -126,18 +126,12 @@ func (ps *polls) hijack(p *pollConn, w http.ResponseWriter) (*parkedConn, error)
 }
 
 // answer writes a parked GET's answer in one write, then hands its
-// connection back to the server, or closes it after an upgrade (the
-// client will not poll on it again) or a failed write.
-func (ps *polls) answer(g *parkedConn, body []byte, closeConn bool) {
-	b := getBuf(len(g.head) + len(body) + 96)
-	b = append(b, g.head...)
-	b = append(b, "Content-Type: text/plain; charset=UTF-8\r\nContent-Length: "...)
-	b = strconv.AppendInt(b, int64(len(body)), 10)
-	if closeConn {
-		b = append(b, "\r\nConnection: close"...)
-	}
-	b = append(b, "\r\n\r\n"...)
-	b = append(b, body...)
+// connection back to the server (the client's next GET follows at once),
+// or parks it idle when it was the session's last poll (idle), or closes
+// it after an upgrade (the client will not poll on it again) or a failed
+// write.
+func (ps *polls) answer(g *parkedConn, body []byte, closeConn, idle bool) {
+	b := appendResponse(getBuf(len(g.head)+len(body)+96), g.head, pollContentType, body, closeConn)
 	_ = g.conn.SetWriteDeadline(time.Now().Add(answerTimeout))
 	_, err := g.conn.Write(b)
 	putBuf(b)
@@ -146,7 +140,26 @@ func (ps *polls) answer(g *parkedConn, body []byte, closeConn bool) {
 		return
 	}
 	_ = g.conn.SetWriteDeadline(time.Time{})
-	ps.back.give(g.conn) // the client's next GET follows at once
+	if idle {
+		ps.parkIdle(g)
+		return
+	}
+	ps.back.give(g.conn)
+}
+
+// appendResponse appends a response to b: the status line and headers
+// set before the connection was taken (head), then the body's.
+func appendResponse(b, head []byte, contentType string, body []byte, closeConn bool) []byte {
+	b = append(b, head...)
+	b = append(b, "Content-Type: "...)
+	b = append(b, contentType...)
+	b = append(b, "\r\nContent-Length: "...)
+	b = strconv.AppendInt(b, int64(len(body)), 10)
+	if closeConn {
+		b = append(b, "\r\nConnection: close"...)
+	}
+	b = append(b, "\r\n\r\n"...)
+	return append(b, body...)
 }
 
 // parkIdle parks an answered POST's connection until the client's next
@@ -166,14 +179,24 @@ func (ps *polls) answerPost(w http.ResponseWriter, r *http.Request, quiet bool) 
 	if !quiet || !ps.parkable(r) {
 		return false
 	}
+	return ps.answerIdle(w, r, "text/html", []byte("ok"))
+}
+
+// answerIdle answers a request with body on its connection, taken from
+// net/http, and parks the connection until the client's next request on
+// it. false: not taken, answer as usual.
+func (ps *polls) answerIdle(w http.ResponseWriter, r *http.Request, contentType string, body []byte) bool {
+	if !ps.parkable(r) {
+		return false
+	}
 	g, err := ps.hijack(nil, w)
 	if err != nil {
 		return false
 	}
-	b := getBuf(len(g.head) + 64)
-	b = append(b, g.head...)
-	b = append(b, "Content-Type: text/html\r\nContent-Length: 2\r\n\r\nok"...)
-	_, err = g.conn.Write(b) // a few bytes to an idle socket: never blocks
+	b := appendResponse(getBuf(len(g.head)+len(body)+96), g.head, contentType, body, false)
+	// On the request's goroutine, as net/http would have written it: "ok",
+	// or a last poll's noop after what little was queued.
+	_, err = g.conn.Write(b)
 	putBuf(b)
 	if err != nil {
 		_ = g.conn.Close()

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	gws "github.com/gorilla/websocket"
 	"github.com/switchboard/switchboard/config"
 	"github.com/switchboard/switchboard/transport"
 )
@@ -211,4 +212,72 @@ func TestPollingNextPostRightAfterOk(t *testing.T) {
 		}
 	}
 	p.roundTrip(9)
+}
+
+// The connection of a session's last poll, which the probe answers with a
+// noop, waits parked for the client's next request, as an answered POST's
+// does, instead of on a goroutine of net/http's with its buffers: after
+// an arrival of upgrading clients those connections idle by the thousand.
+func TestPollingLastPollBeforeUpgradeIsParked(t *testing.T) {
+	// Idle connections outlive the test, parked or not.
+	s := startServer(t, func(c *config.Config) { c.HTTPIdleTimeout = time.Minute })
+	const n = 50
+	ps := make([]*poller, n)
+	for i := range ps {
+		ps[i] = handshake(t, s)
+		ps[i].connect()
+	}
+	http.DefaultClient.CloseIdleConnections()
+	time.Sleep(100 * time.Millisecond)
+	before := runtime.NumGoroutine()
+	conns := make([]*rawConn, n)
+	probes := make([]*gws.Conn, n)
+	for i, p := range ps {
+		conns[i] = dialRaw(t, s)
+		conns[i].send(p.sid, "")
+		time.Sleep(5 * time.Millisecond) // waiting, not yet parked (parkAfter is 1 s)
+		c, _, err := gws.DefaultDialer.Dial("ws"+strings.TrimPrefix(p.url("websocket"), "http"), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = c.Close() })
+		probeOK(t, c)
+		if res, b := conns[i].answer(5 * time.Second); res.StatusCode != 200 || b != "6" ||
+			res.Header.Get("Content-Type") != "text/plain; charset=UTF-8" || res.Header.Get("Access-Control-Allow-Origin") != "https://crm.example" {
+			t.Fatalf("last poll answered %d %v %q", res.StatusCode, res.Header, b)
+		}
+		if err := c.WriteMessage(gws.TextMessage, []byte("5")); err != nil {
+			t.Fatal(err)
+		}
+		probes[i] = c
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	var held int
+	for {
+		time.Sleep(50 * time.Millisecond)
+		held = runtime.NumGoroutine() - before
+		if held < n/5 || time.Now().After(deadline) {
+			break
+		}
+	}
+	t.Logf("%d idle connections of upgraded sessions: %d goroutines more", n, held)
+	if held >= n/5 {
+		t.Fatalf("%d idle connections of upgraded sessions hold %d goroutines", n, held)
+	}
+	// A parked connection serves the client's next request: a new
+	// session's handshake, as a browser's pool would reuse it.
+	c := conns[0]
+	if _, err := c.c.Write([]byte("GET " + s.cfg.Path + "/?EIO=4&transport=polling HTTP/1.1\r\nHost: switchboard\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	if res, b := c.answer(5 * time.Second); res.StatusCode != 200 || !strings.HasPrefix(b, `0{"sid":"`) {
+		t.Fatalf("handshake on the parked connection answered %d %q", res.StatusCode, b)
+	}
+	// The upgraded sessions are served over their websockets.
+	if err := probes[n-1].WriteMessage(gws.TextMessage, []byte(`4211["clientMessage",{"type":"text","message":"ws"}]`)); err != nil {
+		t.Fatal(err)
+	}
+	if got := readWS(t, probes[n-1]); !strings.HasPrefix(got, `4311[{"ok":true`) {
+		t.Fatalf("after upgrade: %q", got)
+	}
 }

@@ -214,8 +214,14 @@ func (p *pollConn) get(w http.ResponseWriter, r *http.Request) {
 		p.getting = false
 	}
 	body, upgraded, last := p.takeAnswer()
+	final := p.state == stateProbed
 	p.mu.Unlock()
-	writePoll(w, body, upgraded)
+	// The client's last poll before its upgrade: its connection goes idle
+	// for good, or until the client reuses it, so it waits parked rather
+	// than on a goroutine of net/http's with its buffers.
+	if !final || !p.srv.polls.answerIdle(w, r, pollContentType, body) {
+		writePoll(w, body, upgraded)
+	}
 	putBuf(body)
 	if last {
 		p.forget()
@@ -237,6 +243,8 @@ func (p *pollConn) takeAnswer() (body []byte, upgraded, last bool) {
 	p.lastGet = time.Now()
 	return body, upgraded, p.state == stateClosed
 }
+
+const pollContentType = "text/plain; charset=UTF-8"
 
 // park keeps g until something is queued, watched for a hang-up; the
 // caller holds mu and has set getting.
@@ -277,9 +285,10 @@ func (p *pollConn) answerParked() {
 	}
 	p.parked, p.getting = nil, false
 	body, upgraded, last := p.takeAnswer()
+	final := p.state == stateProbed // as in get
 	p.mu.Unlock()
 	p.srv.polls.park.remove(g)
-	p.srv.polls.answer(g, body, upgraded)
+	p.srv.polls.answer(g, body, upgraded, final)
 	putBuf(body)
 	if last {
 		p.forget()
@@ -310,7 +319,7 @@ func (p *pollConn) hungUp(g *parkedConn) {
 // too: the client will not poll on it again.
 func writePoll(w http.ResponseWriter, body []byte, closeConn bool) {
 	h := w.Header()
-	h.Set("Content-Type", "text/plain; charset=UTF-8")
+	h.Set("Content-Type", pollContentType)
 	h.Set("Content-Length", strconv.Itoa(len(body)))
 	if closeConn {
 		h.Set("Connection", "close")
