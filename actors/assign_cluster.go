@@ -435,7 +435,7 @@ func (r *router) toRemoteAgents(ctx actor.Context, f *messages.Frame, except str
 // remoteToAgents delivers a frame from another node to this node's sockets
 // of the operators it names.
 func (r *router) remoteToAgents(ctx actor.Context, m *RemoteDeliver) {
-	d := &messages.Deliver{Frame: m.Frame}
+	var d *messages.Deliver
 	for _, key := range m.ToAgents {
 		g := r.asg.agents[key]
 		if g == nil {
@@ -443,8 +443,24 @@ func (r *router) remoteToAgents(ctx actor.Context, m *RemoteDeliver) {
 		}
 		for _, s := range g.sockets {
 			if s.session != nil && s.id != m.Except {
+				if d == nil {
+					// Stamped once, when a socket here is to have it.
+					d = &messages.Deliver{Frame: r.localStamp(m.Frame)}
+				}
 				ctx.Send(s.session, d)
 			}
 		}
 	}
+}
+
+// localStamp gives a frame from another node this node's own offset, so
+// that its operators' sessions keep it for a blip: its packet carries the
+// offset of the node that made it, which no session here can find
+// (socket.io-client names the last offset it saw). Volatile frames, and
+// any when recovery is off, go as they are.
+func (r *router) localStamp(f *messages.Frame) *messages.Frame {
+	if r.offsets == nil {
+		return f
+	}
+	return restamp(f, r.offsets.next())
 }

@@ -675,7 +675,9 @@ func (r *router) remoteDeliver(ctx actor.Context, m *RemoteDeliver) {
 	}
 	if m.ToClient == "" {
 		if r.cl == nil || !r.cl.opAdopt {
-			r.toLocalOperators(ctx, m.Frame, m.Except)
+			if len(r.pr.operators) > 0 {
+				r.toLocalOperators(ctx, r.localStamp(m.Frame), m.Except)
+			}
 			return
 		}
 		if m.Announce != "" && !r.announced(m) {

@@ -768,6 +768,60 @@ describe('continuity across nodes', { skip: hasRedis ? false : 'redis-server is 
     await Promise.all([n1.stop(), n2.stop()]);
   });
 
+  /**
+   * Under routing, an operator on node a that owns the chat of a player on
+   * node b (auto: assigned to it; claim: it claims it), told of it.
+   */
+  async function ownedChat(a, b, mode, label) {
+    const op = await connect(`${label}-op`, ['websocket'], { url: a.url, ...RECONNECT });
+    sockets.push(op);
+    op.emit('join', { role: 'operator', name: 'Uno', operatorId: 1 });
+    await a.waitJoined(op.sid, 'operator');
+    const p = await connect(`${label}-player`, ['websocket'], { url: b.url, ...RECONNECT });
+    sockets.push(p);
+    p.emit('join', { role: 'client', name: 'Bob', username: 'bob' });
+    assert.equal((await expectEvent(op, 'newChat')).clientId, p.sid);
+    if (mode === 'claim') {
+      assert.equal((await expectEvent(op, 'chatQueued')).clientId, p.sid);
+      assert.equal((await emitAck(op, 'claimChat', { clientId: p.sid })).ok, true);
+    }
+    assert.equal((await expectEvent(op, 'chatAssigned')).clientId, p.sid);
+    await expectEvent(p, 'operatorAssigned');
+    assert.equal((await emitAck(p, 'clientMessage', { type: 'text', message: 'before' })).ok, true);
+    assert.equal((await expectEvent(op, 'incomingMessage')).message, 'before');
+    return { op, p };
+  }
+
+  for (const mode of ['auto', 'claim']) {
+    test(`${mode} routing: an operator's blip on its own node while its player on another node sends 3 messages: recovered, the 3 once and in order`, async () => {
+      const [n1, n2] = await nodes([`${mode}b1`, `${mode}b2`], { SWITCHBOARD_ROUTING: mode });
+      const { op, p } = await ownedChat(n1, n2, mode, `${mode}blip`);
+      const id = op.id;
+      op.io.reconnection(false);
+      op.io.engine.close();
+      await delay(300); // its node has seen the transport go: the operator is away
+      for (const t of ['one', 'two', 'three']) {
+        assert.equal((await emitAck(p, 'clientMessage', { type: 'text', message: t })).ok, true);
+      }
+      op.rec.pending = [];
+      const back = nextConnect(op, 10000);
+      op.io.reconnection(true);
+      op.connect();
+      await back;
+      assert.equal(op.recovered, true, 'recovered');
+      assert.equal(op.id, id, 'same socket id');
+      for (let i = 0; i < 3; i++) await expectEvent(op, 'incomingMessage');
+      await expectNothing([op], 500);
+      assert.deepEqual(all(op, 'incomingMessage').map((m) => m.message), ['before', 'one', 'two', 'three'], 'the 3 once and in order');
+      // Still its owner: its reply is accepted and reaches the player.
+      assert.equal((await emitAck(op, 'operatorMessage', opMsg(p.sid, 'reply'))).ok, true);
+      assert.equal((await expectEvent(p, 'operatorMessage')).message, 'reply');
+      op.close();
+      p.close();
+      await Promise.all([n1.stop(), n2.stop()]);
+    });
+  }
+
   test('Redis restarted empty: fresh sessions, never a wrong replay', async () => {
     const [n1, n2] = await nodes(['r1', 'r2']);
     const { op, p } = await chat(n2, n1, 'restart');
