@@ -877,6 +877,32 @@ describe('continuity across nodes', { skip: hasRedis ? false : 'redis-server is 
     });
   }
 
+  test('auto routing: SIGTERM of an operator\'s node: its CRM comes back by itself on the other node, recovered, and keeps its chat', async () => {
+    const [n1, n2] = await nodes(['autos1', 'autos2'], { SWITCHBOARD_ROUTING: 'auto' });
+    const { op, p } = await ownedChat(n1, n2, 'auto', 'autostop');
+    const id = op.id;
+    const seen = op.rec.all.length;
+    const back = nextConnect(op, 10000);
+    op.io.uri = n2.url; // its own reconnection attempts reach the other node
+    await n1.stop();
+    await back;
+    assert.equal(op.recovered, true, 'recovered on the other node');
+    assert.equal(op.id, id, 'same socket id');
+    // Known gone at once: it takes no new chat, and a new one waits.
+    assert.equal((await emitAck(p, 'clientMessage', { type: 'text', message: 'after' })).ok, true);
+    assert.equal((await expectEvent(op, 'incomingMessage')).message, 'after');
+    assert.equal((await emitAck(op, 'operatorMessage', opMsg(p.sid, 'reply'))).ok, true);
+    assert.equal((await expectEvent(p, 'operatorMessage')).message, 'reply');
+    await expectNothing([op, p], 500);
+    assert.deepEqual(op.rec.all.slice(seen).map((r) => r.event), ['incomingMessage'], 'nothing else');
+    const st = await n2.getJSON('/stats');
+    assert.equal(st.clients.find((c) => c.socketId === p.sid)?.owner, 1, 'still owns its chat');
+    assert.equal(all(p, 'operatorAssigned').length, 1, 'its player was not assigned again');
+    op.close();
+    p.close();
+    await n2.stop();
+  });
+
   test('auto routing: an operator\'s blip that reconnects to another live node starts afresh there, and its join keeps its chats', async () => {
     const [n1, n2] = await nodes(['autol1', 'autol2'], { SWITCHBOARD_ROUTING: 'auto' });
     const { op, p } = await ownedChat(n1, n2, 'auto', 'autolive');
