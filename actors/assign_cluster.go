@@ -21,7 +21,12 @@ import (
 
 // RoutingEvent is one decision as Redis published it (the bridge hands
 // every one to the router, this node's own too).
-type RoutingEvent struct{ Body []byte }
+type RoutingEvent struct {
+	Body []byte
+	// FeedID is its entry in the operators' feed: the frames it makes
+	// here are anchored there (cluster_operators.go).
+	FeedID string
+}
 
 // routeEvent is a decision's JSON, as the scripts write it.
 type routeEvent struct {
@@ -33,6 +38,9 @@ type routeEvent struct {
 	Away bool   `json:"away"`
 	Cap  int    `json:"cap"`
 	On   bool   `json:"on"`
+	// P is a queued chat's position in Redis's queue as the decision left
+	// it (open and queue): what every node tells, and a takeover replays.
+	P int `json:"p"`
 }
 
 // clustered tells whether decisions are taken in Redis.
@@ -262,6 +270,9 @@ func (r *router) routingEvent(ctx actor.Context, m *RoutingEvent) {
 	if !r.asg.enabled() {
 		return
 	}
+	if m.FeedID != "" && r.cl != nil && r.cl.opAdopt {
+		r.cl.feedAt = m.FeedID
+	}
 	var e routeEvent
 	if err := json.Unmarshal(m.Body, &e); err != nil {
 		r.log.Warn("routing: decision ignored", "err", err)
@@ -291,7 +302,7 @@ func (r *router) routingEvent(ctx actor.Context, m *RoutingEvent) {
 			r.clusterAssigned(ctx, c, true)
 		} else {
 			r.asg.enqueue(c)
-			r.toLocalOperators(ctx, r.frame(messages.EventChatQueued, &messages.ChatQueued{ClientID: c.client, Position: r.asg.position(c)}, time.Time{}), "")
+			r.toLocalOperators(ctx, r.frame(messages.EventChatQueued, &messages.ChatQueued{ClientID: c.client, Position: queuedAt(&e, r.asg.position(c))}, time.Time{}), "")
 		}
 	case "assign":
 		if c == nil {
@@ -309,7 +320,7 @@ func (r *router) routingEvent(ctx actor.Context, m *RoutingEvent) {
 			r.asg.forgetIdle(g)
 		}
 		r.asg.enqueue(c)
-		r.toLocalOperators(ctx, r.frame(messages.EventChatQueued, &messages.ChatQueued{ClientID: c.client, Position: r.asg.position(c)}, time.Time{}), "")
+		r.toLocalOperators(ctx, r.frame(messages.EventChatQueued, &messages.ChatQueued{ClientID: c.client, Position: queuedAt(&e, r.asg.position(c))}, time.Time{}), "")
 	case "close":
 		if c == nil {
 			return
@@ -342,6 +353,16 @@ func (r *router) routingEvent(ctx actor.Context, m *RoutingEvent) {
 		}
 	}
 	r.tellPositions(ctx)
+}
+
+// queuedAt is where a decision left a queued chat: Redis's own count
+// when the script said (one answer on every node, and in a takeover's
+// replay), else this node's table's.
+func queuedAt(e *routeEvent, local int) int {
+	if e.P > 0 {
+		return e.P
+	}
+	return local
 }
 
 // clusterAssigned tells this node's sockets of a chat's new owner: its
@@ -411,6 +432,12 @@ func (r *router) toRemoteAgents(ctx actor.Context, f *messages.Frame, except str
 		if g == nil {
 			return
 		}
+		if len(g.sockets) == 0 && r.cl.opAdopt {
+			// Its sockets were on a gone node: the feed keeps it for
+			// whichever node takes the operator over within the window.
+			keys = append(keys, g.key)
+			return
+		}
 		for _, s := range g.sockets {
 			if s.session == nil && s.node != "" && s.id != except {
 				keys = append(keys, g.key)
@@ -435,7 +462,10 @@ func (r *router) toRemoteAgents(ctx actor.Context, f *messages.Frame, except str
 // remoteToAgents delivers a frame from another node to this node's sockets
 // of the operators it names.
 func (r *router) remoteToAgents(ctx actor.Context, m *RemoteDeliver) {
-	d := &messages.Deliver{Frame: m.Frame}
+	if m.FeedID != "" && r.cl.opAdopt {
+		r.cl.feedAt = m.FeedID
+	}
+	var d *messages.Deliver
 	for _, key := range m.ToAgents {
 		g := r.asg.agents[key]
 		if g == nil {
@@ -443,8 +473,27 @@ func (r *router) remoteToAgents(ctx actor.Context, m *RemoteDeliver) {
 		}
 		for _, s := range g.sockets {
 			if s.session != nil && s.id != m.Except {
+				if d == nil {
+					// Stamped once, when a socket here is to have it.
+					d = &messages.Deliver{Frame: r.localStamp(m.Frame)}
+				}
 				ctx.Send(s.session, d)
 			}
 		}
 	}
+}
+
+// localStamp gives a frame from another node this node's own offset, so
+// that its operators' sessions keep it for a blip: its packet carries the
+// offset of the node that made it, which no session here can find
+// (socket.io-client names the last offset it saw). Volatile frames, and
+// any when recovery is off, go as they are.
+func (r *router) localStamp(f *messages.Frame) *messages.Frame {
+	switch {
+	case r.offsets == nil:
+		return f
+	case r.cl.opAdopt:
+		return restamp(f, r.offsets.nextAnchored(r.cl.feedAt))
+	}
+	return restamp(f, r.offsets.next())
 }

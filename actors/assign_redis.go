@@ -159,7 +159,7 @@ local function settleOps(ops)
   for _, m in ipairs(released) do
     redis.call('HDEL', OWNER, m[2])
     redis.call('ZADD', Q, m[1], m[2])
-    pub({t='queue', c=m[2], s=m[1], by=m[3]})
+    pub({t='queue', c=m[2], s=m[1], by=m[3], p=redis.call('ZRANK', Q, m[2]) + 1})
   end
   for op in pairs(gone) do redis.call('HDEL', LOAD, op) end
   return released
@@ -182,7 +182,7 @@ if op then
   return {1, op}
 end
 redis.call('ZADD', Q, s, c)
-pub({t='open', c=c, s=s})
+pub({t='open', c=c, s=s, p=redis.call('ZRANK', Q, c) + 1})
 drain(nil, nil)
 return {1, redis.call('HGET', OWNER, c) or ''}
 `)
@@ -221,7 +221,7 @@ if redis.call('HGET', OWNER, c) ~= op then return {-3, redis.call('HGET', OWNER,
 redis.call('HDEL', OWNER, c)
 redis.call('HINCRBY', LOAD, op, -1)
 redis.call('ZADD', Q, s, c)
-pub({t='queue', c=c, s=s, by=op})
+pub({t='queue', c=c, s=s, by=op, p=redis.call('ZRANK', Q, c) + 1})
 drain(c, op)
 return {1, ''}
 `)

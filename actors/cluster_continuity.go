@@ -54,6 +54,8 @@ func (r *router) clusterReceive(ctx actor.Context, msg any) bool {
 		r.orphanExpired(ctx, m)
 	case *adoptedOperator:
 		r.adoptedOperator(ctx, m)
+	case *orphanQuery:
+		ctx.Respond(r.orphaned(m.id))
 	case *feedPosition:
 		if r.cl.feedAt == "" || compareStreamID(m.id, r.cl.feedAt) > 0 {
 			r.cl.feedAt = m.id

@@ -3,7 +3,9 @@ package actors
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -17,10 +19,12 @@ import (
 // operator: every event for all operators already goes through the
 // cluster's one feed (P:feed, cluster_feed.go), so an operator whose node
 // died is served from it. What makes that exact is the offset: with
-// stored sessions on (and broadcast routing), every frame the router
-// makes carries an anchor, "<prefix><seq>~<feed id>": the process that
-// made it, its number there, and the last feed entry that process's router
-// had applied when it made it. Frames from other nodes' feed entries are
+// stored sessions on, every frame the router makes carries an anchor,
+// "<prefix><seq>~<feed id>": the process that made it, its number there,
+// and the last feed entry that process's router had applied when it made
+// it. (Under claim and auto, the feed also holds deliveries addressed to
+// some operators and Redis's decisions, which the replay tells as every
+// node's router does: opRouting.) Frames from other nodes' feed entries are
 // stamped again with such an offset on arrival (one copy per node, not
 // per operator). So an operator that saw offset O has seen every feed
 // entry up to O's feed id, and every event O's process made up to O's
@@ -47,10 +51,22 @@ type opAnchor struct {
 	prefix string // the process's offset prefix, "-" included
 	seq    uint64 // its frame number there
 	feed   string // the feed id its router had applied ("" unknown)
+	// sub: in a takeover's replay, the frames of feed entry feed that the
+	// operator has seen when that entry makes several for it (a routing
+	// decision: newChat then chatAssigned); the entries before it whole.
+	// 0: the entry whole.
+	sub int
 }
 
+// subSep separates a replayed frame's feed anchor from its sub count.
+const subSep = '.'
+
 func (a opAnchor) String() string {
-	return a.prefix + strconv.FormatUint(a.seq, 36) + string(anchorSep) + a.feed
+	s := a.prefix + strconv.FormatUint(a.seq, 36) + string(anchorSep) + a.feed
+	if a.sub > 0 {
+		s += string(subSep) + strconv.Itoa(a.sub)
+	}
+	return s
 }
 
 // parseAnchor parses an anchored offset; ok false for any other.
@@ -68,7 +84,15 @@ func parseAnchor(off string) (opAnchor, bool) {
 	if err != nil {
 		return opAnchor{}, false
 	}
-	return opAnchor{prefix: head[:j+1], seq: seq, feed: off[i+1:]}, true
+	a := opAnchor{prefix: head[:j+1], seq: seq, feed: off[i+1:]}
+	if feed, sub, ok := strings.Cut(a.feed, string(subSep)); ok {
+		n, err := strconv.Atoi(sub)
+		if err != nil || n <= 0 {
+			return opAnchor{}, false
+		}
+		a.feed, a.sub = feed, n
+	}
+	return a, true
 }
 
 // joinAnchor is what an operator's stored record says of its last join:
@@ -154,15 +178,29 @@ type opReplay struct {
 	from opAnchor
 	upto string
 	own  opAnchor
+	// routing: under claim and auto, what the decisions in the feed are
+	// told with (nil in broadcast mode).
+	routing *opRouting
 }
 
+// pick chooses the frames; with from.sub the first entry is from's own,
+// of which the operator saw the first sub frames.
 func (o *opReplay) pick(entries []feedEntry) ([]*messages.Frame, string) {
 	var out []*messages.Frame
-	for _, en := range entries {
+	var closes map[string]int // chat "client|seq" → the index of its last close
+	if o.routing != nil {
+		closes = o.routing.closes(entries)
+	}
+	for i, en := range entries {
 		e, err := decodeEnvelope(en.env)
 		if err != nil {
 			return nil, "feed entry unreadable"
 		}
+		partial := i == 0 && o.from.sub > 0 && en.id == o.from.feed
+		if partial && e.kind != kindRouting {
+			return nil, "offset inside a feed entry that made one frame"
+		}
+		body := e.body
 		switch e.kind {
 		case kindOperator:
 			if e.arg == o.sid {
@@ -181,11 +219,50 @@ func (o *opReplay) pick(entries []feedEntry) ([]*messages.Frame, string) {
 			}
 			continue
 		case kindAgents:
-			return nil, "routed deliveries in the feed"
+			if o.routing == nil {
+				return nil, "routed deliveries in the feed"
+			}
+			keys, packet, _ := strings.Cut(string(e.body), "\n")
+			var to []string
+			if json.Unmarshal([]byte(keys), &to) != nil {
+				return nil, "feed entry unreadable"
+			}
+			if e.arg == o.sid || !slices.Contains(to, o.routing.key) {
+				continue // not for it
+			}
+			body = []byte(packet)
+		case kindRouting:
+			if o.routing == nil || compareStreamID(en.id, o.upto) > 0 {
+				continue // none in broadcast mode; later ones are told it live
+			}
+			frames, chat, why := o.routing.render(e.body)
+			if why != "" {
+				return nil, why
+			}
+			if len(frames) > 0 && closes[chat] > i {
+				// Its own node may have forgotten the chat before this
+				// decision came back, and told it nothing: not known here.
+				return nil, "a decision about a chat that ended meanwhile"
+			}
+			skip := 0
+			if partial {
+				skip = o.from.sub
+			}
+			for k, f := range frames {
+				if k < skip {
+					continue
+				}
+				at := opAnchor{prefix: o.from.prefix, seq: o.from.seq, feed: en.id}
+				if k < len(frames)-1 {
+					at.sub = k + 1
+				}
+				out = append(out, encodeReplayed(f, at))
+			}
+			continue
 		default:
 			continue
 		}
-		at, off := packetOffset(e.body)
+		at, off := packetOffset(body)
 		if at < 0 {
 			continue // volatile: never replayed
 		}
@@ -197,7 +274,7 @@ func (o *opReplay) pick(entries []feedEntry) ([]*messages.Frame, string) {
 		if live && !(anchored && src.prefix == o.own.prefix && src.seq <= o.own.seq) {
 			continue // reaches it live
 		}
-		f := &messages.Frame{Event: e.event, Packet: e.body}
+		f := &messages.Frame{Event: e.event, Packet: body}
 		if e.at != 0 {
 			f.At = time.UnixMilli(e.at)
 		}
@@ -205,6 +282,111 @@ func (o *opReplay) pick(entries []feedEntry) ([]*messages.Frame, string) {
 		out = append(out, restamp(f, opAnchor{prefix: o.from.prefix, seq: o.from.seq, feed: en.id}.String()))
 	}
 	return out, ""
+}
+
+// replayedFrame is an event a takeover makes from a routing decision.
+type replayedFrame struct {
+	event   string
+	payload any
+}
+
+func encodeReplayed(r replayedFrame, at opAnchor) *messages.Frame {
+	f, err := messages.EncodeFrameOffset(r.event, r.payload, at.String())
+	if err != nil {
+		panic(err) // every payload type here encodes
+	}
+	return f
+}
+
+// opRouting is what a takeover under claim or auto tells the decisions in
+// the feed with, as every node's router tells them (routingEvent): the
+// operators' ids and names, and the newChat of the open chats, as the
+// adopting node knows them when it lists the operator.
+type opRouting struct {
+	key    string // the operator's agent key
+	auto   bool
+	agents map[string]agentName
+	chats  map[string]*messages.NewChat
+}
+
+type agentName struct {
+	id   messages.ID
+	name messages.Str
+}
+
+// closes indexes the chats' ends among the entries.
+func (o *opRouting) closes(entries []feedEntry) map[string]int {
+	out := map[string]int{}
+	for i, en := range entries {
+		if !strings.HasPrefix(en.env, string(kindRouting)) {
+			continue
+		}
+		e, err := decodeEnvelope(en.env)
+		if err != nil {
+			continue
+		}
+		var d routeEvent
+		if json.Unmarshal(e.body, &d) == nil && d.T == "close" {
+			out[d.C+"|"+strconv.FormatUint(d.S, 10)] = i
+		}
+	}
+	return out
+}
+
+// render is what a decision told the operator on its old node: every
+// operator hears chatAssigned and chatQueued; an owner in auto mode (and
+// at a chat's open) newChat first. why: what cannot be told for sure.
+func (o *opRouting) render(body []byte) (frames []replayedFrame, chat, why string) {
+	var e routeEvent
+	if err := json.Unmarshal(body, &e); err != nil {
+		return nil, "", "routing decision unreadable"
+	}
+	chat = e.C + "|" + strconv.FormatUint(e.S, 10)
+	assigned := func(introduce bool) {
+		g, ok := o.agents[e.O]
+		if !ok {
+			why = "a decision names an operator not known here"
+			return
+		}
+		if introduce && e.O == o.key {
+			nc := o.chats[e.C]
+			if nc == nil {
+				why = "a chat given to it is not open here"
+				return
+			}
+			frames = append(frames, replayedFrame{messages.EventNewChat, nc})
+		}
+		frames = append(frames, replayedFrame{messages.EventChatAssigned, &messages.ChatAssigned{ClientID: e.C, OperatorID: g.id, OperatorName: g.name}})
+	}
+	switch e.T {
+	case "open":
+		if e.O != "" {
+			assigned(true)
+			break
+		}
+		if e.P <= 0 {
+			return nil, "", "a queued chat without its position"
+		}
+		frames = append(frames, replayedFrame{messages.EventChatQueued, &messages.ChatQueued{ClientID: e.C, Position: e.P}})
+	case "assign":
+		assigned(o.auto)
+	case "queue":
+		if e.P <= 0 {
+			return nil, "", "a queued chat without its position"
+		}
+		frames = append(frames, replayedFrame{messages.EventChatQueued, &messages.ChatQueued{ClientID: e.C, Position: e.P}})
+	case "watch":
+		if e.O == o.key {
+			return nil, "", "it started or stopped watching a chat"
+		}
+	case "close", "status":
+	default:
+		return nil, "", "an unknown routing decision"
+	}
+	if why != "" {
+		return nil, "", why
+	}
+	return frames, chat, ""
 }
 
 // Messages of an operator's takeover.
@@ -250,6 +432,19 @@ func (r *router) adoptedOperator(ctx actor.Context, m *adoptedOperator) {
 	case r.pr.byID[p.id] != nil:
 		fail("already here")
 		return
+	case r.asg.enabled() && !r.clustered():
+		fail("routing's decisions are not taken in Redis")
+		return
+	case r.asg.enabled() && !r.orphaned(p.id):
+		// Its old node may still count its socket in Redis: the two
+		// counts could cross, and its chats go back to the queue.
+		fail("its old node is not known gone yet")
+		return
+	case r.asg.enabled() && compareStreamID(m.from.feed, r.cl.feedAt) > 0:
+		// Its old node had applied decisions that this one has not:
+		// they would be told it twice.
+		fail("its old node had read the feed further than this one")
+		return
 	case !r.cl.localOnlyAt.IsZero() && r.cl.localOnlyAt.After(feedTime(m.from.feed).Add(-r.cl.skew)):
 		// This node told its operators something the feed does not hold
 		// (a gone node's players, presence caught up after an outage);
@@ -275,10 +470,45 @@ func (r *router) adoptedOperator(ctx actor.Context, m *adoptedOperator) {
 	mem := memberOf(p)
 	mem.Quiet = true
 	r.toBridge(ctx, &clusterJoined{m: mem, anchor: joinAnchor{before: own, listEnd: own.seq}.encode()})
-	ctx.Send(r.cl.bridge, &opReadJob{replay: &opReplay{sid: p.id, from: m.from, upto: upto, own: own}, reply: m.reply})
+	replay := &opReplay{sid: p.id, from: m.from, upto: upto, own: own}
+	if r.asg.enabled() {
+		replay.routing = r.adoptRouting(ctx, p)
+	}
+	ctx.Send(r.cl.bridge, &opReadJob{replay: replay, reply: m.reply})
 	r.log.Info("operator taken over from another node", "socket", p.id)
 	// What waited for an operator online: after what it missed.
 	r.flushQueue(ctx)
+}
+
+// orphanQuery asks the router whether an operator's node is known gone
+// (the answer is a bool): under routing only then is it taken over.
+type orphanQuery struct{ id string }
+
+// orphaned tells whether a remote operator's node is known gone here.
+func (r *router) orphaned(id string) bool {
+	_, ok := r.cl.orphans[id]
+	return ok
+}
+
+// adoptRouting moves an operator taken over here into this node's
+// routing table (it keeps its chats: the socket is only counted here
+// now, in Redis too) and tells what its replay needs to tell the
+// decisions it missed.
+func (r *router) adoptRouting(ctx actor.Context, p *participant) *opRouting {
+	r.asg.socketLeft(p.id) // its socket on its old node
+	g := r.asg.operatorJoined(p, 0)
+	r.clusterHere(ctx, g, 0)
+	o := &opRouting{key: g.key, auto: r.asg.mode == RoutingAuto,
+		agents: make(map[string]agentName, len(r.asg.agents)), chats: make(map[string]*messages.NewChat, len(r.asg.chats))}
+	for key, a := range r.asg.agents {
+		o.agents[key] = agentName{id: a.id, name: a.name}
+	}
+	for id := range r.asg.chats {
+		if c := r.client(id); c != nil {
+			o.chats[id] = &messages.NewChat{ClientID: c.id, Username: c.displayName(), Phone: c.phone}
+		}
+	}
+	return o
 }
 
 // feedTime is when a feed entry was written (zero when unknown).
@@ -356,7 +586,9 @@ func (b *redisBridge) readOpReplay(ctx context.Context, rdb *redis.Client, j *op
 		if len(msgs) == 0 || msgs[0].ID != from {
 			return &opRead{why: "feed entries after the offset are gone"}
 		}
-		msgs = msgs[1:]
+		if j.replay.from.sub == 0 {
+			msgs = msgs[1:] // seen whole
+		}
 	}
 	entries := make([]feedEntry, 0, len(msgs))
 	for _, m := range msgs {

@@ -109,3 +109,70 @@ func TestOpReplayPicksExactlyWhatWasMissed(t *testing.T) {
 		t.Fatal("a routed delivery was taken for everyone's")
 	}
 }
+
+// Under routing a takeover also replays the deliveries addressed to its
+// operator and tells the decisions as every node does; an offset between
+// two frames of one decision resumes after the first.
+func TestOpReplayUnderRouting(t *testing.T) {
+	agents := func(id string, keys []string, event, off string) feedEntry {
+		f, _ := messages.EncodeFrameOffset(event, map[string]string{"n": id}, off)
+		body := append([]byte(`["`+strings.Join(keys, `","`)+`"]`+"\n"), f.Packet...)
+		e := &envelope{kind: kindAgents, node: "n", inc: "i", event: event, body: body}
+		return feedEntry{id: id, env: string(e.encode())}
+	}
+	decision := func(id, body string) feedEntry {
+		e := &envelope{kind: kindRouting, node: "n", body: []byte(body)}
+		return feedEntry{id: id, env: string(e.encode())}
+	}
+	routing := &opRouting{key: "1", auto: true,
+		agents: map[string]agentName{"1": {id: messages.ID{Num: 1, Kind: messages.IDNumber}, name: messages.Str{V: "Uno", Set: true}}, "2": {id: messages.ID{Num: 2, Kind: messages.IDNumber}}},
+		chats:  map[string]*messages.NewChat{"c2": {ClientID: "c2"}}}
+	o := &opReplay{sid: "op", from: opAnchor{prefix: "A-", seq: 5, feed: "10-0"}, upto: "20-0", own: opAnchor{prefix: "B-", seq: 7}, routing: routing}
+	entries := []feedEntry{
+		agents("11-0", []string{"1"}, "incomingMessage", "C-3~10-0"),      // to it
+		agents("12-0", []string{"2"}, "incomingMessage", "C-4~10-0"),      // to another
+		decision("13-0", `{"t":"open","c":"c2","s":2,"o":"1"}`),           // given to it: newChat, chatAssigned
+		decision("14-0", `{"t":"open","c":"c3","s":3,"p":1}`),             // queued
+		decision("15-0", `{"t":"status","o":"2"}`),                        // nothing to tell
+		decision("21-0", `{"t":"assign","c":"c3","s":3,"o":"2"}`),         // told live
+		agents("22-0", []string{"1", "2"}, "incomingMessage", "B-6~18-0"), // made here before it was listed
+	}
+	frames, why := o.pick(entries)
+	if why != "" {
+		t.Fatal(why)
+	}
+	var got []string
+	for _, f := range frames {
+		got = append(got, f.Event+" "+f.Offset)
+	}
+	want := "incomingMessage A-5~11-0,newChat A-5~13-0.1,chatAssigned A-5~13-0,chatQueued A-5~14-0,incomingMessage A-5~22-0"
+	if strings.Join(got, ",") != want {
+		t.Fatalf("replayed %v, want %s", got, want)
+	}
+	if !strings.Contains(string(frames[2].Packet), `"operatorId":1,"operatorName":"Uno"`) || !strings.Contains(string(frames[3].Packet), `"position":1`) {
+		t.Fatalf("told %s and %s", frames[2].Packet, frames[3].Packet)
+	}
+
+	// Seen the newChat of entry 13 only: the chatAssigned, and on.
+	a, ok := parseAnchor("A-5~13-0.1")
+	if !ok || a.feed != "13-0" || a.sub != 1 {
+		t.Fatalf("parsed %+v %v", a, ok)
+	}
+	o.from = a
+	frames, why = o.pick(entries[2:])
+	if why != "" || len(frames) != 3 || frames[0].Event != "chatAssigned" || frames[0].Offset != "A-5~13-0" {
+		t.Fatalf("after a sub offset: %v %q", frames, why)
+	}
+
+	// A decision about a chat that ended meanwhile: its own node may have
+	// told nothing of it; so a fresh session.
+	o.from = opAnchor{prefix: "A-", seq: 5, feed: "10-0"}
+	if _, why := o.pick([]feedEntry{entries[3], decision("16-0", `{"t":"close","c":"c3","s":3}`)}); why == "" {
+		t.Fatal("a decision about an ended chat replayed")
+	}
+	// A chat given to it that is not open here any more: refused.
+	delete(routing.chats, "c2")
+	if _, why := o.pick(entries[2:3]); why == "" {
+		t.Fatal("a newChat made up")
+	}
+}

@@ -722,7 +722,7 @@ func (b *redisBridge) received(ctx actor.Context, raw string) {
 		return
 	case kindRouting:
 		// Every node applies every decision, its own too, in Redis's order.
-		ctx.Send(b.router, &RoutingEvent{Body: e.body})
+		ctx.Send(b.router, &RoutingEvent{Body: e.body, FeedID: b.feedID})
 		return
 	case kindGone:
 		// Its writer's operators too: no node told them before.
@@ -735,7 +735,7 @@ func (b *redisBridge) received(ctx actor.Context, raw string) {
 			return // its sockets here had it from the router
 		}
 		keys, packet, _ := bytes.Cut(e.body, []byte{'\n'})
-		d := &RemoteDeliver{Frame: &messages.Frame{Event: e.event, Packet: packet}, Except: e.arg}
+		d := &RemoteDeliver{Frame: &messages.Frame{Event: e.event, Packet: packet}, Except: e.arg, FeedID: b.feedID}
 		if e.at != 0 {
 			d.Frame.At = time.UnixMilli(e.at)
 		}

@@ -195,6 +195,9 @@ type clusterStore struct {
 	ttl     time.Duration
 	maxLen  int
 	timeout time.Duration
+	// opGone, under claim and auto routing, tells whether an operator's
+	// old node is known gone here: only then is it taken over (nil: any).
+	opGone func(sid string) bool
 }
 
 func newClusterStore(o ClusterOptions, window time.Duration, maxFrames int) (*clusterStore, error) {
@@ -371,6 +374,11 @@ func (cs *clusterStore) adoptOperator(r ResumeRequest) (a *adoption, why string,
 	from, why := ja.replayFrom(r.Offset, r.HasOffset)
 	if why != "" {
 		return nil, why, true
+	}
+	if cs.opGone != nil && !cs.opGone(sid) {
+		// Its old node may still count its socket in Redis's routing:
+		// both counts could cross and give its chats away. Not moved.
+		return nil, "its old node is not known gone yet", true
 	}
 	res, err := adoptOpScript.Run(ctx, cs.rdb, []string{cs.keys.record(sid), cs.keys.epoch()}, r.PrivateID, cs.node, identKey(r.Identity),
 		cs.keys.nodeChannel(), sid, cs.ttl.Milliseconds(), oa).Slice()

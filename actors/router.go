@@ -51,8 +51,8 @@ type clusterView struct {
 	orphanGen int
 	// stopping: this node is shutting down; its players recover elsewhere.
 	stopping bool
-	// Operators across nodes (cluster_operators.go), with stored sessions
-	// and broadcast routing: opAdopt is on; feedAt is the last feed entry
+	// Operators across nodes (cluster_operators.go), with stored
+	// sessions: opAdopt is on; feedAt is the last feed entry
 	// applied ("" before the first read); localOnlyAt is when this node
 	// last told its operators something the feed does not hold; skew is
 	// how far apart two nodes notice the same thing; opSkip holds the
@@ -282,17 +282,21 @@ func (r *router) join(ctx actor.Context, m *messages.Join) {
 	} else {
 		r.met.Joined(old.role.String(), p.role.String())
 	}
+	var opJoined *clusterJoined // sent once its join's list is made
+	var before opAnchor
 	if r.cl != nil {
 		mem := memberOf(p)
 		mem.Quiet = m.Resumed && old != nil && old.role == p.role
 		cj := &clusterJoined{m: mem}
 		if p.role == messages.RoleOperator && r.cl.opAdopt {
 			// Stored with its record, so that another node can take it
-			// over: where its newChat list (made next) starts and ends.
-			before := opAnchor{prefix: r.offsets.prefix, seq: r.offsets.seq, feed: r.cl.feedAt}
-			cj.anchor = joinAnchor{before: before, listEnd: before.seq + uint64(len(r.allClients()))}.encode()
+			// over: where its join's list (newChat, and under routing
+			// chatAssigned and chatQueued; made next) starts and ends.
+			before = opAnchor{prefix: r.offsets.prefix, seq: r.offsets.seq, feed: r.cl.feedAt}
+			opJoined = cj
+		} else {
+			r.toBridge(ctx, cj)
 		}
-		r.toBridge(ctx, cj)
 	}
 	deferred := false // the join's answer waits for Redis (routing in a cluster)
 	switch p.role {
@@ -324,6 +328,10 @@ func (r *router) join(ctx actor.Context, m *messages.Join) {
 				ctx.Send(p.session, &messages.Deliver{Frame: r.newChatFrame(c)})
 				clients++
 			}
+		}
+		if opJoined != nil {
+			opJoined.anchor = joinAnchor{before: before, listEnd: r.offsets.seq}.encode()
+			r.toBridge(ctx, opJoined)
 		}
 		r.log.Info("operator joined", "socket", p.id, "operatorId", p.operatorID.String(), "name", p.name.V, "verified", m.Verified != nil, "clients", clients)
 		// Right after its newChat list, what players said while nobody was there.
@@ -677,7 +685,9 @@ func (r *router) remoteDeliver(ctx actor.Context, m *RemoteDeliver) {
 	}
 	if m.ToClient == "" {
 		if r.cl == nil || !r.cl.opAdopt {
-			r.toLocalOperators(ctx, m.Frame, m.Except)
+			if len(r.pr.operators) > 0 {
+				r.toLocalOperators(ctx, r.localStamp(m.Frame), m.Except)
+			}
 			return
 		}
 		if m.Announce != "" && !r.announced(m) {

@@ -97,9 +97,9 @@ func Start(o Options) (*System, error) {
 		window := o.Policy.Recovery.Window
 		cv = &clusterView{node: o.Cluster.NodeID, remote: newRemotePresence(), state: ClusterState{Node: o.Cluster.NodeID, Nodes: 1},
 			window: window, seq: window > 0, orphans: map[string]int{},
-			// Operators are taken over through the feed in broadcast mode;
-			// routing's deliveries to some operators are not single-sourced.
-			opAdopt: window > 0 && !asg.enabled(), skew: o.Cluster.DeadAfter + 2*o.Cluster.Heartbeat}
+			// Operators are taken over through the feed (in every routing
+			// mode: cluster_operators.go).
+			opAdopt: window > 0, skew: o.Cluster.DeadAfter + 2*o.Cluster.Heartbeat}
 		if window > 0 {
 			var err error
 			if store, err = newClusterStore(o.Cluster, window, max(o.Policy.Recovery.MaxFrames, 1)); err != nil {
@@ -177,6 +177,13 @@ func Start(o Options) (*System, error) {
 		return fail(fmt.Errorf("router: %w", err))
 	}
 	s.router = res.(*actor.PID)
+	if store != nil && asg.enabled() {
+		store.opGone = func(sid string) bool {
+			res, err := sys.Root.RequestFuture(s.router, &orphanQuery{id: sid}, s.ask).Result()
+			gone, _ := res.(bool)
+			return err == nil && gone
+		}
+	}
 	if clusterProps != nil {
 		res, err := sys.Root.RequestFuture(hubPID, &bridgePIDQuery{}, s.ask).Result()
 		if err != nil {

@@ -768,6 +768,168 @@ describe('continuity across nodes', { skip: hasRedis ? false : 'redis-server is 
     await Promise.all([n1.stop(), n2.stop()]);
   });
 
+  /**
+   * Under routing, an operator on node a that owns the chat of a player on
+   * node b (auto: assigned to it; claim: it claims it), told of it.
+   */
+  async function ownedChat(a, b, mode, label) {
+    const op = await connect(`${label}-op`, ['websocket'], { url: a.url, ...RECONNECT });
+    sockets.push(op);
+    op.emit('join', { role: 'operator', name: 'Uno', operatorId: 1 });
+    await a.waitJoined(op.sid, 'operator');
+    const p = await connect(`${label}-player`, ['websocket'], { url: b.url, ...RECONNECT });
+    sockets.push(p);
+    p.emit('join', { role: 'client', name: 'Bob', username: 'bob' });
+    assert.equal((await expectEvent(op, 'newChat')).clientId, p.sid);
+    if (mode === 'claim') {
+      assert.equal((await expectEvent(op, 'chatQueued')).clientId, p.sid);
+      assert.equal((await emitAck(op, 'claimChat', { clientId: p.sid })).ok, true);
+    }
+    assert.equal((await expectEvent(op, 'chatAssigned')).clientId, p.sid);
+    await expectEvent(p, 'operatorAssigned');
+    assert.equal((await emitAck(p, 'clientMessage', { type: 'text', message: 'before' })).ok, true);
+    assert.equal((await expectEvent(op, 'incomingMessage')).message, 'before');
+    p.rec.pending = []; // its queued place (claim), told before the claim
+    return { op, p };
+  }
+
+  for (const mode of ['auto', 'claim']) {
+    test(`${mode} routing: an operator's blip on its own node while its player on another node sends 3 messages: recovered, the 3 once and in order`, async () => {
+      const [n1, n2] = await nodes([`${mode}b1`, `${mode}b2`], { SWITCHBOARD_ROUTING: mode });
+      const { op, p } = await ownedChat(n1, n2, mode, `${mode}blip`);
+      const id = op.id;
+      op.io.reconnection(false);
+      op.io.engine.close();
+      await delay(300); // its node has seen the transport go: the operator is away
+      for (const t of ['one', 'two', 'three']) {
+        assert.equal((await emitAck(p, 'clientMessage', { type: 'text', message: t })).ok, true);
+      }
+      op.rec.pending = [];
+      const back = nextConnect(op, 10000);
+      op.io.reconnection(true);
+      op.connect();
+      await back;
+      assert.equal(op.recovered, true, 'recovered');
+      assert.equal(op.id, id, 'same socket id');
+      for (let i = 0; i < 3; i++) await expectEvent(op, 'incomingMessage');
+      await expectNothing([op], 500);
+      assert.deepEqual(all(op, 'incomingMessage').map((m) => m.message), ['before', 'one', 'two', 'three'], 'the 3 once and in order');
+      // Still its owner: its reply is accepted and reaches the player.
+      assert.equal((await emitAck(op, 'operatorMessage', opMsg(p.sid, 'reply'))).ok, true);
+      assert.equal((await expectEvent(p, 'operatorMessage')).message, 'reply');
+      op.close();
+      p.close();
+      await Promise.all([n1.stop(), n2.stop()]);
+    });
+  }
+
+  for (const mode of ['auto', 'claim']) {
+    test(`${mode} routing: an operator whose node is killed recovers on the other node with exactly what it missed, and keeps its chats`, async () => {
+      const [n1, n2] = await nodes([`${mode}k1`, `${mode}k2`], { SWITCHBOARD_ROUTING: mode });
+      const { op, p } = await ownedChat(n1, n2, mode, `${mode}kill`);
+      const id = op.id;
+      const seen = op.rec.all.length;
+      op.io.reconnection(false);
+      n1.proc.kill('SIGKILL');
+      await n1.exited;
+      // While its node is dead: its player's message, and a new chat
+      // (auto: given to it, not yet known dead; claim: offered to all).
+      assert.equal((await emitAck(p, 'clientMessage', { type: 'text', message: 'while gone' })).ok, true);
+      const p2 = await connect(`${mode}kill-player2`, ['websocket'], { url: n2.url });
+      sockets.push(p2);
+      assert.equal((await emitAck(p2, 'join', { role: 'client', name: 'Cid', username: 'cid' })).ok, true);
+      if (mode === 'auto') await expectEvent(p2, 'operatorAssigned');
+      await n2.waitFor('/health', (h) => h.cluster?.nodes === 1, { timeoutMs: NOTICED_MS, what: 'the killed node known dead' });
+      const back = nextConnect(op, 10000);
+      op.io.uri = n2.url;
+      op.io.reconnection(true);
+      op.connect();
+      await back;
+      assert.equal(op.recovered, true, 'recovered on the other node');
+      assert.equal(op.id, id, 'same socket id');
+      await delay(500);
+      const missed = op.rec.all.slice(seen).map((r) => [r.event, r.args[0]?.message ?? r.args[0]?.clientId, r.args[0]?.position ?? r.args[0]?.operatorId]);
+      if (mode === 'claim') {
+        // The player's node writes its newChat and Redis the decision's
+        // chatQueued to the feed independently: every node tells them in
+        // the feed's order, and so does the replay.
+        const tail = missed.slice(1).sort((x, y) => x[0].localeCompare(y[0]));
+        assert.deepEqual([missed[0], ...tail], [['incomingMessage', 'while gone', undefined], ['chatQueued', p2.sid, 1], ['newChat', p2.sid, undefined]], 'exactly the missed events');
+      } else {
+        assert.deepEqual(missed, [['incomingMessage', 'while gone', undefined], ['newChat', p2.sid, undefined], ['chatAssigned', p2.sid, 1]], 'exactly the missed events, in order');
+      }
+      op.rec.pending = [];
+
+      // Still the owner, with no release and no second assignment.
+      assert.equal((await emitAck(op, 'operatorMessage', opMsg(p.sid, 'reply'))).ok, true);
+      assert.equal((await expectEvent(p, 'operatorMessage')).message, 'reply');
+      assert.equal((await emitAck(p, 'clientMessage', { type: 'text', message: 'after' })).ok, true);
+      assert.equal((await expectEvent(op, 'incomingMessage')).message, 'after');
+      await expectNothing([op, p], 500);
+      const st = await n2.getJSON('/stats');
+      assert.equal(st.clients.find((c) => c.socketId === p.sid)?.owner, 1, 'still owns its chat');
+      if (mode === 'auto') assert.equal(st.clients.find((c) => c.socketId === p2.sid)?.owner, 1, 'and the one given to it');
+      assert.equal(all(p, 'operatorAssigned').length, 1, 'its player was not assigned again');
+      op.close();
+      p.close();
+      p2.close();
+      await n2.stop();
+    });
+  }
+
+  test('auto routing: SIGTERM of an operator\'s node: its CRM comes back by itself on the other node, recovered, and keeps its chat', async () => {
+    const [n1, n2] = await nodes(['autos1', 'autos2'], { SWITCHBOARD_ROUTING: 'auto' });
+    const { op, p } = await ownedChat(n1, n2, 'auto', 'autostop');
+    const id = op.id;
+    const seen = op.rec.all.length;
+    const back = nextConnect(op, 10000);
+    op.io.uri = n2.url; // its own reconnection attempts reach the other node
+    await n1.stop();
+    await back;
+    assert.equal(op.recovered, true, 'recovered on the other node');
+    assert.equal(op.id, id, 'same socket id');
+    // Known gone at once: it takes no new chat, and a new one waits.
+    assert.equal((await emitAck(p, 'clientMessage', { type: 'text', message: 'after' })).ok, true);
+    assert.equal((await expectEvent(op, 'incomingMessage')).message, 'after');
+    assert.equal((await emitAck(op, 'operatorMessage', opMsg(p.sid, 'reply'))).ok, true);
+    assert.equal((await expectEvent(p, 'operatorMessage')).message, 'reply');
+    await expectNothing([op, p], 500);
+    assert.deepEqual(op.rec.all.slice(seen).map((r) => r.event), ['incomingMessage'], 'nothing else');
+    const st = await n2.getJSON('/stats');
+    assert.equal(st.clients.find((c) => c.socketId === p.sid)?.owner, 1, 'still owns its chat');
+    assert.equal(all(p, 'operatorAssigned').length, 1, 'its player was not assigned again');
+    op.close();
+    p.close();
+    await n2.stop();
+  });
+
+  test('auto routing: an operator\'s blip that reconnects to another live node starts afresh there, and its join keeps its chats', async () => {
+    const [n1, n2] = await nodes(['autol1', 'autol2'], { SWITCHBOARD_ROUTING: 'auto' });
+    const { op, p } = await ownedChat(n1, n2, 'auto', 'autolive');
+    const id = op.id;
+    op.io.reconnection(false);
+    op.io.engine.close();
+    await delay(300);
+    const back = nextConnect(op, 10000);
+    op.io.uri = n2.url;
+    op.io.reconnection(true);
+    op.connect();
+    await back;
+    assert.notEqual(op.recovered, true, 'its old node is alive: not taken over');
+    assert.notEqual(op.id, id);
+    assert.equal((await emitAck(op, 'join', { role: 'operator', name: 'Uno', operatorId: 1 })).ok, true);
+    assert.equal((await expectEvent(op, 'newChat')).clientId, p.sid, 'its chat in its join\'s list');
+    assert.equal((await emitAck(op, 'operatorMessage', opMsg(p.sid, 'reply'))).ok, true, 'still its owner');
+    assert.equal((await expectEvent(p, 'operatorMessage')).message, 'reply');
+    assert.equal((await emitAck(p, 'clientMessage', { type: 'text', message: 'after' })).ok, true);
+    assert.equal((await expectEvent(op, 'incomingMessage')).message, 'after');
+    assert.equal(all(p, 'operatorAssigned').length, 1, 'not assigned again');
+    assert.deepEqual(all(op, 'chatQueued'), [], 'not released');
+    op.close();
+    p.close();
+    await Promise.all([n1.stop(), n2.stop()]);
+  });
+
   test('Redis restarted empty: fresh sessions, never a wrong replay', async () => {
     const [n1, n2] = await nodes(['r1', 'r2']);
     const { op, p } = await chat(n2, n1, 'restart');
