@@ -195,8 +195,12 @@ func (ps *polls) answerIdle(w http.ResponseWriter, r *http.Request, contentType 
 	}
 	b := appendResponse(getBuf(len(g.head)+len(body)+96), g.head, contentType, body, false)
 	// On the request's goroutine, as net/http would have written it: "ok",
-	// or a last poll's noop after what little was queued.
+	// or a last poll's body (what was queued, then a noop), within the
+	// same deadline as any answer: a peer that stops reading cannot hold
+	// the goroutine.
+	_ = g.conn.SetWriteDeadline(time.Now().Add(answerTimeout))
 	_, err = g.conn.Write(b)
+	_ = g.conn.SetWriteDeadline(time.Time{})
 	putBuf(b)
 	if err != nil {
 		_ = g.conn.Close()
