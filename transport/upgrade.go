@@ -90,11 +90,9 @@ func (u *upgradeConn) Screen(c *ws.Conn, head []byte) bool {
 	return u.p.ws.Load() != c || u.p.e.Screen(c, head)
 }
 
-// Ping counts the websocket's pings as the socket's once it has taken
-// over; a probe's are answered (it lives only until "5" or its deadline).
-func (u *upgradeConn) Ping(c *ws.Conn) bool {
-	return u.p.ws.Load() != c || u.p.e.Ping(c)
-}
+// Ping counts the websocket's pings as the socket's, the probe's too:
+// they come from the same peer.
+func (u *upgradeConn) Ping(c *ws.Conn) bool { return u.p.e.Ping(c) }
 
 // Closed ends the socket if the websocket had taken over; a probe that
 // ends earlier leaves the session on polling.
