@@ -158,6 +158,11 @@ type eioSocket struct {
 	drops       bucket
 	strikes     int
 	strikesFrom time.Time
+	// screened is how many bytes of unknown events the websocket server
+	// dropped unread for this socket since screenedFrom: a rate of events
+	// does not bound bytes when each is as large as maxPayload.
+	screened     int64
+	screenedFrom time.Time
 }
 
 // ID is the Socket.IO socket id ("" before CONNECT).
@@ -482,7 +487,7 @@ func (e *eioSocket) transportName() string {
 // websocket server drops that rest as it comes instead of keeping
 // megabytes for nothing. Anything else (another packet, a binary event, a
 // name that does not fit the head) is kept and handled whole, as before.
-func (e *eioSocket) Screen(_ *ws.Conn, head []byte) bool {
+func (e *eioSocket) Screen(c *ws.Conn, head []byte) bool {
 	if len(head) < 3 || head[0] != '4' || head[1] != '2' || e.sess.Load() == nil || e.binary.Load() != nil {
 		return true
 	}
@@ -512,7 +517,28 @@ func (e *eioSocket) Screen(_ *ws.Conn, head []byte) bool {
 	}
 	e.srv.met.Received("unknown")
 	e.sess.Load().Unknown(name, e.ackFunc(ackID))
+	e.screenedOut(int64(c.Incoming()))
 	return false
+}
+
+// screenedOut counts an unknown event's bytes that the server drops
+// unread; past four times the largest message within abuseWindow the
+// socket is closed (1008), as for too many dropped packets: an honest
+// client sends no unknown event, and a flooder of 15 MB ones would
+// otherwise be read for 100 strikes, gigabytes.
+func (e *eioSocket) screenedOut(n int64) {
+	now := time.Now()
+	e.mu.Lock()
+	if now.Sub(e.screenedFrom) > abuseWindow {
+		e.screened, e.screenedFrom = 0, now
+	}
+	e.screened += n
+	over := e.srv.wssMaxPayload > 0 && e.screened > 4*int64(e.srv.wssMaxPayload)
+	e.mu.Unlock()
+	if over {
+		e.srv.met.Refused("packet", "flood")
+		e.end(ws.ClosePolicy, reasonFlood, fmt.Sprintf("%d bytes of unknown events within %s", e.screened, abuseWindow))
+	}
 }
 
 // dispatch decodes an event's arguments and hands it to the session.

@@ -180,7 +180,8 @@ func TestNeverConnectedSocketsCountAgainstTheAddress(t *testing.T) {
 // Unknown events count against the socket's message rate like known ones:
 // past the burst each is refused with chatError rate_limited, and past
 // SWITCHBOARD_ABUSE_LIMIT refusals the socket is disconnected (DISCONNECT,
-// then the close). A fifth socket sends small unknown events and must
+// then the close); the large ones sooner, by their bytes: past four times
+// maxPayload of unknown events within 10 s, close 1008. A fifth socket sends small unknown events and must
 // meet the same answers.
 func TestUnknownEventsFlood(t *testing.T) {
 	const flooders, size = 4, 15_000_000
@@ -219,7 +220,10 @@ func TestUnknownEventsFlood(t *testing.T) {
 				}
 				switch {
 				case op == opClose:
-					res.end = fmt.Sprintf("close %v", p)
+					res.end = "close"
+					if len(p) >= 2 {
+						res.end = fmt.Sprintf("close %d", int(p[0])<<8|int(p[1]))
+					}
 					return
 				case op != opText:
 				case string(p) == "2":
@@ -274,6 +278,13 @@ func TestUnknownEventsFlood(t *testing.T) {
 		// unknown events fast lets a flooder send more of them in the 6 s.
 		if res.sent > 20+10*6+100+20 && !res.disconnect {
 			t.Errorf("%s flooder %d sent %d unknown events (burst 20, 10/s, abuse limit 100) and was not disconnected", what, i, res.sent)
+		}
+		// Bytes count too: past four times maxPayload of unknown events
+		// within 10 s a socket is closed with 1008, so a 15 MB flooder is
+		// read for 6 events, not for the abuse limit's 100 (1.5 GB). A few
+		// more may be in the sockets' buffers when the close comes.
+		if most := 4*maxPayload/size + 1 + 3; i < flooders && (res.sent > most || res.end != "close 1008") {
+			t.Errorf("%s flooder %d sent %d events of %d bytes and ended %q, want close 1008 after at most %d", what, i, res.sent, size, res.end, most)
 		}
 	}
 	t.Logf("15 MB flooders pushed %.2f GB in 6 s; server CPU %.2f s", float64(pushed)/1e9, s.cpuSince())

@@ -551,6 +551,11 @@ func (c *Conn) expire() {
 	})
 }
 
+// Incoming is the size of the message being read as far as its frames
+// have announced it: what has arrived and what its current frame still
+// holds. Only for a Screener, during Screen (on the poller).
+func (c *Conn) Incoming() int { return len(c.rd.msg) + c.rd.remaining }
+
 // message is the reader's news of a whole message. c.rmu is held.
 func (c *Conn) message(text bool, data []byte) bool {
 	if c.state.Load() != stateOpen {
