@@ -117,11 +117,11 @@ func TestBufferBudgetAndMessageTimeoutFromConfig(t *testing.T) {
 func TestUnknownEventsAreNotKept(t *testing.T) {
 	s := startServer(t, func(c *config.Config) {
 		c.MaxImageBytes = 100_000    // largest message 264 KB
-		c.MaxBufferedBytes = 100_000 // what fits is under half of one such message
+		c.MaxBufferedBytes = 100_000 // less than one of the 120 KB events below
 	})
 	by := newBystander(t, s)
 	event := func(name string) []byte {
-		return []byte(`42["` + name + `",{"type":"text","message":"` + strings.Repeat("é", 120_000) + `"}]`)
+		return []byte(`42["` + name + `",{"type":"text","message":"` + strings.Repeat("é", 60_000) + `"}]`)
 	}
 	r := rawConnect(t, s)
 	r.connect()
