@@ -371,11 +371,11 @@ func queuedAt(e *routeEvent, local int) int {
 // while it waited (to the owner's sockets wherever they are).
 func (r *router) clusterAssigned(ctx actor.Context, c *chat, introduce bool) {
 	g := c.owner
-	p := r.client(c.client)
-	if introduce && p != nil {
-		r.toLocalAgent(ctx, g, r.newChatFrame(p))
+	intro, assigned := r.assignedFrames(c, introduce)
+	if intro != nil {
+		r.toLocalAgent(ctx, g, intro)
 	}
-	r.toLocalOperators(ctx, r.frame(messages.EventChatAssigned, &messages.ChatAssigned{ClientID: c.client, OperatorID: g.id, OperatorName: g.name}, time.Time{}), "")
+	r.toLocalOperators(ctx, assigned, "")
 	local := r.pr.clients[c.client]
 	if local == nil {
 		return
@@ -387,6 +387,21 @@ func (r *router) clusterAssigned(ctx actor.Context, c *chat, introduce bool) {
 		r.met.Queue("delivered", len(frames), -len(frames))
 	}
 	r.toClient(ctx, local, r.frame(messages.EventOperatorAssigned, &messages.OperatorAssigned{OperatorName: g.name}, time.Time{}))
+}
+
+// assignedFrames makes what clusterAssigned tells: the owner's newChat
+// (nil unless introduced and the player is known here) and everyone's
+// chatAssigned. Both come from one feed entry, so the newChat's offset
+// says that the entry was seen in part (sub 1), as a takeover's replay
+// stamps it: an operator whose node died after it read only the newChat
+// is then replayed the chatAssigned.
+func (r *router) assignedFrames(c *chat, introduce bool) (intro, assigned *messages.Frame) {
+	g := c.owner
+	if p := r.client(c.client); introduce && p != nil {
+		intro = r.frameSub(messages.EventNewChat, &messages.NewChat{ClientID: p.id, Username: p.displayName(), Phone: p.phone}, time.Time{}, 1)
+	}
+	assigned = r.frame(messages.EventChatAssigned, &messages.ChatAssigned{ClientID: c.client, OperatorID: g.id, OperatorName: g.name}, time.Time{})
+	return intro, assigned
 }
 
 // introduceLate sends newChat to this node's sockets of a chat's owner

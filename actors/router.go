@@ -89,10 +89,22 @@ var endedByOperator = &messages.ChatEnded{Message: messages.EndedByOperatorText}
 // frame encodes one outgoing event, with the next offset unless it is
 // volatile or recovery is off. Every recipient gets the same frame.
 func (r *router) frame(event string, payload any, at time.Time) *messages.Frame {
+	return r.frameSub(event, payload, at, 0)
+}
+
+// frameSub is frame for one of several frames that a single feed entry
+// makes (a routing decision: newChat then chatAssigned): sub counts the
+// frames of that entry sent so far, this one included, and the last one
+// is sent with 0. An operator whose last offset names a sub frame is
+// replayed the rest of the entry by a takeover, not none of it.
+func (r *router) frameSub(event string, payload any, at time.Time, sub int) *messages.Frame {
 	offset := ""
 	if r.offsets != nil && !messages.Volatile(event) {
 		if r.cl != nil && r.cl.opAdopt {
 			offset = r.offsets.nextAnchored(r.cl.feedAt)
+			if sub > 0 {
+				offset += string(subSep) + strconv.Itoa(sub)
+			}
 		} else {
 			offset = r.offsets.next()
 		}
