@@ -1,8 +1,11 @@
 package actors
 
 import (
+	"log/slog"
 	"strings"
 	"testing"
+
+	"github.com/asynkron/protoactor-go/actor"
 
 	"github.com/switchboard/switchboard/messages"
 )
@@ -219,5 +222,19 @@ func TestLiveAssignedPairSeenInPart(t *testing.T) {
 	}
 	if got := replayed(assigned.Offset); len(got) != 0 {
 		t.Fatalf("after the chatAssigned %s: replayed %v, want nothing", assigned.Offset, got)
+	}
+}
+
+// An operator taken over here that leaves before the feed reached what its
+// old node had applied takes its skip with it: else the entry stayed for
+// good and every feed delivery went on the slower path.
+func TestOpSkipEndsWithTheOperator(t *testing.T) {
+	pr := newPresence()
+	op := &participant{id: "op", role: messages.RoleOperator, session: actor.NewPID("local", "op")}
+	pr.upsert(op)
+	r := &router{pr: pr, log: slog.New(slog.DiscardHandler), cl: &clusterView{opAdopt: true, feedAt: "10-0", opSkip: map[string]string{"op": "12-0"}}}
+	r.leave(nil, op.session) // nothing here sends: no bridge, no routing
+	if len(r.cl.opSkip) != 0 {
+		t.Fatalf("skips left after the operator: %v", r.cl.opSkip)
 	}
 }

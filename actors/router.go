@@ -465,6 +465,12 @@ func (r *router) leave(ctx actor.Context, session *actor.PID) {
 		return
 	}
 	r.met.Left(p.role.String())
+	if r.cl != nil && len(r.cl.opSkip) > 0 {
+		// An operator taken over here that leaves before the feed caught
+		// up with its old node: nothing is left to skip for it, and while
+		// any entry stays every feed delivery takes the slower path.
+		delete(r.cl.opSkip, p.id)
+	}
 	if r.cl != nil && r.cl.stopping && r.cl.window > 0 {
 		// Shutting down: the node's bye makes its players away elsewhere,
 		// and their stored sessions stay for another node to take over.
