@@ -441,15 +441,22 @@ func (r *router) toLocalAgent(ctx actor.Context, g *agent, f *messages.Frame) {
 // toRemoteAgents hands a frame to the sockets of the given operators on
 // other nodes: one message through the feed, naming the operators that
 // have sockets elsewhere; each node hands it to its own sockets of them.
+// With operators taken over across nodes it names them all, those whose
+// sockets are all here too (whose node skips its own entry): the feed is
+// what a takeover replays, and a delivery made here alone would be lost
+// with this node if the operator had not read it yet (as broadcast mode
+// writes every player's message there). Volatile frames, never replayed,
+// go only where they must.
 func (r *router) toRemoteAgents(ctx actor.Context, f *messages.Frame, except string, owner *agent, watchers []*agent) {
 	var keys []string
+	every := r.cl.opAdopt && !messages.Volatile(f.Event)
 	add := func(g *agent) {
 		if g == nil {
 			return
 		}
-		if len(g.sockets) == 0 && r.cl.opAdopt {
-			// Its sockets were on a gone node: the feed keeps it for
-			// whichever node takes the operator over within the window.
+		if every || len(g.sockets) == 0 && r.cl.opAdopt {
+			// Wherever its sockets are; those on a gone node too: the
+			// feed keeps it for whichever node takes it over in the window.
 			keys = append(keys, g.key)
 			return
 		}
