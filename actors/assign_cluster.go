@@ -371,11 +371,11 @@ func queuedAt(e *routeEvent, local int) int {
 // while it waited (to the owner's sockets wherever they are).
 func (r *router) clusterAssigned(ctx actor.Context, c *chat, introduce bool) {
 	g := c.owner
-	p := r.client(c.client)
-	if introduce && p != nil {
-		r.toLocalAgent(ctx, g, r.newChatFrame(p))
+	intro, assigned := r.assignedFrames(c, introduce)
+	if intro != nil {
+		r.toLocalAgent(ctx, g, intro)
 	}
-	r.toLocalOperators(ctx, r.frame(messages.EventChatAssigned, &messages.ChatAssigned{ClientID: c.client, OperatorID: g.id, OperatorName: g.name}, time.Time{}), "")
+	r.toLocalOperators(ctx, assigned, "")
 	local := r.pr.clients[c.client]
 	if local == nil {
 		return
@@ -387,6 +387,21 @@ func (r *router) clusterAssigned(ctx actor.Context, c *chat, introduce bool) {
 		r.met.Queue("delivered", len(frames), -len(frames))
 	}
 	r.toClient(ctx, local, r.frame(messages.EventOperatorAssigned, &messages.OperatorAssigned{OperatorName: g.name}, time.Time{}))
+}
+
+// assignedFrames makes what clusterAssigned tells: the owner's newChat
+// (nil unless introduced and the player is known here) and everyone's
+// chatAssigned. Both come from one feed entry, so the newChat's offset
+// says that the entry was seen in part (sub 1), as a takeover's replay
+// stamps it: an operator whose node died after it read only the newChat
+// is then replayed the chatAssigned.
+func (r *router) assignedFrames(c *chat, introduce bool) (intro, assigned *messages.Frame) {
+	g := c.owner
+	if p := r.client(c.client); introduce && p != nil {
+		intro = r.frameSub(messages.EventNewChat, &messages.NewChat{ClientID: p.id, Username: p.displayName(), Phone: p.phone}, time.Time{}, 1)
+	}
+	assigned = r.frame(messages.EventChatAssigned, &messages.ChatAssigned{ClientID: c.client, OperatorID: g.id, OperatorName: g.name}, time.Time{})
+	return intro, assigned
 }
 
 // introduceLate sends newChat to this node's sockets of a chat's owner
@@ -426,15 +441,22 @@ func (r *router) toLocalAgent(ctx actor.Context, g *agent, f *messages.Frame) {
 // toRemoteAgents hands a frame to the sockets of the given operators on
 // other nodes: one message through the feed, naming the operators that
 // have sockets elsewhere; each node hands it to its own sockets of them.
+// With operators taken over across nodes it names them all, those whose
+// sockets are all here too (whose node skips its own entry): the feed is
+// what a takeover replays, and a delivery made here alone would be lost
+// with this node if the operator had not read it yet (as broadcast mode
+// writes every player's message there). Volatile frames, never replayed,
+// go only where they must.
 func (r *router) toRemoteAgents(ctx actor.Context, f *messages.Frame, except string, owner *agent, watchers []*agent) {
 	var keys []string
+	every := r.cl.opAdopt && !messages.Volatile(f.Event)
 	add := func(g *agent) {
 		if g == nil {
 			return
 		}
-		if len(g.sockets) == 0 && r.cl.opAdopt {
-			// Its sockets were on a gone node: the feed keeps it for
-			// whichever node takes the operator over within the window.
+		if every || len(g.sockets) == 0 && r.cl.opAdopt {
+			// Wherever its sockets are; those on a gone node too: the
+			// feed keeps it for whichever node takes it over in the window.
 			keys = append(keys, g.key)
 			return
 		}

@@ -586,17 +586,24 @@ func (b *redisBridge) readOpReplay(ctx context.Context, rdb *redis.Client, j *op
 		if len(msgs) == 0 || msgs[0].ID != from {
 			return &opRead{why: "feed entries after the offset are gone"}
 		}
-		if j.replay.from.sub == 0 {
-			msgs = msgs[1:] // seen whole
-		}
 	}
 	entries := make([]feedEntry, 0, len(msgs))
 	for _, m := range msgs {
 		env, _ := m.Values["m"].(string)
 		entries = append(entries, feedEntry{id: m.ID, env: env})
 	}
+	entries = unseen(entries, j.replay.from)
 	frames, why := j.replay.pick(entries)
 	return &opRead{frames: frames, why: why}
+}
+
+// unseen drops the anchor's own entry from a read that starts with it
+// unless the operator saw only part of it (a sub offset).
+func unseen(entries []feedEntry, from opAnchor) []feedEntry {
+	if len(entries) > 0 && entries[0].id == from.feed && from.sub == 0 {
+		return entries[1:] // seen whole
+	}
+	return entries
 }
 
 // adoptOperatorStart is adoptStart for an operator: listed by the router,

@@ -1,8 +1,11 @@
 package actors
 
 import (
+	"log/slog"
 	"strings"
 	"testing"
+
+	"github.com/asynkron/protoactor-go/actor"
 
 	"github.com/switchboard/switchboard/messages"
 )
@@ -174,5 +177,64 @@ func TestOpReplayUnderRouting(t *testing.T) {
 	delete(routing.chats, "c2")
 	if _, why := o.pick(entries[2:3]); why == "" {
 		t.Fatal("a newChat made up")
+	}
+}
+
+// A live decision that gives an operator a chat makes two frames, newChat
+// then chatAssigned, from one feed entry: an operator that read only the
+// newChat before its node died is replayed the chatAssigned by a takeover
+// (its newChat's offset says the entry was seen in part).
+func TestLiveAssignedPairSeenInPart(t *testing.T) {
+	pr := newPresence()
+	pr.clients["c2"] = &participant{id: "c2", role: messages.RoleClient}
+	r := &router{pr: pr, offsets: &idSource{prefix: "A-", seq: 5}, cl: &clusterView{opAdopt: true, feedAt: "13-0"}}
+	owner := &agent{key: "1", id: messages.ID{Num: 1, Kind: messages.IDNumber}}
+	intro, assigned := r.assignedFrames(&chat{client: "c2", seq: 2, owner: owner}, true)
+	if intro == nil || intro.Event != messages.EventNewChat || assigned.Event != messages.EventChatAssigned {
+		t.Fatalf("made %v and %v", intro, assigned)
+	}
+
+	decision := &envelope{kind: kindRouting, node: "n", body: []byte(`{"t":"open","c":"c2","s":2,"o":"1"}`)}
+	later := &envelope{kind: kindRouting, node: "n", body: []byte(`{"t":"status","o":"1"}`)}
+	entries := []feedEntry{{id: "13-0", env: string(decision.encode())}, {id: "14-0", env: string(later.encode())}}
+	routing := &opRouting{key: "1", auto: true,
+		agents: map[string]agentName{"1": {id: owner.id}},
+		chats:  map[string]*messages.NewChat{"c2": {ClientID: "c2"}}}
+	replayed := func(off string) []string {
+		t.Helper()
+		from, ok := parseAnchor(off)
+		if !ok {
+			t.Fatalf("offset %q is no anchor", off)
+		}
+		o := &opReplay{sid: "op", from: from, upto: "20-0", own: opAnchor{prefix: "B-", seq: 1}, routing: routing}
+		frames, why := o.pick(unseen(entries, from))
+		if why != "" {
+			t.Fatalf("after %s: %s", off, why)
+		}
+		var got []string
+		for _, f := range frames {
+			got = append(got, f.Event)
+		}
+		return got
+	}
+	if got := replayed(intro.Offset); strings.Join(got, ",") != "chatAssigned" {
+		t.Fatalf("after the newChat %s: replayed %v, want the chatAssigned", intro.Offset, got)
+	}
+	if got := replayed(assigned.Offset); len(got) != 0 {
+		t.Fatalf("after the chatAssigned %s: replayed %v, want nothing", assigned.Offset, got)
+	}
+}
+
+// An operator taken over here that leaves before the feed reached what its
+// old node had applied takes its skip with it: else the entry stayed for
+// good and every feed delivery went on the slower path.
+func TestOpSkipEndsWithTheOperator(t *testing.T) {
+	pr := newPresence()
+	op := &participant{id: "op", role: messages.RoleOperator, session: actor.NewPID("local", "op")}
+	pr.upsert(op)
+	r := &router{pr: pr, log: slog.New(slog.DiscardHandler), cl: &clusterView{opAdopt: true, feedAt: "10-0", opSkip: map[string]string{"op": "12-0"}}}
+	r.leave(nil, op.session) // nothing here sends: no bridge, no routing
+	if len(r.cl.opSkip) != 0 {
+		t.Fatalf("skips left after the operator: %v", r.cl.opSkip)
 	}
 }

@@ -89,10 +89,22 @@ var endedByOperator = &messages.ChatEnded{Message: messages.EndedByOperatorText}
 // frame encodes one outgoing event, with the next offset unless it is
 // volatile or recovery is off. Every recipient gets the same frame.
 func (r *router) frame(event string, payload any, at time.Time) *messages.Frame {
+	return r.frameSub(event, payload, at, 0)
+}
+
+// frameSub is frame for one of several frames that a single feed entry
+// makes (a routing decision: newChat then chatAssigned): sub counts the
+// frames of that entry sent so far, this one included, and the last one
+// is sent with 0. An operator whose last offset names a sub frame is
+// replayed the rest of the entry by a takeover, not none of it.
+func (r *router) frameSub(event string, payload any, at time.Time, sub int) *messages.Frame {
 	offset := ""
 	if r.offsets != nil && !messages.Volatile(event) {
 		if r.cl != nil && r.cl.opAdopt {
 			offset = r.offsets.nextAnchored(r.cl.feedAt)
+			if sub > 0 {
+				offset += string(subSep) + strconv.Itoa(sub)
+			}
 		} else {
 			offset = r.offsets.next()
 		}
@@ -453,6 +465,12 @@ func (r *router) leave(ctx actor.Context, session *actor.PID) {
 		return
 	}
 	r.met.Left(p.role.String())
+	if r.cl != nil && len(r.cl.opSkip) > 0 {
+		// An operator taken over here that leaves before the feed caught
+		// up with its old node: nothing is left to skip for it, and while
+		// any entry stays every feed delivery takes the slower path.
+		delete(r.cl.opSkip, p.id)
+	}
 	if r.cl != nil && r.cl.stopping && r.cl.window > 0 {
 		// Shutting down: the node's bye makes its players away elsewhere,
 		// and their stored sessions stay for another node to take over.

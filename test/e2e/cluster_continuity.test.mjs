@@ -877,6 +877,38 @@ describe('continuity across nodes', { skip: hasRedis ? false : 'redis-server is 
     });
   }
 
+  test('auto routing: an operator and its player on one node, killed with a message the operator had not read: recovered on the other node with that message', async () => {
+    const [n1, n2] = await nodes(['autoh1', 'autoh2'], { SWITCHBOARD_ROUTING: 'auto' });
+    const { op, p } = await ownedChat(n1, n1, 'auto', 'autohere');
+    const id = op.id;
+    const seen = op.rec.all.length;
+    // Its transport goes; its session on n1 keeps what comes meanwhile.
+    op.io.reconnection(false);
+    op.io.engine.close();
+    await delay(300);
+    p.io.reconnection(false);
+    assert.equal((await emitAck(p, 'clientMessage', { type: 'text', message: 'unread' })).ok, true);
+    n1.proc.kill('SIGKILL');
+    await n1.exited;
+    await n2.waitFor('/health', (h) => h.cluster?.nodes === 1, { timeoutMs: NOTICED_MS, what: 'the killed node known dead' });
+    const back = nextConnect(op, 10000);
+    op.io.uri = n2.url;
+    op.io.reconnection(true);
+    op.connect();
+    await back;
+    assert.equal(op.recovered, true, 'recovered on the other node, not a fresh session');
+    assert.equal(op.id, id, 'same socket id');
+    await delay(500);
+    const missed = op.rec.all.slice(seen).map((r) => [r.event, r.args[0]?.message ?? r.args[0]?.clientId]);
+    assert.deepEqual(missed.filter(([ev]) => ev === 'incomingMessage'), [['incomingMessage', 'unread']], 'the message it had not read, once');
+    assert.deepEqual(missed.filter(([ev]) => ev !== 'incomingMessage'), [['chatAway', p.sid]], 'and its player away, nothing else');
+    op.rec.pending = [];
+    await expectNothing([op], 300);
+    op.close();
+    p.close();
+    await n2.stop();
+  });
+
   test('auto routing: SIGTERM of an operator\'s node: its CRM comes back by itself on the other node, recovered, and keeps its chat', async () => {
     const [n1, n2] = await nodes(['autos1', 'autos2'], { SWITCHBOARD_ROUTING: 'auto' });
     const { op, p } = await ownedChat(n1, n2, 'auto', 'autostop');
