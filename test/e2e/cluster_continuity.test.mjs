@@ -65,6 +65,10 @@ describe('continuity across nodes', { skip: hasRedis ? false : 'redis-server is 
   }
 
   async function nodes(ids, env = {}) {
+    // Each test starts from an empty Redis: an earlier test's chats, queue
+    // and operators' loads (kept there for the recovery window) would
+    // otherwise reach this one's operators.
+    await redisCommand(redis.port, 'FLUSHALL');
     const out = await Promise.all(ids.map((id) => startServer({
       env: { ...HIGH_LIMITS, REDIS_URL: redis.url, SWITCHBOARD_NODE_ID: id, SWITCHBOARD_RECOVERY_WINDOW: '60s', ...BEAT, ...env },
     })));
@@ -75,13 +79,17 @@ describe('continuity across nodes', { skip: hasRedis ? false : 'redis-server is 
     return out;
   }
 
-  /** An operator on node a and a player on node b, joined, the operator told of the player. */
-  async function chat(a, b, label) {
-    const op = await connect(`${label}-op`, ['websocket'], { url: a.url });
+  /**
+   * An operator on node a and a player on node b, joined, the operator told
+   * of the player. By default the player reconnects by itself and the
+   * operator does not; opReconnects and playerReconnects say otherwise.
+   */
+  async function chat(a, b, label, { opReconnects = false, playerReconnects = true } = {}) {
+    const op = await connect(`${label}-op`, ['websocket'], { url: a.url, ...(opReconnects ? RECONNECT : {}) });
     sockets.push(op);
     op.emit('join', { role: 'operator', name: 'Uno', operatorId: 1 });
     await a.waitJoined(op.sid, 'operator');
-    const p = await connect(`${label}-player`, ['websocket'], { url: b.url, ...RECONNECT });
+    const p = await connect(`${label}-player`, ['websocket'], { url: b.url, ...(playerReconnects ? RECONNECT : {}) });
     sockets.push(p);
     p.emit('join', { role: 'client', name: 'Bob', username: 'bob' });
     assert.equal((await expectEvent(op, 'newChat')).clientId, p.sid);
@@ -588,14 +596,7 @@ describe('continuity across nodes', { skip: hasRedis ? false : 'redis-server is 
   // operators' feed after their offset, by whichever node they reach.
   test('an operator whose node is killed recovers on another node with exactly the events it missed', async () => {
     const [n1, n2] = await nodes(['x1', 'x2']);
-    const op = await connect('xop', ['websocket'], { url: n1.url, ...RECONNECT });
-    sockets.push(op);
-    op.emit('join', { role: 'operator', name: 'Uno', operatorId: 1 });
-    await n1.waitJoined(op.sid, 'operator');
-    const p = await connect('xplayer', ['websocket'], { url: n2.url });
-    sockets.push(p);
-    p.emit('join', { role: 'client', name: 'Bob', username: 'bob' });
-    assert.equal((await expectEvent(op, 'newChat')).clientId, p.sid);
+    const { op, p } = await chat(n1, n2, 'x', { opReconnects: true, playerReconnects: false });
     const id = op.id;
     op.io.reconnection(false);
     n1.proc.kill('SIGKILL');
@@ -638,14 +639,7 @@ describe('continuity across nodes', { skip: hasRedis ? false : 'redis-server is 
 
   test('SIGTERM of an operator\'s node: its CRM comes back by itself on another node, recovered, every missed event once', async () => {
     const [n1, n2] = await nodes(['y1', 'y2']);
-    const op = await connect('yop', ['websocket'], { url: n1.url, ...RECONNECT });
-    sockets.push(op);
-    op.emit('join', { role: 'operator', name: 'Uno', operatorId: 1 });
-    await n1.waitJoined(op.sid, 'operator');
-    const p = await connect('yplayer', ['websocket'], { url: n2.url });
-    sockets.push(p);
-    p.emit('join', { role: 'client', name: 'Bob', username: 'bob' });
-    assert.equal((await expectEvent(op, 'newChat')).clientId, p.sid);
+    const { op, p } = await chat(n1, n2, 'y', { opReconnects: true, playerReconnects: false });
     assert.equal((await emitAck(p, 'clientMessage', { type: 'text', message: 'before' })).ok, true);
     assert.equal((await expectEvent(op, 'incomingMessage')).message, 'before');
     const id = op.id;
@@ -739,14 +733,7 @@ describe('continuity across nodes', { skip: hasRedis ? false : 'redis-server is 
 
   test('an operator\'s blip on its own node: what other nodes\' players said meanwhile is replayed once', async () => {
     const [n1, n2] = await nodes(['v1', 'v2']);
-    const op = await connect('vop', ['websocket'], { url: n1.url, ...RECONNECT });
-    sockets.push(op);
-    op.emit('join', { role: 'operator', name: 'Uno', operatorId: 1 });
-    await n1.waitJoined(op.sid, 'operator');
-    const p = await connect('vplayer', ['websocket'], { url: n2.url });
-    sockets.push(p);
-    p.emit('join', { role: 'client', name: 'Bob', username: 'bob' });
-    assert.equal((await expectEvent(op, 'newChat')).clientId, p.sid);
+    const { op, p } = await chat(n1, n2, 'v', { opReconnects: true, playerReconnects: false });
     assert.equal((await emitAck(p, 'clientMessage', { type: 'text', message: 'before' })).ok, true);
     assert.equal((await expectEvent(op, 'incomingMessage')).message, 'before');
     const id = op.id;
@@ -773,14 +760,7 @@ describe('continuity across nodes', { skip: hasRedis ? false : 'redis-server is 
    * node b (auto: assigned to it; claim: it claims it), told of it.
    */
   async function ownedChat(a, b, mode, label) {
-    const op = await connect(`${label}-op`, ['websocket'], { url: a.url, ...RECONNECT });
-    sockets.push(op);
-    op.emit('join', { role: 'operator', name: 'Uno', operatorId: 1 });
-    await a.waitJoined(op.sid, 'operator');
-    const p = await connect(`${label}-player`, ['websocket'], { url: b.url, ...RECONNECT });
-    sockets.push(p);
-    p.emit('join', { role: 'client', name: 'Bob', username: 'bob' });
-    assert.equal((await expectEvent(op, 'newChat')).clientId, p.sid);
+    const { op, p } = await chat(a, b, label, { opReconnects: true });
     if (mode === 'claim') {
       assert.equal((await expectEvent(op, 'chatQueued')).clientId, p.sid);
       assert.equal((await emitAck(op, 'claimChat', { clientId: p.sid })).ok, true);
