@@ -14,6 +14,8 @@ import { setTimeout as delay } from 'node:timers/promises';
 import { HIGH_LIMITS, connect, emitAck, expectEvent, expectNothing, startServer, freePort, startRedis, signHS256, redisCommand } from './helpers.mjs';
 
 const hasRedis = spawnSync('redis-server', ['--version']).status === 0;
+// socket.io-client's own default: polling first, then the upgrade.
+const DEFAULT_TRANSPORTS = ['polling', 'websocket'];
 const RECONNECT = { reconnection: true, reconnectionDelay: 100, reconnectionDelayMax: 200 };
 // Short heartbeats: a dead node is noticed within DeadAfter plus two
 // heartbeats (2 + 2 x 0.3 s), with a margin for a loaded machine.
@@ -674,6 +676,56 @@ describe('continuity across nodes', { skip: hasRedis ? false : 'redis-server is 
     console.log(`# SIGTERM of an operator's node: the operator recovered ${recoveredMs} ms after the signal`);
     op.close();
     p.close();
+    await n2.stop();
+  });
+
+  test('as users run it: production (JSON logs, operator JWT, CORS list), socket.io-client\'s default transports (polling, then the upgrade), a hostile client beside: a SIGTERM\'d operator\'s CRM recovers on the other node', async () => {
+    const secret = 'cluster-continuity-secret-0123456789abcdef';
+    const crm = 'https://crm.example.com';
+    const [n1, n2] = await nodes(['u1', 'u2'], { NODE_ENV: 'production', SWITCHBOARD_JWT_SECRET: secret, CORS_ORIGIN: `${crm},https://www.example.com` });
+    const now = Math.floor(Date.now() / 1000);
+    const browser = { extraHeaders: { Origin: crm } };
+    const op = await connect('uop', DEFAULT_TRANSPORTS, {
+      url: n1.url, ...RECONNECT, ...browser,
+      auth: { token: signHS256({ sub: '7', name: 'Ana', exp: now + 600 }, secret) },
+    });
+    sockets.push(op);
+    op.emit('join', { role: 'operator', name: 'Ana', operatorId: 7 });
+    await n1.waitJoined(op.sid, 'operator');
+    const p = await connect('uplayer', DEFAULT_TRANSPORTS, { url: n2.url, ...browser });
+    sockets.push(p);
+    p.emit('join', { role: 'client', name: 'Bob', username: 'bob' });
+    assert.equal((await expectEvent(op, 'newChat')).clientId, p.sid);
+    for (const s of [op, p]) assert.equal(await s.upgraded, 'websocket');
+    assert.equal((await emitAck(p, 'clientMessage', { type: 'text', message: 'before' })).ok, true);
+    assert.equal((await expectEvent(op, 'incomingMessage')).message, 'before');
+    const id = op.id;
+
+    // Beside the honest player, on its node: unknown events of 100 KB, and
+    // messages that break the contract, as fast as the client sends.
+    const bad = await connect('uhostile', DEFAULT_TRANSPORTS, { url: n2.url, ...browser });
+    sockets.push(bad);
+    bad.emit('join', { role: 'client', name: 'Eve', username: 'eve' });
+    for (let i = 0; i < 50; i++) {
+      bad.emit('x-unknown', { blob: 'x'.repeat(100_000) });
+      bad.emit('clientMessage', { type: 'text', message: 'x'.repeat(6000) });
+    }
+
+    const back = nextConnect(op, 10000);
+    op.io.uri = n2.url; // its own reconnection attempts reach the other node
+    await n1.stop();
+    assert.equal((await emitAck(p, 'clientMessage', { type: 'text', message: 'while gone' })).ok, true);
+    await back;
+    assert.equal(op.recovered, true, 'recovered on the other node, over polling first');
+    assert.equal(op.id, id, 'same socket id');
+    assert.equal((await expectEvent(op, 'incomingMessage')).message, 'while gone');
+    assert.equal((await emitAck(op, 'operatorMessage', opMsg(p.sid, 'reply'))).ok, true);
+    assert.equal((await expectEvent(p, 'operatorMessage')).message, 'reply');
+    assert.deepEqual(all(op, 'incomingMessage').map((m) => m.message), ['before', 'while gone'], 'each once, none of the hostile client\'s');
+    assert.ok(all(bad, 'chatError').length > 0, 'the hostile client was answered with chatError');
+    op.close();
+    p.close();
+    bad.close();
     await n2.stop();
   });
 
