@@ -149,10 +149,16 @@ func (r *router) orphan(ctx actor.Context, p *participant, since time.Time) {
 		p.away = true
 		r.goneFrame(ctx, r.frame(messages.EventChatAway, &messages.ChatPresence{ClientID: p.id}, time.Time{}), p, "a")
 	}
+	r.expireOrphanIn(ctx, p.id, left)
+}
+
+// expireOrphanIn has the router told, after left, that the orphan id's
+// window ended, under a new generation: a later call supersedes it.
+func (r *router) expireOrphanIn(ctx actor.Context, id string, left time.Duration) {
 	r.cl.orphanGen++
 	gen, self, sys := r.cl.orphanGen, ctx.Self(), ctx.ActorSystem()
-	r.cl.orphans[p.id] = gen
-	time.AfterFunc(left, func() { sys.Root.Send(self, &orphanExpired{id: p.id, gen: gen}) })
+	r.cl.orphans[id] = gen
+	time.AfterFunc(left, func() { sys.Root.Send(self, &orphanExpired{id: id, gen: gen}) })
 }
 
 func (r *router) orphanExpired(ctx actor.Context, m *orphanExpired) {

@@ -720,10 +720,7 @@ func (r *router) orphanOperator(ctx actor.Context, p *participant, since time.Ti
 		r.cl.orphanOps = map[string]bool{}
 	}
 	r.cl.orphanOps[p.id] = true
-	r.cl.orphanGen++
-	gen, self, sys := r.cl.orphanGen, ctx.Self(), ctx.ActorSystem()
-	r.cl.orphans[p.id] = gen
-	time.AfterFunc(left, func() { sys.Root.Send(self, &orphanExpired{id: p.id, gen: gen}) })
+	r.expireOrphanIn(ctx, p.id, left)
 }
 
 // goneFrame tells every node's operators of a gone node's player's away
