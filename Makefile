@@ -26,6 +26,8 @@ test-e2e: build
 	cd test/e2e && npm ci --no-audit --no-fund --loglevel=error && SWITCHBOARD_BIN=$(CURDIR)/$(BIN)/switchboard npm test
 	@# The guide's contract exactly, with continuity off.
 	cd test/e2e && SWITCHBOARD_RECOVERY_WINDOW=0 SWITCHBOARD_BIN=$(CURDIR)/$(BIN)/switchboard node --test --test-concurrency=1 contract.test.mjs
+	@# Routing as most widgets and CRMs connect: polling, then the upgrade.
+	cd test/e2e && E2E_TRANSPORTS=polling,websocket SWITCHBOARD_BIN=$(CURDIR)/$(BIN)/switchboard node --test --test-concurrency=1 routing.test.mjs
 
 # The pages (web/) in the system's Chromium, driven by playwright-core:
 # widget and console chatting, two consoles, the dashboard under the load

@@ -9,7 +9,9 @@ import {
   HIGH_LIMITS, assertAckOk, assertAckRefused, connect, emitAck, expectChatError, expectEvent, expectNothing, startServer,
 } from './helpers.mjs';
 
-const WS = ['websocket'];
+// websocket-only by default; make test runs the file again over socket.io-client's
+// own default (E2E_TRANSPORTS=polling,websocket: polling, then the upgrade).
+const WS = (process.env.E2E_TRANSPORTS ?? 'websocket').split(',');
 
 async function withServer(env, fn) {
   const server = await startServer({ env: { ...HIGH_LIMITS, ...env } });
