@@ -237,6 +237,13 @@ type Conn struct {
 	listed     bool
 	lingered   int // bytes read since the server's close frame; c.rmu
 
+	// The poller's own, touched by its loop alone: bulk says the last read
+	// filled what it was given (the peer has more than a round reads
+	// lightly), turn is the poller's round in which it was last read in
+	// bulk.
+	bulk bool
+	turn uint64
+
 	state atomic.Int32
 
 	mu      sync.Mutex
@@ -470,10 +477,10 @@ func (c *Conn) writable() {
 
 // readable reads what has arrived into buf (the poller's) and handles it:
 // one read per turn, so a connection that sends without pause gets at
-// most len(buf) bytes handled before the poller's other connections.
-func (c *Conn) readable(buf []byte) {
+// most len(buf) bytes handled before the poller's other connections. It
+// returns how many bytes it read.
+func (c *Conn) readable(buf []byte) (n int) {
 	c.read(func() {
-		var n int
 		var rerr error
 		err := c.rc.Read(func(fd uintptr) bool {
 			n, rerr = syscall.Read(int(fd), buf)
@@ -497,6 +504,7 @@ func (c *Conn) readable(buf []byte) {
 			}
 		}
 	})
+	return max(n, 0)
 }
 
 // read runs fn with the reader held; once the connection is closed the

@@ -28,6 +28,8 @@ type echo struct {
 	done   chan struct{}
 	binary int
 	texts  int
+	// binaryAtText is binary when the last text message came.
+	binaryAtText int
 }
 
 type echoConn struct {
@@ -44,6 +46,7 @@ func (h *echoConn) Message(c *Conn, text bool, data []byte) {
 	}
 	h.e.mu.Lock()
 	h.e.texts++
+	h.e.binaryAtText = h.e.binary
 	h.e.mu.Unlock()
 	if string(data) == "close-me" {
 		c.Close(CloseNormal, errors.New("asked to"))
