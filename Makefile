@@ -21,6 +21,7 @@ test-go:
 	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime 15s ./messages
 	$(GO) test -run '^$$' -fuzz FuzzFrameReader -fuzztime 10s ./transport/ws
 	$(GO) test -run '^$$' -fuzz FuzzEnginePacket -fuzztime 10s ./transport
+	$(GO) test -run '^$$' -fuzz FuzzMatchesEncodingJSON -fuzztime 10s ./internal/jsonscan
 
 test-e2e: build
 	cd test/e2e && npm ci --no-audit --no-fund --loglevel=error && SWITCHBOARD_BIN=$(CURDIR)/$(BIN)/switchboard npm test

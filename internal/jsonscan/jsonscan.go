@@ -12,6 +12,7 @@
 package jsonscan
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"unicode/utf8"
@@ -74,35 +75,74 @@ func literal(b []byte, i int, lit string) int {
 // stringEnd returns the index past the string whose opening quote is
 // b[i]: control characters must be escaped, and escapes must be JSON's.
 func stringEnd(b []byte, i int) int {
+	end, _ := scanString(b, i)
+	return end
+}
+
+// scanString is stringEnd that also tells whether the string is plain:
+// ASCII without escapes, its contents as they are.
+func scanString(b []byte, i int) (end int, plain bool) {
+	plain = true
 	for i++; i < len(b); i++ {
+		if i = plainRun(b, i); i >= len(b) {
+			break
+		}
 		switch c := b[i]; {
 		case c == '"':
-			return i + 1
+			return i + 1, plain
 		case c < 0x20:
-			return -1
+			return -1, false
+		case c >= utf8.RuneSelf:
+			plain = false
 		case c == '\\':
+			plain = false
 			i++
 			if i >= len(b) {
-				return -1
+				return -1, false
 			}
 			switch b[i] {
 			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
 			case 'u':
 				if len(b)-i <= 4 {
-					return -1
+					return -1, false
 				}
 				for _, h := range b[i+1 : i+5] {
 					if !isHex(h) {
-						return -1
+						return -1, false
 					}
 				}
 				i += 4
 			default:
-				return -1
+				return -1, false
 			}
 		}
 	}
-	return -1
+	return -1, false
+}
+
+// plainRun returns the index of the first byte from b[i] on that a string
+// cannot hold as it is (a quote, a backslash, a control character) or
+// that is not ASCII, or len(b): eight bytes at a time, since images make
+// strings of megabytes.
+func plainRun(b []byte, i int) int {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	for ; i+8 <= len(b); i += 8 {
+		x := binary.LittleEndian.Uint64(b[i:])
+		// A byte's high bit is set in each term if it is under 0x20, a
+		// quote, a backslash, or not ASCII (with no false negative: a
+		// false positive only follows a true one, and the byte loop
+		// below finds the first).
+		q, bs := x^(ones*'"'), x^(ones*'\\')
+		if (x-ones*0x20)&^x&highs|(q-ones)&^q&highs|(bs-ones)&^bs&highs|x&highs != 0 {
+			break
+		}
+	}
+	for ; i < len(b); i++ {
+		if c := b[i]; c < 0x20 || c == '"' || c == '\\' || c >= utf8.RuneSelf {
+			return i
+		}
+	}
+	return i
 }
 
 func isHex(c byte) bool {

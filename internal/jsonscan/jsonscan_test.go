@@ -3,6 +3,8 @@ package jsonscan
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -110,12 +112,40 @@ func checkUnquote(t *testing.T, s string) {
 	}
 }
 
+// checkDecode compares Decode with json.Unmarshal into an any.
+func checkDecode(t *testing.T, s string) {
+	var want any
+	werr := json.Unmarshal([]byte(s), &want)
+	got, err := Decode([]byte(s), 0)
+	if (err != nil) != (werr != nil) {
+		t.Fatalf("Decode(%.200q): err %v, encoding/json %v", s, err, werr)
+	}
+	if werr == nil && !reflect.DeepEqual(got, want) {
+		t.Fatalf("Decode(%.200q) = %#v, encoding/json %#v", s, got, want)
+	}
+}
+
+// decodeSamples add to samples what decoding can get wrong: escapes,
+// surrogates, invalid UTF-8, repeated names, numbers out of range.
+var decodeSamples = []string{
+	`{"a":1,"a":2}`, `{"a":{"b":1},"a":[1]}`, `"\ud83d\ude00"`, `"\ud83d"`, `"\ude00\ud83d"`, `"\ud83dx"`,
+	`"\ud83d\u0041"`, `"\ud83d\ud83d\ude00"`, `"a\u0000b"`, `"\u00E9\u00e9"`, "\"\xed\xa0\x80\"", "\"a\xc3\"",
+	"\"\xf0\x9f\x98\x80\"", "\"\xef\xbf\xbd\"", `1e400`, `-1e400`, `1e-400`, `[1,1e999]`, `{"a":1e999,"b":}`,
+	`123456789012345678901234567890`, `-0.0`, `[[],{}]`, `{"\u0061":1}`, `{"":null}`, `["x",]`,
+	`["clientMessage",{"type":"image","image":"data:image/png;base64,` + strings.Repeat("QUJD", 5000) + `"}]`,
+}
+
 func TestWalksMatchEncodingJSON(t *testing.T) {
-	for _, s := range samples {
+	for _, s := range append(samples, decodeSamples...) {
 		checkArray(t, s)
 		checkObject(t, s)
 		checkUnquote(t, s)
+		checkDecode(t, s)
 	}
+	deep := strings.Repeat("[", maxDepth) + strings.Repeat("]", maxDepth)
+	checkDecode(t, deep)
+	checkDecode(t, "["+deep+"]")
+	checkDecode(t, strings.Repeat(`{"a":`, maxDepth)+"1"+strings.Repeat("}", maxDepth))
 }
 
 func TestWalkAllocatesNothing(t *testing.T) {
@@ -138,10 +168,11 @@ func TestWalkAllocatesNothing(t *testing.T) {
 }
 
 func FuzzMatchesEncodingJSON(f *testing.F) {
-	for _, s := range samples {
+	for _, s := range append(samples, decodeSamples...) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
+		checkDecode(t, s)
 		if got, want := Valid([]byte(s)), json.Valid([]byte(s)); got != want {
 			t.Fatalf("Valid(%q) = %v, encoding/json says %v", s, got, want)
 		}
@@ -167,5 +198,69 @@ func BenchmarkEventEncodingJSON(b *testing.B) {
 	for b.Loop() {
 		var args []json.RawMessage
 		_ = json.Unmarshal(p, &args)
+	}
+}
+
+// Past its limit Decode stops: the values it counts are every scalar,
+// array and object, and it decodes nothing more.
+func TestDecodeStopsPastItsLimit(t *testing.T) {
+	event := `["clientMessage",{"type":"text","message":"hi","to":[1,2]}]` // 8 values
+	if _, err := Decode([]byte(event), 8); err != nil {
+		t.Fatalf("8 values with a limit of 8: %v", err)
+	}
+	if _, err := Decode([]byte(event), 7); !errors.Is(err, ErrTooManyValues) {
+		t.Fatalf("8 values with a limit of 7: %v, want ErrTooManyValues", err)
+	}
+	// 20 MB of numbers: refused at the 1,025th, having allocated for no
+	// more than the 1,024 before it.
+	flood := []byte("[" + strings.Repeat("1,", 10_000_000) + "1]")
+	allocs := testing.AllocsPerRun(1, func() {
+		if _, err := Decode(flood, 1024); !errors.Is(err, ErrTooManyValues) {
+			t.Fatalf("10,000,001 numbers with a limit of 1,024: %v, want ErrTooManyValues", err)
+		}
+	})
+	if allocs > 1024+32 {
+		t.Fatalf("%v allocations to refuse 10,000,001 values with a limit of 1,024", allocs)
+	}
+}
+
+// A 10 MB image event, as a player may send one: Decode against
+// encoding/json (96 ms per event on the development machine).
+var imageEvent = []byte(`["clientMessage",{"type":"image","mimeType":"image/png","image":"data:image/png;base64,` +
+	strings.Repeat("A", 10_000_000) + `"}]`)
+
+func BenchmarkDecodeImage(b *testing.B) {
+	b.SetBytes(int64(len(imageEvent)))
+	for b.Loop() {
+		if _, err := Decode(imageEvent, 64); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkDecodeImageEncodingJSON(b *testing.B) {
+	b.SetBytes(int64(len(imageEvent)))
+	for b.Loop() {
+		var v any
+		if err := json.Unmarshal(imageEvent, &v); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkDecodeEvent(b *testing.B) {
+	p := []byte(samples[0])
+	b.SetBytes(int64(len(p)))
+	for b.Loop() {
+		_, _ = Decode(p, 64)
+	}
+}
+
+func BenchmarkDecodeEventEncodingJSON(b *testing.B) {
+	p := []byte(samples[0])
+	b.SetBytes(int64(len(p)))
+	for b.Loop() {
+		var v any
+		_ = json.Unmarshal(p, &v)
 	}
 }
