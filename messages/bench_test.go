@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+
+	"github.com/switchboard/switchboard/internal/jsonscan"
 )
 
 func BenchmarkDecodeClientMessage(b *testing.B) {
@@ -20,16 +22,35 @@ func BenchmarkDecodeClientMessage(b *testing.B) {
 }
 
 // BenchmarkDecodeClientMessageFromWire is what the transport pays per
-// event: the packet's JSON array parsed, then the typed decode.
+// event: the packet's JSON array decoded (jsonscan.Decode, as the
+// transport does), then the typed decode.
 func BenchmarkDecodeClientMessageFromWire(b *testing.B) {
+	benchFromWire(b, func(p []byte) ([]any, error) {
+		v, err := jsonscan.Decode(p, 1024)
+		args, _ := v.([]any)
+		return args, err
+	})
+}
+
+// BenchmarkDecodeClientMessageFromWireEncodingJSON is the same through
+// json.Unmarshal, as the transport decoded events before jsonscan.Decode.
+func BenchmarkDecodeClientMessageFromWireEncodingJSON(b *testing.B) {
+	benchFromWire(b, func(p []byte) ([]any, error) {
+		var args []any
+		err := json.Unmarshal(p, &args)
+		return args, err
+	})
+}
+
+func benchFromWire(b *testing.B, parse func([]byte) ([]any, error)) {
 	packet := []byte(`["clientMessage",{"type":"text","message":"hola, ¿me ayudas con mi depósito?","timestamp":"2026-01-02T03:04:05.678Z"}]`)
 	l := &Limits{MaxText: 5000, MaxField: 255}
 	b.SetBytes(int64(len(packet)))
 	b.ReportAllocs()
 	for b.Loop() {
-		var args []any
-		if err := json.Unmarshal(packet, &args); err != nil {
-			b.Fatal(err)
+		args, err := parse(packet)
+		if err != nil || len(args) != 2 {
+			b.Fatal(args, err)
 		}
 		if _, known, err := Decode(args[0].(string), args[1], Origin{}, l); !known || err != nil {
 			b.Fatal(known, err)
