@@ -1,8 +1,11 @@
 package test
 
 import (
+	"encoding/base64"
+	"fmt"
 	"io"
 	"net/http"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -122,4 +125,82 @@ func TestMemoryBudgetRefusesAndCuts(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// A socket of the Socket.IO library (Engine.IO 3, socket.io-client 2.x)
+// that stops polling holds its unsent output; past the memory budget the
+// guard cuts it like any other socket that holds the most (disconnected:
+// the library has no close code to give), and the bystander is not cut.
+func TestMemoryBudgetCutsLibrarySockets(t *testing.T) {
+	budget := liveHeap() + 96<<20
+	s := startServer(t, func(c *config.Config) { c.MemoryLimit = budget })
+	by := newBystander(t, s)
+
+	// An Engine.IO 3 operator that joins and never polls again.
+	base := s.URL + s.cfg.Path + "/?EIO=3&transport=polling"
+	res, err := http.Get(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	open, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	i := strings.Index(string(open), `"sid":"`)
+	if res.StatusCode != 200 || i < 0 {
+		t.Fatalf("EIO3 handshake: %d %q", res.StatusCode, open)
+	}
+	sid := string(open[i+7:])
+	sid = sid[:strings.IndexByte(sid, '"')]
+	poll := base + "&sid=" + sid
+	join := `42["join",{"role":"operator","name":"Eve","operatorId":9}]`
+	res, err = http.Post(poll, "text/plain;charset=UTF-8", strings.NewReader(fmt.Sprintf("%d:%s", len(join), join)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, res.Body)
+	res.Body.Close()
+
+	// A player's 1 MB image reaches both operators: the bystander reads
+	// it, the library's operator holds it unsent.
+	raw := make([]byte, 768_000)
+	copy(raw, "\x89PNG\r\n\x1a\n")
+	img := "data:image/png;base64," + base64.StdEncoding.EncodeToString(raw)
+	pl := ws(t, s, "player", nil, nil)
+	pl.join(s, map[string]any{"role": "client", "name": "Mallory"})
+	by.op.expect("newChat")
+	pl.emit("clientMessage", map[string]any{"type": "image", "image": img, "mimeType": "image/png"})
+	by.op.expectWithin("incomingMessage", 5*time.Second)
+
+	// Past the budget: the guard cuts what can be cut.
+	ballast := make([]byte, budget)
+	for i := range ballast {
+		ballast[i] = 1
+	}
+	// A poll would take the queue: the cut is read from /metrics first.
+	waitFor(t, 10*time.Second, func() error {
+		res, err := http.Get(s.URL + "/metrics")
+		if err != nil {
+			return err
+		}
+		b, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if !strings.Contains(string(b), `switchboard_refusals_total{code="memory_budget"}`) {
+			return errorf("past the budget nothing was cut (the library's operator holds a 1 MB image unsent)")
+		}
+		return nil
+	})
+	c := &http.Client{Timeout: 5 * time.Second}
+	res, err = c.Get(poll)
+	if err != nil {
+		t.Fatalf("the cut operator's poll: %v", err)
+	}
+	b, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	status, body := res.StatusCode, string(b)
+	if status == 200 && strings.Contains(body, "incomingMessage") {
+		t.Fatalf("the library's operator was not cut: its poll got its queue (%d bytes)", len(body))
+	}
+	runtime.KeepAlive(ballast)
+	ballast = nil
+	t.Logf("past the budget the library's operator, holding a 1 MB image unsent, was cut: its next poll got %d %.80q", status, body)
+	by.check()
 }

@@ -3,6 +3,7 @@ package transport
 import (
 	"fmt"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 
 	"github.com/switchboard/switchboard/messages"
@@ -20,6 +21,7 @@ var noWriteOptions = &packet.Options{}
 type socketConn struct {
 	sock   *socket.Socket
 	id     string
+	addr   string
 	log    *slog.Logger
 	closed atomic.Bool
 	// pending counts bytes handed to the engine and not yet written to
@@ -66,4 +68,49 @@ func (c *socketConn) Close(reason string) {
 	}
 	c.log.Info("closing socket", "socket", c.id, "reason", reason)
 	c.sock.Disconnect(true)
+}
+
+// shed ends the socket for the memory guard, dropping its unsent output
+// at once: the library's own close would keep it until the client read it.
+func (c *socketConn) shed(reason string) {
+	if c.closed.Swap(true) {
+		return
+	}
+	c.sock.Conn().Close(true)
+	c.log.Info("closing socket", "socket", c.id, "reason", reason)
+}
+
+// librarySockets are the library's sockets, for the memory guard: what
+// each holds is its unsent output (socketConn.pending).
+type librarySockets struct {
+	mu sync.Mutex
+	m  map[*socketConn]struct{}
+}
+
+func (l *librarySockets) add(c *socketConn) {
+	l.mu.Lock()
+	if l.m == nil {
+		l.m = make(map[*socketConn]struct{})
+	}
+	l.m[c] = struct{}{}
+	l.mu.Unlock()
+}
+
+func (l *librarySockets) remove(c *socketConn) {
+	l.mu.Lock()
+	delete(l.m, c)
+	l.mu.Unlock()
+}
+
+// each calls fn for every socket, outside the lock (fn may close it).
+func (l *librarySockets) each(fn func(*socketConn)) {
+	l.mu.Lock()
+	all := make([]*socketConn, 0, len(l.m))
+	for c := range l.m {
+		all = append(all, c)
+	}
+	l.mu.Unlock()
+	for _, c := range all {
+		fn(c)
+	}
 }

@@ -232,9 +232,10 @@ func (m *memGuard) refresh(now time.Time) {
 // holder is a socket and what it holds.
 type holder struct {
 	n   int64
-	e   *eioSocket // nil for a probe
+	e   *eioSocket // nil for a probe or a library socket
 	ws  *ws.Conn   // a probe websocket that has not taken its session over
 	sid string
+	lib *socketConn // a library (Engine.IO 3) socket
 }
 
 // cut ends the sockets holding the most, largest first, until they held
@@ -262,6 +263,7 @@ func (m *memGuard) cut(need int64) int {
 		})
 	}
 	s.polls.each(func(p *pollConn) { add(holder{n: p.e.holding(), e: p.e}) })
+	s.library.each(func(c *socketConn) { add(holder{n: c.pending.Load(), lib: c}) })
 	slices.SortFunc(hs, func(a, b holder) int { return cmp.Compare(b.n, a.n) })
 	cut := 0
 	for _, h := range hs {
@@ -271,6 +273,14 @@ func (m *memGuard) cut(need int64) int {
 		need -= h.n
 		cut++
 		s.met.Refused("connection", "memory_budget")
+		if h.lib != nil {
+			// The library has no close code to give: its connection is
+			// closed, its queue dropped with it.
+			s.log.Warn("socket cut: server over its memory budget", "socket", h.lib.id, "remote", h.lib.addr,
+				"transport", "library", "held", h.n, "budget", m.budget)
+			h.lib.shed("server over its memory budget")
+			continue
+		}
 		if h.e == nil {
 			s.log.Warn("websocket cut: server over its memory budget", "session", h.sid, "held", h.n, "budget", m.budget)
 			h.ws.Shed(ws.CloseTryAgain, reasonBusy)

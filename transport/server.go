@@ -38,6 +38,7 @@ type Server struct {
 	// its long-polling sessions (nil: the library serves everything).
 	wss           *ws.Server
 	polls         polls
+	library       librarySockets
 	wssMaxPayload int
 	limits        messages.Limits
 	handler       http.Handler
@@ -265,7 +266,8 @@ func (s *Server) onConnection(sock *socket.Socket) error {
 	id := string(sock.Id())
 	req := sock.Request().Request()
 	addr := s.clientAddr(req)
-	conn := &socketConn{sock: sock, id: id, log: s.log, maxPending: int64(s.cfg.MaxPendingBytes), met: s.met}
+	conn := &socketConn{sock: sock, id: id, addr: addr, log: s.log, maxPending: int64(s.cfg.MaxPendingBytes), met: s.met}
+	s.library.add(conn)
 
 	// Listeners are registered before the session exists, so they wait
 	// for it.
@@ -297,6 +299,7 @@ func (s *Server) onConnection(sock *socket.Socket) error {
 			reason = fmt.Sprint(args[0])
 		}
 		conn.closed.Store(true)
+		s.library.remove(conn)
 		if p := session(); p != nil {
 			// The library's sockets are not recoverable: their participant
 			// leaves at once, as on the guide's server.
@@ -311,6 +314,9 @@ func (s *Server) onConnection(sock *socket.Socket) error {
 	opened, err := s.open(conn, addr, connectAuth{Token: token}, sock.Conn().Transport().Name())
 	sess = opened
 	close(ready)
+	if err != nil {
+		s.library.remove(conn)
+	}
 	return err
 }
 
