@@ -111,16 +111,8 @@ func TestMemoryBudgetRefusesAndCuts(t *testing.T) {
 		t.Fatal("no socket was cut past the memory budget")
 	}
 	by.check()
-	var m string
 	waitFor(t, 3*time.Second, func() error {
-		res, err := http.Get(s.URL + "/metrics")
-		if err != nil {
-			return err
-		}
-		b, _ := io.ReadAll(res.Body)
-		res.Body.Close()
-		m = string(b)
-		if !strings.Contains(m, `switchboard_refusals_total{code="memory_budget"}`) || !strings.Contains(m, `switchboard_refusals_total{code="server_busy"}`) {
+		if metricLine(t, s, `switchboard_refusals_total{code="memory_budget"}`) == "" || metricLine(t, s, `switchboard_refusals_total{code="server_busy"}`) == "" {
 			return errorf("/metrics counts no cuts or no 503s")
 		}
 		return nil
@@ -177,13 +169,7 @@ func TestMemoryBudgetCutsLibrarySockets(t *testing.T) {
 	}
 	// A poll would take the queue: the cut is read from /metrics first.
 	waitFor(t, 10*time.Second, func() error {
-		res, err := http.Get(s.URL + "/metrics")
-		if err != nil {
-			return err
-		}
-		b, _ := io.ReadAll(res.Body)
-		res.Body.Close()
-		if !strings.Contains(string(b), `switchboard_refusals_total{code="memory_budget"}`) {
+		if metricLine(t, s, `switchboard_refusals_total{code="memory_budget"}`) == "" {
 			return errorf("past the budget nothing was cut (the library's operator holds a 1 MB image unsent)")
 		}
 		return nil

@@ -98,16 +98,9 @@ func (d *decoder) array(i, depth int) (any, int) {
 			return nil, -1
 		}
 		a = append(a, v)
-		if i = skipSpace(b, end); i >= len(b) {
-			return nil, -1
-		}
-		switch b[i] {
-		case ']':
-			return a, i + 1
-		case ',':
-			i = skipSpace(b, i+1)
-		default:
-			return nil, -1
+		var more bool
+		if i, more = next(b, end, ']'); i < 0 || !more {
+			return a, i
 		}
 	}
 }
@@ -138,18 +131,26 @@ func (d *decoder) object(i, depth int) (any, int) {
 			return nil, -1
 		}
 		m[key] = v
-		if i = skipSpace(b, end); i >= len(b) {
-			return nil, -1
-		}
-		switch b[i] {
-		case '}':
-			return m, i + 1
-		case ',':
-			i = skipSpace(b, i+1)
-		default:
-			return nil, -1
+		var more bool
+		if i, more = next(b, end, '}'); i < 0 || !more {
+			return m, i
 		}
 	}
+}
+
+// next reads what follows an element ending at b[end]: a comma (more:
+// the next element's index) or close (the index past it), else -1.
+func next(b []byte, end int, close byte) (i int, more bool) {
+	i = skipSpace(b, end)
+	switch {
+	case i >= len(b):
+		return -1, false
+	case b[i] == close:
+		return i + 1, false
+	case b[i] == ',':
+		return skipSpace(b, i+1), true
+	}
+	return -1, false
 }
 
 // str decodes the string at b[i]; the index past it, or -1.
