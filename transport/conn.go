@@ -62,22 +62,25 @@ func (c *socketConn) Confirmed() uint64 { return 0 }
 func (c *socketConn) Abandon() { c.Close("abandoned") }
 
 // Close disconnects the socket and its underlying connection.
-func (c *socketConn) Close(reason string) {
-	if c.closed.Swap(true) {
-		return
-	}
-	c.log.Info("closing socket", "socket", c.id, "reason", reason)
-	c.sock.Disconnect(true)
-}
+func (c *socketConn) Close(reason string) { c.end(reason, false) }
 
-// shed ends the socket for the memory guard, dropping its unsent output
-// at once: the library's own close would keep it until the client read it.
-func (c *socketConn) shed(reason string) {
+// end closes the socket, once; false if it was closed already. With
+// discard (the memory guard) its unsent output is dropped instead of
+// drained: the library's own disconnect keeps a polling session's queue
+// until the client polls. The discarding close runs on its own goroutine:
+// on a websocket whose peer stopped reading it waits for the library's
+// write in progress, which has no deadline.
+func (c *socketConn) end(reason string, discard bool) bool {
 	if c.closed.Swap(true) {
-		return
+		return false
 	}
-	c.sock.Conn().Close(true)
 	c.log.Info("closing socket", "socket", c.id, "reason", reason)
+	if discard {
+		go c.sock.Conn().Close(true)
+	} else {
+		c.sock.Disconnect(true)
+	}
+	return true
 }
 
 // librarySockets are the library's sockets, for the memory guard: what

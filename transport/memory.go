@@ -270,17 +270,23 @@ func (m *memGuard) cut(need int64) int {
 		if need <= 0 || cut == maxCutsPerTick {
 			break
 		}
+		if h.lib != nil {
+			// The library has no close code to give: its connection is
+			// closed, its queue dropped with it. One that closed since
+			// the count frees nothing here.
+			if !h.lib.end("server over its memory budget", true) {
+				continue
+			}
+			need -= h.n
+			cut++
+			s.met.Refused("connection", "memory_budget")
+			s.log.Warn("socket cut: server over its memory budget", "socket", h.lib.id, "remote", h.lib.addr,
+				"transport", "library", "held", h.n, "budget", m.budget)
+			continue
+		}
 		need -= h.n
 		cut++
 		s.met.Refused("connection", "memory_budget")
-		if h.lib != nil {
-			// The library has no close code to give: its connection is
-			// closed, its queue dropped with it.
-			s.log.Warn("socket cut: server over its memory budget", "socket", h.lib.id, "remote", h.lib.addr,
-				"transport", "library", "held", h.n, "budget", m.budget)
-			h.lib.shed("server over its memory budget")
-			continue
-		}
 		if h.e == nil {
 			s.log.Warn("websocket cut: server over its memory budget", "session", h.sid, "held", h.n, "budget", m.budget)
 			h.ws.Shed(ws.CloseTryAgain, reasonBusy)

@@ -267,7 +267,6 @@ func (s *Server) onConnection(sock *socket.Socket) error {
 	req := sock.Request().Request()
 	addr := s.clientAddr(req)
 	conn := &socketConn{sock: sock, id: id, addr: addr, log: s.log, maxPending: int64(s.cfg.MaxPendingBytes), met: s.met}
-	s.library.add(conn)
 
 	// Listeners are registered before the session exists, so they wait
 	// for it.
@@ -306,6 +305,7 @@ func (s *Server) onConnection(sock *socket.Socket) error {
 			s.gone(p, conn, addr, reason, false)
 		}
 	})
+	s.library.add(conn) // after "disconnect" is heard, which removes it
 
 	token, _ := sock.Handshake().Auth["token"].(string)
 	if token == "" {

@@ -13,7 +13,6 @@ package jsonscan
 
 import (
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"unicode/utf8"
 )
@@ -84,7 +83,11 @@ func stringEnd(b []byte, i int) int {
 func scanString(b []byte, i int) (end int, plain bool) {
 	plain = true
 	for i++; i < len(b); i++ {
-		if i = plainRun(b, i); i >= len(b) {
+		var high bool
+		if i, high = stringRun(b, i); high {
+			plain = false
+		}
+		if i >= len(b) {
 			break
 		}
 		switch c := b[i]; {
@@ -92,8 +95,6 @@ func scanString(b []byte, i int) (end int, plain bool) {
 			return i + 1, plain
 		case c < 0x20:
 			return -1, false
-		case c >= utf8.RuneSelf:
-			plain = false
 		case c == '\\':
 			plain = false
 			i++
@@ -125,24 +126,42 @@ func scanString(b []byte, i int) (end int, plain bool) {
 // that is not ASCII, or len(b): eight bytes at a time, since images make
 // strings of megabytes.
 func plainRun(b []byte, i int) int {
-	const ones, highs = 0x0101010101010101, 0x8080808080808080
 	for ; i+8 <= len(b); i += 8 {
 		x := binary.LittleEndian.Uint64(b[i:])
-		// A byte's high bit is set in each term if it is under 0x20, a
-		// quote, a backslash, or not ASCII (with no false negative: a
-		// false positive only follows a true one, and the byte loop
-		// below finds the first).
-		q, bs := x^(ones*'"'), x^(ones*'\\')
-		if (x-ones*0x20)&^x&highs|(q-ones)&^q&highs|(bs-ones)&^bs&highs|x&highs != 0 {
+		if special(x)|x&highs != 0 {
 			break
 		}
 	}
-	for ; i < len(b); i++ {
-		if c := b[i]; c < 0x20 || c == '"' || c == '\\' || c >= utf8.RuneSelf {
-			return i
-		}
+	for ; i < len(b) && b[i] >= 0x20 && b[i] != '"' && b[i] != '\\' && b[i] < utf8.RuneSelf; i++ {
 	}
 	return i
+}
+
+// stringRun is plainRun that goes on past bytes that are not ASCII (text
+// in most languages), telling whether it passed any.
+func stringRun(b []byte, i int) (int, bool) {
+	var high uint64
+	for ; i+8 <= len(b); i += 8 {
+		x := binary.LittleEndian.Uint64(b[i:])
+		if special(x) != 0 {
+			break
+		}
+		high |= x
+	}
+	for ; i < len(b) && b[i] >= 0x20 && b[i] != '"' && b[i] != '\\'; i++ {
+		high |= uint64(b[i])
+	}
+	return i, high&highs != 0
+}
+
+const ones, highs = 0x0101010101010101, 0x8080808080808080
+
+// special sets the high bit of x's bytes that are under 0x20, a quote or
+// a backslash, with no false negative (a false positive only follows a
+// true one: the byte loops after it find the first).
+func special(x uint64) uint64 {
+	q, bs := x^(ones*'"'), x^(ones*'\\')
+	return (x-ones*0x20)&^x&highs | (q-ones)&^q&highs | (bs-ones)&^bs&highs
 }
 
 func isHex(c byte) bool {
@@ -449,11 +468,11 @@ func Unquote(raw []byte) (string, bool) {
 	if len(raw) == 0 || raw[0] != '"' {
 		return "", false
 	}
-	var s string
-	if json.Unmarshal(raw, &s) != nil {
+	end, _ := scanString(raw, 0)
+	if end < 0 || skipSpace(raw, end) != len(raw) {
 		return "", false
 	}
-	return s, true
+	return unquoteValid(raw[:end]), true
 }
 
 // Is reports whether the JSON string raw decodes to exactly s.

@@ -132,6 +132,8 @@ var decodeSamples = []string{
 	`"\ud83d\u0041"`, `"\ud83d\ud83d\ude00"`, `"a\u0000b"`, `"\u00E9\u00e9"`, "\"\xed\xa0\x80\"", "\"a\xc3\"",
 	"\"\xf0\x9f\x98\x80\"", "\"\xef\xbf\xbd\"", `1e400`, `-1e400`, `1e-400`, `[1,1e999]`, `{"a":1e999,"b":}`,
 	`123456789012345678901234567890`, `-0.0`, `[[],{}]`, `{"\u0061":1}`, `{"":null}`, `["x",]`,
+	`"日本語のテキストです\n日本語のテキスト"`, "\"\x7f\x7f\x7f\x7f\x7f\x7f\x7f\x7f\x7f\"", "\"ab\xc3\xa9cdefgh\x01\"",
+	"\"abcdefgh\xff\xfeijklmnop\"", `"éééééééé\"ééé"`,
 	`["clientMessage",{"type":"image","image":"data:image/png;base64,` + strings.Repeat("QUJD", 5000) + `"}]`,
 }
 

@@ -475,10 +475,9 @@ func (c *Conn) writable() {
 	}
 }
 
-// readable reads what has arrived into buf (the poller's) and handles it:
-// one read per turn, so a connection that sends without pause gets at
-// most len(buf) bytes handled before the poller's other connections. It
-// returns how many bytes it read.
+// readable reads once what has arrived, at most len(buf) bytes (the
+// poller decides how much: see poller.read), and handles it. It returns
+// how many bytes it read.
 func (c *Conn) readable(buf []byte) (n int) {
 	c.read(func() {
 		var rerr error

@@ -188,10 +188,11 @@ func newPoller(window, timeout time.Duration) (*poller, error) {
 // read waits for connections with something to read (or that drained) and
 // serves them, on this goroutine: reading and parsing never block.
 //
-// A round reads at most lightRead bytes from each ready connection, then
-// reads on, a readChunk at a time, from those that had more (in bulk)
-// for at most bulkPerRound bytes in all, least recently served first; the
-// rest stay ready for the next round. So a peer's small message waits
+// A round reads at most lightRead bytes from each ready connection not
+// in bulk, then a readChunk from each connection in bulk (whose last read
+// filled what it was given), least recently served first, until the round
+// has read bulkPerRound from them; the rest stay ready for the next round
+// and come first in it. So a peer's small message waits
 // behind one round's bulk, not behind every flooding socket's: with 150
 // sockets pouring in frames, a round that read readChunk from each read
 // 7–10 MB and took 20–48 ms, the time an honest operator's message
