@@ -105,6 +105,12 @@ describe('continuity across nodes', { skip: hasRedis ? false : 'redis-server is 
     return ack;
   }
 
+  /** p sends message, acknowledged ok, and op gets it. */
+  async function playerSays(p, op, message) {
+    assert.equal((await emitAck(p, 'clientMessage', { type: 'text', message })).ok, true, `ack of ${message}`);
+    assert.equal((await expectEvent(op, 'incomingMessage')).message, message);
+  }
+
   /** The operatorMessage texts p received, in order. */
   const texts = (p) => all(p, 'operatorMessage').map((m) => m.message);
 
@@ -563,8 +569,7 @@ describe('continuity across nodes', { skip: hasRedis ? false : 'redis-server is 
     sockets.push(p);
     p.emit('join', { role: 'client', name: 'Bob', username: 'bob' });
     assert.equal((await expectEvent(op, 'newChat')).clientId, p.sid);
-    assert.equal((await emitAck(p, 'clientMessage', { type: 'text', message: 'before' })).ok, true);
-    assert.equal((await expectEvent(op, 'incomingMessage')).message, 'before');
+    await playerSays(p, op, 'before');
     const oldID = op.id;
 
     op.io.reconnection(false);
@@ -623,8 +628,7 @@ describe('continuity across nodes', { skip: hasRedis ? false : 'redis-server is 
     op.rec.pending = [];
 
     // It goes on there: the player's next message once, and its reply reaches the player.
-    assert.equal((await emitAck(p, 'clientMessage', { type: 'text', message: 'after' })).ok, true);
-    assert.equal((await expectEvent(op, 'incomingMessage')).message, 'after');
+    await playerSays(p, op, 'after');
     assert.equal((await emitAck(op, 'operatorMessage', opMsg(p.sid, 'reply'))).ok, true);
     assert.equal((await expectEvent(p, 'operatorMessage')).message, 'reply');
     await expectNothing([op, p], 500);
@@ -642,8 +646,7 @@ describe('continuity across nodes', { skip: hasRedis ? false : 'redis-server is 
   test('SIGTERM of an operator\'s node: its CRM comes back by itself on another node, recovered, every missed event once', async () => {
     const [n1, n2] = await nodes(['y1', 'y2']);
     const { op, p } = await chat(n1, n2, 'y', { opReconnects: true, playerReconnects: false });
-    assert.equal((await emitAck(p, 'clientMessage', { type: 'text', message: 'before' })).ok, true);
-    assert.equal((await expectEvent(op, 'incomingMessage')).message, 'before');
+    await playerSays(p, op, 'before');
     const id = op.id;
 
     const t0 = Date.now();
@@ -697,8 +700,7 @@ describe('continuity across nodes', { skip: hasRedis ? false : 'redis-server is 
     p.emit('join', { role: 'client', name: 'Bob', username: 'bob' });
     assert.equal((await expectEvent(op, 'newChat')).clientId, p.sid);
     for (const s of [op, p]) assert.equal(await s.upgraded, 'websocket');
-    assert.equal((await emitAck(p, 'clientMessage', { type: 'text', message: 'before' })).ok, true);
-    assert.equal((await expectEvent(op, 'incomingMessage')).message, 'before');
+    await playerSays(p, op, 'before');
     const id = op.id;
 
     // Beside the honest player, on its node: unknown events of 100 KB, and
@@ -786,8 +788,7 @@ describe('continuity across nodes', { skip: hasRedis ? false : 'redis-server is 
   test('an operator\'s blip on its own node: what other nodes\' players said meanwhile is replayed once', async () => {
     const [n1, n2] = await nodes(['v1', 'v2']);
     const { op, p } = await chat(n1, n2, 'v', { opReconnects: true, playerReconnects: false });
-    assert.equal((await emitAck(p, 'clientMessage', { type: 'text', message: 'before' })).ok, true);
-    assert.equal((await expectEvent(op, 'incomingMessage')).message, 'before');
+    await playerSays(p, op, 'before');
     const id = op.id;
     op.io.reconnection(false);
     op.io.engine.close();
@@ -819,8 +820,7 @@ describe('continuity across nodes', { skip: hasRedis ? false : 'redis-server is 
     }
     assert.equal((await expectEvent(op, 'chatAssigned')).clientId, p.sid);
     await expectEvent(p, 'operatorAssigned');
-    assert.equal((await emitAck(p, 'clientMessage', { type: 'text', message: 'before' })).ok, true);
-    assert.equal((await expectEvent(op, 'incomingMessage')).message, 'before');
+    await playerSays(p, op, 'before');
     p.rec.pending = []; // its queued place (claim), told before the claim
     return { op, p };
   }
@@ -895,8 +895,7 @@ describe('continuity across nodes', { skip: hasRedis ? false : 'redis-server is 
       // Still the owner, with no release and no second assignment.
       assert.equal((await emitAck(op, 'operatorMessage', opMsg(p.sid, 'reply'))).ok, true);
       assert.equal((await expectEvent(p, 'operatorMessage')).message, 'reply');
-      assert.equal((await emitAck(p, 'clientMessage', { type: 'text', message: 'after' })).ok, true);
-      assert.equal((await expectEvent(op, 'incomingMessage')).message, 'after');
+      await playerSays(p, op, 'after');
       await expectNothing([op, p], 500);
       const st = await n2.getJSON('/stats');
       assert.equal(st.clients.find((c) => c.socketId === p.sid)?.owner, 1, 'still owns its chat');
@@ -953,8 +952,7 @@ describe('continuity across nodes', { skip: hasRedis ? false : 'redis-server is 
     assert.equal(op.recovered, true, 'recovered on the other node');
     assert.equal(op.id, id, 'same socket id');
     // Known gone at once: it takes no new chat, and a new one waits.
-    assert.equal((await emitAck(p, 'clientMessage', { type: 'text', message: 'after' })).ok, true);
-    assert.equal((await expectEvent(op, 'incomingMessage')).message, 'after');
+    await playerSays(p, op, 'after');
     assert.equal((await emitAck(op, 'operatorMessage', opMsg(p.sid, 'reply'))).ok, true);
     assert.equal((await expectEvent(p, 'operatorMessage')).message, 'reply');
     await expectNothing([op, p], 500);
@@ -985,8 +983,7 @@ describe('continuity across nodes', { skip: hasRedis ? false : 'redis-server is 
     assert.equal((await expectEvent(op, 'newChat')).clientId, p.sid, 'its chat in its join\'s list');
     assert.equal((await emitAck(op, 'operatorMessage', opMsg(p.sid, 'reply'))).ok, true, 'still its owner');
     assert.equal((await expectEvent(p, 'operatorMessage')).message, 'reply');
-    assert.equal((await emitAck(p, 'clientMessage', { type: 'text', message: 'after' })).ok, true);
-    assert.equal((await expectEvent(op, 'incomingMessage')).message, 'after');
+    await playerSays(p, op, 'after');
     assert.equal(all(p, 'operatorAssigned').length, 1, 'not assigned again');
     assert.deepEqual(all(op, 'chatQueued'), [], 'not released');
     op.close();
