@@ -93,15 +93,7 @@ func TestPollingParkedGetHoldsNoGoroutine(t *testing.T) {
 		conns[i].send(p.sid, "")
 	}
 	// Every GET waits: nothing is queued for these sessions.
-	deadline := time.Now().Add(5 * time.Second)
-	var held int
-	for {
-		time.Sleep(50 * time.Millisecond)
-		held = runtime.NumGoroutine() - before
-		if held < n/10 || time.Now().After(deadline) {
-			break
-		}
-	}
+	held := goroutinesAbove(before, n/10)
 	t.Logf("%d waiting GETs: %d goroutines more", n, held)
 	if held >= n/10 {
 		t.Fatalf("%d waiting GETs hold %d goroutines", n, held)
@@ -251,15 +243,7 @@ func TestPollingLastPollBeforeUpgradeIsParked(t *testing.T) {
 		}
 		probes[i] = c
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	var held int
-	for {
-		time.Sleep(50 * time.Millisecond)
-		held = runtime.NumGoroutine() - before
-		if held < n/5 || time.Now().After(deadline) {
-			break
-		}
-	}
+	held := goroutinesAbove(before, n/5)
 	t.Logf("%d idle connections of upgraded sessions: %d goroutines more", n, held)
 	if held >= n/5 {
 		t.Fatalf("%d idle connections of upgraded sessions hold %d goroutines", n, held)
@@ -279,5 +263,18 @@ func TestPollingLastPollBeforeUpgradeIsParked(t *testing.T) {
 	}
 	if got := readWS(t, probes[n-1]); !strings.HasPrefix(got, `4311[{"ok":true`) {
 		t.Fatalf("after upgrade: %q", got)
+	}
+}
+
+// goroutinesAbove is how many goroutines there are more than before, once
+// they have fallen under limit or 5 s have passed (goroutines end a little
+// after the requests that ran them).
+func goroutinesAbove(before, limit int) int {
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		time.Sleep(50 * time.Millisecond)
+		if held := runtime.NumGoroutine() - before; held < limit || time.Now().After(deadline) {
+			return held
+		}
 	}
 }
